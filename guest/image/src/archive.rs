@@ -1,0 +1,1137 @@
+//! `docker save` / `docker load` archives.
+//!
+//! `save` writes Docker 25+'s combined layout: an OCI image layout (`oci-layout`,
+//! `index.json`, `blobs/sha256/<hex>`) plus the legacy `manifest.json` and
+//! `repositories`, so docker 20.10+, docker 25+ (both image stores) and our own
+//! `load` accept it.
+//!
+//! `load` accepts docker archives (manifest.json, including the pre-25 layout
+//! with `<id>/layer.tar` and symlinked duplicates) and OCI layouts (index.json,
+//! possibly nested indexes). The archive is an untrusted upload, so:
+//! - entry names are normalised and `..`/absolute names are refused;
+//! - paths named in manifest.json are only ever looked up among the archive's
+//!   own entries, and OCI blob paths are only built from parsed `Digest`s;
+//! - JSON documents, the entry count and the total size are bounded;
+//! - nothing becomes visible (images, tags) until every layer of every image
+//!   in the archive has been verified and committed.
+//!
+//! The tar stream is sequential and manifest.json may come last, so entries
+//! are staged while reading: `blobs/sha256/<hex>` goes straight into the
+//! content store (content-addressed, verified on commit and unreferenced until
+//! the end), everything else into a private temp dir under the store's root.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Digest, Hasher};
+use crate::error::ImageError;
+use crate::reference::Reference;
+use crate::store::{now_rfc3339, Compression, ImageRecord, Lease, Store};
+
+/// Media types written by `save` and recognised by `load`.
+const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const MT_OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// Annotation keys containerd/docker put on index.json descriptors.
+const ANN_IMAGE_NAME: &str = "io.containerd.image.name";
+const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// BuildKit marks attestation manifests this way; they are not images.
+const ANN_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+
+const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
+
+/// Longest image name we accept from an archive. Docker's own limit for the
+/// repository part is 255 and for a tag 128; anything longer is hostile.
+const MAX_REFERENCE_LEN: usize = 512;
+
+/// Errors of save/load. Every archive-content problem has its own variant so
+/// the engine can answer 400 (bad upload) instead of 500.
+#[derive(thiserror::Error, Debug)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("archive i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("unsafe path in archive: {0:?}")]
+    UnsafePath(String),
+    #[error("archive refers to {0:?}, which is not a file in the archive")]
+    MissingEntry(String),
+    #[error("archive contains {0:?} more than once")]
+    DuplicateEntry(String),
+    #[error("invalid {file} in archive: {reason}")]
+    InvalidJson { file: String, reason: String },
+    #[error("invalid image name {name:?} in {file}: {reason}")]
+    InvalidReference { name: String, file: String, reason: String },
+    #[error("archive limit exceeded: {0}")]
+    LimitExceeded(String),
+    #[error("image {image}: config has {config} layer diff_ids but the manifest lists {manifest} layers")]
+    LayerCountMismatch { image: Digest, config: usize, manifest: usize },
+    #[error("layer {0:?} uses an unsupported compression (only tar, gzip and zstd are accepted)")]
+    UnsupportedCompression(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("archive contains no image (neither manifest.json nor index.json)")]
+    NoImages,
+    #[error("image {0} not found")]
+    ImageNotFound(Digest),
+    #[error("failed to encode {0}: {1}")]
+    Encode(&'static str, serde_json::Error),
+}
+
+/// Bounds for `load`. Defaults fit real images (hundreds of layers, tens of GiB)
+/// while stopping uploads meant to exhaust memory or disk.
+#[derive(Clone, Debug)]
+pub struct LoadLimits {
+    /// Tar entries of any type.
+    pub max_entries: usize,
+    /// Bytes read from the (uncompressed) archive stream.
+    pub max_total_bytes: u64,
+    /// Size of any JSON document read into memory (manifest.json, configs, ...).
+    pub max_json_bytes: u64,
+    /// Images in one archive.
+    pub max_images: usize,
+    /// Layers per image.
+    pub max_layers: usize,
+    /// Nesting of OCI indexes (index -> index -> manifest).
+    pub max_index_depth: usize,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        LoadLimits {
+            max_entries: 100_000,
+            max_total_bytes: 64 << 30,
+            max_json_bytes: 8 << 20,
+            max_images: 1_000,
+            max_layers: 1_000,
+            max_index_depth: 4,
+        }
+    }
+}
+
+/// One image imported by `load`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedImage {
+    pub id: Digest,
+    pub references: Vec<Reference>,
+}
+
+// ---------------------------------------------------------------------------
+// JSON documents. Hand-written serde structs instead of oci-spec's: loading
+// must be lenient about fields we don't use (and about docker's manifest.json,
+// which oci-spec does not model), and saving only needs a handful of fields.
+
+/// One element of docker's manifest.json.
+#[derive(Serialize, Deserialize, Debug)]
+struct ManifestItem {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    variant: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+struct Descriptor {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    #[serde(default)]
+    size: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    annotations: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    platform: Option<Platform>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct OciIndex {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
+    media_type: Option<String>,
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+struct OciManifest {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
+    media_type: Option<String>,
+    config: Descriptor,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+/// Either kind of document an index entry can point at; told apart by fields
+/// because `mediaType` is optional in OCI documents.
+#[derive(Deserialize, Debug)]
+struct AnyManifest {
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Option<Vec<Descriptor>>,
+}
+
+/// The part of an image config load needs.
+#[derive(Deserialize, Debug)]
+struct ConfigProbe {
+    #[serde(default)]
+    architecture: Option<String>,
+    #[serde(default)]
+    os: Option<String>,
+    #[serde(default)]
+    variant: Option<String>,
+    #[serde(default)]
+    created: Option<String>,
+    rootfs: RootFs,
+}
+
+#[derive(Deserialize, Debug)]
+struct RootFs {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------
+// save
+
+/// docker save: writes every image (config, uncompressed layers, OCI manifest)
+/// and the given tags as a tar stream. Only tagged references are written
+/// (like docker, digest references cannot be restored by `load`).
+pub fn save(
+    store: &Store,
+    images: &[(Digest, Vec<Reference>)],
+    w: &mut dyn Write,
+) -> Result<(), ArchiveError> {
+    // Merge duplicate ids so each image is written once, keeping input order.
+    let mut order: Vec<Digest> = Vec::new();
+    let mut refs_of: HashMap<Digest, Vec<Reference>> = HashMap::new();
+    for (id, refs) in images {
+        let entry = refs_of.entry(id.clone()).or_insert_with(|| {
+            order.push(id.clone());
+            Vec::new()
+        });
+        for r in refs {
+            if r.tag.is_some() && r.digest.is_none() && !entry.contains(r) {
+                entry.push(r.clone());
+            }
+        }
+    }
+
+    let mut tar = tar::Builder::new(w);
+    append_dir(&mut tar, "blobs/")?;
+    append_dir(&mut tar, "blobs/sha256/")?;
+
+    // Blobs already in the stream and their sizes (layers are shared between images).
+    let mut written: HashMap<Digest, u64> = HashMap::new();
+    let mut manifest_json: Vec<ManifestItem> = Vec::new();
+    let mut index: Vec<Descriptor> = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+
+    for id in &order {
+        let rec = match store.get_image(id) {
+            Ok(rec) => rec,
+            Err(ImageError::NotFound(_)) => return Err(ArchiveError::ImageNotFound(id.clone())),
+            Err(e) => return Err(e.into()),
+        };
+        let config = store.read_blob(id, u64::MAX)?;
+        if Digest::of(&config) != *id {
+            return Err(ImageError::Corrupt(format!("config blob of image {id}")).into());
+        }
+        let probe: ConfigProbe = serde_json::from_slice(&config)
+            .map_err(|e| ImageError::Corrupt(format!("config of image {id}: {e}")))?;
+        if rec.layers.len() != rec.diff_ids.len() {
+            return Err(ImageError::Corrupt(format!("image {id}: layers and diff_ids differ")).into());
+        }
+        let mtime = rec
+            .created
+            .as_deref()
+            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+            .map(|t| t.timestamp().max(0) as u64)
+            .unwrap_or(0);
+
+        if !written.contains_key(id) {
+            append_bytes(&mut tar, &blob_name(id), &config, mtime)?;
+            written.insert(id.clone(), config.len() as u64);
+        }
+        let mut layer_descs = Vec::with_capacity(rec.layers.len());
+        for (chain, diff_id) in rec.layers.iter().zip(&rec.diff_ids) {
+            let size = match written.get(diff_id) {
+                // Shared with an earlier image: already in the stream.
+                Some(size) => *size,
+                None => {
+                    let size = append_layer(store, &mut tar, chain, diff_id, mtime)?;
+                    written.insert(diff_id.clone(), size);
+                    size
+                }
+            };
+            layer_descs.push(Descriptor {
+                media_type: MT_OCI_LAYER_TAR.into(),
+                digest: diff_id.to_string(),
+                size: size as i64,
+                annotations: None,
+                platform: None,
+            });
+        }
+
+        let platform = match (&probe.os, &probe.architecture) {
+            (Some(os), Some(arch)) if !os.is_empty() && !arch.is_empty() => Some(Platform {
+                architecture: arch.clone(),
+                os: os.clone(),
+                variant: probe.variant.clone().filter(|v| !v.is_empty()),
+            }),
+            _ => None,
+        };
+        let manifest = OciManifest {
+            schema_version: 2,
+            media_type: Some(MT_OCI_MANIFEST.into()),
+            config: Descriptor {
+                media_type: MT_OCI_CONFIG.into(),
+                digest: id.to_string(),
+                size: config.len() as i64,
+                annotations: None,
+                platform: None,
+            },
+            layers: layer_descs,
+        };
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).map_err(|e| ArchiveError::Encode("OCI manifest", e))?;
+        let manifest_digest = Digest::of(&manifest_bytes);
+        if !written.contains_key(&manifest_digest) {
+            append_bytes(&mut tar, &blob_name(&manifest_digest), &manifest_bytes, 0)?;
+            written.insert(manifest_digest.clone(), manifest_bytes.len() as u64);
+        }
+
+        let refs = &refs_of[id];
+        let descriptor = |annotations| Descriptor {
+            media_type: MT_OCI_MANIFEST.into(),
+            digest: manifest_digest.to_string(),
+            size: manifest_bytes.len() as i64,
+            annotations,
+            platform: platform.clone(),
+        };
+        if refs.is_empty() {
+            index.push(descriptor(None));
+        }
+        let mut repo_tags = Vec::new();
+        for r in refs {
+            let tag = r.tag.clone().unwrap_or_default();
+            let mut ann = BTreeMap::new();
+            ann.insert(ANN_IMAGE_NAME.to_string(), r.to_string());
+            ann.insert(ANN_REF_NAME.to_string(), tag.clone());
+            index.push(descriptor(Some(ann)));
+            repo_tags.push(r.familiar_string());
+            if let Some(top) = rec.diff_ids.last() {
+                repositories
+                    .entry(r.familiar_name())
+                    .or_default()
+                    .insert(tag, top.hex().to_string());
+            }
+        }
+        manifest_json.push(ManifestItem {
+            config: blob_name(id),
+            repo_tags: Some(repo_tags),
+            layers: rec.diff_ids.iter().map(blob_name).collect(),
+        });
+    }
+
+    let index_doc = OciIndex {
+        schema_version: 2,
+        media_type: Some(MT_OCI_INDEX.into()),
+        manifests: index,
+    };
+    let index_bytes = serde_json::to_vec(&index_doc).map_err(|e| ArchiveError::Encode("index.json", e))?;
+    append_bytes(&mut tar, "index.json", &index_bytes, 0)?;
+    let manifest_bytes =
+        serde_json::to_vec(&manifest_json).map_err(|e| ArchiveError::Encode("manifest.json", e))?;
+    append_bytes(&mut tar, "manifest.json", &manifest_bytes, 0)?;
+    append_bytes(&mut tar, "oci-layout", OCI_LAYOUT.as_bytes(), 0)?;
+    if !repositories.is_empty() {
+        let repo_bytes =
+            serde_json::to_vec(&repositories).map_err(|e| ArchiveError::Encode("repositories", e))?;
+        append_bytes(&mut tar, "repositories", &repo_bytes, 0)?;
+    }
+    tar.finish()?;
+    Ok(())
+}
+
+fn blob_name(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+fn header(kind: tar::EntryType, size: u64, mode: u32, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(mtime);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+fn append_dir<W: Write>(tar: &mut tar::Builder<W>, name: &str) -> io::Result<()> {
+    let mut h = header(tar::EntryType::Directory, 0, 0o755, 0);
+    tar.append_data(&mut h, name, io::empty())
+}
+
+fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8], mtime: u64) -> io::Result<()> {
+    let mut h = header(tar::EntryType::Regular, data.len() as u64, 0o644, mtime);
+    tar.append_data(&mut h, name, data)
+}
+
+/// Writes one layer as `blobs/sha256/<diff_id>`. A tar header needs the size
+/// up front and a layer can be far larger than memory, so the layer tar is
+/// first spooled to a temp file under the store's tmp dir (also letting us
+/// check its digest before anything is sent), then streamed. Returns its size.
+fn append_layer<W: Write>(
+    store: &Store,
+    tar: &mut tar::Builder<W>,
+    chain: &Digest,
+    diff_id: &Digest,
+    mtime: u64,
+) -> Result<u64, ArchiveError> {
+    let tmp = TempDir::new(&store.tmp_dir(), "save")?;
+    let path = tmp.path().join("layer.tar");
+    let file = File::create(&path)?;
+    let mut tee = HashingWriter { inner: BufWriter::new(file), hasher: Hasher::new(), len: 0 };
+    store.write_layer_tar(chain, &mut tee)?;
+    tee.inner.flush()?;
+    let got = tee.hasher.finish();
+    if got != *diff_id {
+        return Err(ImageError::DigestMismatch { expected: diff_id.clone(), actual: got }.into());
+    }
+    let size = tee.len;
+    let mut file = tee.inner.into_inner().map_err(|e| e.into_error())?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut h = header(tar::EntryType::Regular, size, 0o644, mtime);
+    tar.append_data(&mut h, blob_name(diff_id), file.take(size))?;
+    Ok(size)
+}
+
+/// Passes writes through while hashing and counting them.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A private directory removed on drop, so staging never outlives a save or
+/// load whatever way it ends. Hand-written because `tempfile` is only a
+/// dev-dependency of this crate and this needs nothing more than a random name.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(parent: &Path, prefix: &str) -> io::Result<TempDir> {
+        fs::create_dir_all(parent)?;
+        for _ in 0..16 {
+            let name = format!("{prefix}-{:016x}", rand::random::<u64>());
+            let path = parent.join(name);
+            match fs::create_dir(&path) {
+                Ok(()) => return Ok(TempDir(path)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free temp dir name"))
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.0) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.0.display(), error = %e, "removing temp dir");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// load
+
+/// docker load: imports every image of a docker or OCI archive. Images and
+/// tags are only recorded after all layers of all images were committed, so
+/// a failing upload leaves `list_images()` and every tag untouched (the blobs
+/// and layers already imported are unreferenced and left to GC).
+pub fn load(store: &Store, r: &mut dyn Read, limits: &LoadLimits) -> Result<Vec<LoadedImage>, ArchiveError> {
+    let staging = Staging::read(store, r, limits)?;
+    let plans = staging.plan()?;
+    commit(store, &staging, plans)
+}
+
+/// Where the bytes of one archive entry ended up.
+#[derive(Clone, Debug)]
+enum Staged {
+    /// In the content store (entry named `blobs/sha256/<hex>`, verified on ingest).
+    Blob { digest: Digest, size: u64 },
+    /// In the staging dir under a name of our own, digest computed while copying.
+    File { path: PathBuf, digest: Digest, size: u64 },
+}
+
+impl Staged {
+    fn digest(&self) -> &Digest {
+        match self {
+            Staged::Blob { digest, .. } | Staged::File { digest, .. } => digest,
+        }
+    }
+    fn size(&self) -> u64 {
+        match self {
+            Staged::Blob { size, .. } | Staged::File { size, .. } => *size,
+        }
+    }
+}
+
+/// An image to import, fully validated except for layer contents.
+struct Plan {
+    id: Digest,
+    config: Vec<u8>,
+    diff_ids: Vec<Digest>,
+    layers: Vec<Staged>,
+    references: Vec<Reference>,
+}
+
+/// The archive's entries after one sequential pass.
+struct Staging<'a> {
+    store: &'a Store,
+    limits: &'a LoadLimits,
+    dir: TempDir,
+    /// Keeps gc away from every blob and layer imported so far until the
+    /// images referencing them are recorded.
+    lease: std::cell::RefCell<Lease>,
+    files: HashMap<String, Staged>,
+    /// Symlinks and hard links: normalised name -> normalised target.
+    links: HashMap<String, String>,
+}
+
+/// Bounds the bytes read from the upload; remembers whether it was the limit
+/// that stopped the read so the error can say so (tar wraps io errors).
+struct LimitedReader<'r> {
+    inner: &'r mut dyn Read,
+    remaining: u64,
+    exceeded: bool,
+}
+
+impl Read for LimitedReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.remaining == 0 {
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.exceeded = true;
+            return Err(io::Error::other("archive exceeds the size limit"));
+        }
+        let max = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+impl<'a> Staging<'a> {
+    fn read(store: &'a Store, r: &mut dyn Read, limits: &'a LoadLimits) -> Result<Staging<'a>, ArchiveError> {
+        let dir = TempDir::new(&store.tmp_dir(), "load")?;
+        let lease = std::cell::RefCell::new(store.lease([]));
+        let mut st = Staging { store, limits, dir, lease, files: HashMap::new(), links: HashMap::new() };
+        let mut limited = LimitedReader { inner: r, remaining: limits.max_total_bytes, exceeded: false };
+        let res = {
+            let mut archive = tar::Archive::new(&mut limited);
+            st.read_entries(&mut archive)
+        };
+        match res {
+            Err(_) if limited.exceeded => Err(ArchiveError::LimitExceeded(format!(
+                "archive is larger than {} bytes",
+                limits.max_total_bytes
+            ))),
+            Err(e) => Err(e),
+            Ok(()) => Ok(st),
+        }
+    }
+
+    fn read_entries<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<(), ArchiveError> {
+        let mut count = 0usize;
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            count += 1;
+            if count > self.limits.max_entries {
+                return Err(ArchiveError::LimitExceeded(format!(
+                    "archive has more than {} entries",
+                    self.limits.max_entries
+                )));
+            }
+            let kind = entry.header().entry_type();
+            let Some(name) = normalize_name(&entry.path_bytes())? else {
+                continue; // the archive root itself ("./")
+            };
+            if kind.is_dir() {
+                continue;
+            }
+            if kind.is_symlink() || kind.is_hard_link() {
+                let raw = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| ArchiveError::UnsafePath(format!("{name}: link without target")))?;
+                let target = if kind.is_symlink() {
+                    resolve_symlink(&name, &raw)?
+                } else {
+                    // Hard link targets are archive paths.
+                    normalize_name(&raw)?.ok_or_else(|| ArchiveError::UnsafePath(name.clone()))?
+                };
+                self.check_new(&name)?;
+                self.links.insert(name, target);
+                continue;
+            }
+            if !(kind.is_file() || kind.is_contiguous()) {
+                // PAX global headers, devices, fifos: never part of an image
+                // archive and never materialised, so they are skipped.
+                continue;
+            }
+            self.check_new(&name)?;
+            let size = entry.size();
+            let staged = match blob_name_digest(&name) {
+                Some(digest) => self.ingest_entry(&mut entry, digest, size, count)?,
+                None => self.stage_file(&mut entry, count)?,
+            };
+            self.files.insert(name, staged);
+        }
+        Ok(())
+    }
+
+    fn check_new(&self, name: &str) -> Result<(), ArchiveError> {
+        if self.files.contains_key(name) || self.links.contains_key(name) {
+            return Err(ArchiveError::DuplicateEntry(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// `blobs/sha256/<hex>`: straight into the content store, verified there.
+    fn ingest_entry(&self, entry: &mut dyn Read, digest: Digest, size: u64, n: usize) -> Result<Staged, ArchiveError> {
+        self.lease.borrow_mut().add(digest.clone());
+        if self.store.has_blob(&digest) {
+            // Ours is already verified; the archive's copy is not needed.
+            io::copy(entry, &mut io::sink())?;
+            let size = fs::metadata(self.store.blob_path(&digest))?.len();
+            return Ok(Staged::Blob { digest, size });
+        }
+        match self.store.try_begin_ingest(&digest, Some(size)) {
+            Ok(mut ingest) => {
+                if ingest.offset() > 0 {
+                    // A partial from an interrupted pull: we send it all again.
+                    ingest.reset()?;
+                }
+                io::copy(entry, &mut ingest)?;
+                ingest.commit()?;
+                Ok(Staged::Blob { digest, size })
+            }
+            // A concurrent pull is writing the same blob: keep our own copy
+            // and verify it ourselves.
+            Err(ImageError::AlreadyInProgress(_)) => {
+                let staged = self.stage_file(entry, n)?;
+                if *staged.digest() != digest {
+                    return Err(ImageError::DigestMismatch { expected: digest, actual: staged.digest().clone() }.into());
+                }
+                Ok(staged)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Any other file: into the staging dir under its entry number (never a
+    /// name derived from the archive), hashing on the way.
+    fn stage_file(&self, entry: &mut dyn Read, n: usize) -> Result<Staged, ArchiveError> {
+        let path = self.dir.path().join(n.to_string());
+        let file = File::create(&path)?;
+        let mut w = HashingWriter { inner: BufWriter::new(file), hasher: Hasher::new(), len: 0 };
+        io::copy(entry, &mut w)?;
+        w.inner.flush()?;
+        Ok(Staged::File { path, digest: w.hasher.finish(), size: w.len })
+    }
+
+    /// Looks up a path named inside the archive (manifest.json, legacy
+    /// layouts): it must be one of the archive's own entries.
+    fn resolve(&self, raw: &str) -> Result<&Staged, ArchiveError> {
+        let mut name = normalize_name(raw.as_bytes())?.ok_or_else(|| ArchiveError::MissingEntry(raw.to_string()))?;
+        for _ in 0..16 {
+            if let Some(s) = self.files.get(&name) {
+                return Ok(s);
+            }
+            match self.links.get(&name) {
+                Some(target) => name = target.clone(),
+                None => return Err(ArchiveError::MissingEntry(raw.to_string())),
+            }
+        }
+        Err(ArchiveError::UnsafePath(format!("{raw}: too many levels of links")))
+    }
+
+    /// Looks up an OCI blob by a digest parsed from the archive; the path is
+    /// built from the parsed digest only.
+    fn blob(&self, digest: &Digest) -> Result<&Staged, ArchiveError> {
+        let staged = self.resolve(&blob_name(digest))?;
+        if staged.digest() != digest {
+            return Err(ImageError::DigestMismatch { expected: digest.clone(), actual: staged.digest().clone() }.into());
+        }
+        Ok(staged)
+    }
+
+    fn read_json(&self, staged: &Staged, what: &str) -> Result<Vec<u8>, ArchiveError> {
+        let max = self.limits.max_json_bytes;
+        if staged.size() > max {
+            return Err(ArchiveError::LimitExceeded(format!("{what} is larger than {max} bytes")));
+        }
+        Ok(match staged {
+            Staged::Blob { digest, .. } => self.store.read_blob(digest, max)?,
+            Staged::File { path, .. } => {
+                let mut buf = Vec::new();
+                File::open(path)?.take(max + 1).read_to_end(&mut buf)?;
+                buf
+            }
+        })
+    }
+
+    /// Makes sure a staged entry is a blob of the content store.
+    fn ensure_blob(&self, staged: &Staged) -> Result<Digest, ArchiveError> {
+        match staged {
+            Staged::Blob { digest, .. } => Ok(digest.clone()),
+            Staged::File { path, digest, size } => {
+                self.lease.borrow_mut().add(digest.clone());
+                if !self.store.has_blob(digest) {
+                    // Blocks while a concurrent pull writes the same blob;
+                    // commit is then a no-op.
+                    let mut ingest = self.store.begin_ingest(digest, Some(*size))?;
+                    if !self.store.has_blob(digest) {
+                        if ingest.offset() > 0 {
+                            ingest.reset()?;
+                        }
+                        io::copy(&mut File::open(path)?, &mut ingest)?;
+                    }
+                    ingest.commit()?;
+                }
+                Ok(digest.clone())
+            }
+        }
+    }
+
+    fn plan(&self) -> Result<Vec<Plan>, ArchiveError> {
+        // Docker itself ignores `repositories` when manifest.json exists, but a
+        // malformed one is a sign of a hostile upload: refuse it.
+        if self.files.contains_key("repositories") || self.links.contains_key("repositories") {
+            self.check_repositories()?;
+        }
+        let plans = if self.files.contains_key("manifest.json") || self.links.contains_key("manifest.json") {
+            self.plan_docker()?
+        } else if self.files.contains_key("index.json") || self.links.contains_key("index.json") {
+            self.plan_oci()?
+        } else {
+            return Err(ArchiveError::NoImages);
+        };
+        // One plan per image id, references merged (index.json lists an image once per tag).
+        let mut merged: Vec<Plan> = Vec::new();
+        for p in plans {
+            match merged.iter_mut().find(|m| m.id == p.id) {
+                Some(m) => {
+                    for r in p.references {
+                        if !m.references.contains(&r) {
+                            m.references.push(r);
+                        }
+                    }
+                }
+                None => merged.push(p),
+            }
+        }
+        if merged.len() > self.limits.max_images {
+            return Err(ArchiveError::LimitExceeded(format!(
+                "archive has more than {} images",
+                self.limits.max_images
+            )));
+        }
+        Ok(merged)
+    }
+
+    fn check_repositories(&self) -> Result<(), ArchiveError> {
+        let file = "repositories";
+        let bytes = self.read_json(self.resolve(file)?, file)?;
+        let repos: BTreeMap<String, BTreeMap<String, String>> = parse_json(&bytes, file)?;
+        for (repo, tags) in &repos {
+            for (tag, id) in tags {
+                let name = format!("{repo}:{tag}");
+                let r = parse_tag(&name, file)?;
+                if r.tag.as_deref() != Some(tag.as_str()) {
+                    return Err(invalid_ref(&name, file, "tag does not round-trip"));
+                }
+                Digest::from_hex(id).map_err(|_| ArchiveError::InvalidJson {
+                    file: file.into(),
+                    reason: format!("{name}: {id:.80?} is not a layer id"),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn plan_docker(&self) -> Result<Vec<Plan>, ArchiveError> {
+        let file = "manifest.json";
+        let bytes = self.read_json(self.resolve(file)?, file)?;
+        let items: Vec<ManifestItem> = parse_json(&bytes, file)?;
+        if items.len() > self.limits.max_images {
+            return Err(ArchiveError::LimitExceeded(format!("{file} lists more than {} images", self.limits.max_images)));
+        }
+        let mut plans = Vec::with_capacity(items.len());
+        for item in items {
+            let config_entry = self.resolve(&item.config)?;
+            let config = self.read_json(config_entry, "image config")?;
+            let references = item
+                .repo_tags
+                .unwrap_or_default()
+                .iter()
+                .map(|t| parse_tag(t, file))
+                .collect::<Result<Vec<_>, _>>()?;
+            let layers = item
+                .layers
+                .iter()
+                .map(|l| self.resolve(l).cloned())
+                .collect::<Result<Vec<_>, _>>()?;
+            plans.push(self.make_plan(config, layers, references)?);
+        }
+        Ok(plans)
+    }
+
+    fn plan_oci(&self) -> Result<Vec<Plan>, ArchiveError> {
+        let file = "index.json";
+        let bytes = self.read_json(self.resolve(file)?, file)?;
+        let index: OciIndex = parse_json(&bytes, file)?;
+        if index.manifests.len() > self.limits.max_images {
+            return Err(ArchiveError::LimitExceeded(format!("{file} lists more than {} images", self.limits.max_images)));
+        }
+        let mut plans = Vec::new();
+        for desc in &index.manifests {
+            if is_attestation(desc) {
+                continue;
+            }
+            let references = descriptor_names(desc)?;
+            let manifest = self.oci_manifest(desc, 0)?;
+            let config_digest = parse_digest(&manifest.config.digest, "OCI manifest")?;
+            let config_entry = self.blob(&config_digest)?;
+            let config = self.read_json(config_entry, "image config")?;
+            let layers = manifest
+                .layers
+                .iter()
+                .map(|l| {
+                    let d = parse_digest(&l.digest, "OCI manifest")?;
+                    let staged = self.blob(&d)?.clone();
+                    check_size(l, &staged)?;
+                    Ok(staged)
+                })
+                .collect::<Result<Vec<_>, ArchiveError>>()?;
+            plans.push(self.make_plan(config, layers, references)?);
+        }
+        Ok(plans)
+    }
+
+    /// Follows a descriptor to an image manifest, choosing this host's
+    /// platform in (possibly nested) indexes.
+    fn oci_manifest(&self, desc: &Descriptor, depth: usize) -> Result<OciManifest, ArchiveError> {
+        if depth > self.limits.max_index_depth {
+            return Err(ArchiveError::LimitExceeded(format!(
+                "OCI indexes nested deeper than {}",
+                self.limits.max_index_depth
+            )));
+        }
+        let digest = parse_digest(&desc.digest, "OCI index")?;
+        let staged = self.blob(&digest)?;
+        check_size(desc, staged)?;
+        let bytes = self.read_json(staged, "OCI manifest")?;
+        let doc: AnyManifest = parse_json(&bytes, "OCI manifest")?;
+        let is_index = matches!(doc.media_type.as_deref(), Some(MT_OCI_INDEX | MT_DOCKER_LIST))
+            || (doc.manifests.is_some() && doc.config.is_none());
+        if is_index {
+            let children: Vec<&Descriptor> =
+                doc.manifests.iter().flatten().filter(|d| !is_attestation(d)).collect();
+            let child = choose_platform(&children).ok_or_else(|| {
+                ArchiveError::Unsupported(format!(
+                    "index {digest} has no image for linux/{}",
+                    host_arch()
+                ))
+            })?;
+            return self.oci_manifest(child, depth + 1);
+        }
+        match doc.media_type.as_deref() {
+            None | Some(MT_OCI_MANIFEST | MT_DOCKER_MANIFEST) => {}
+            Some(other) => {
+                return Err(ArchiveError::Unsupported(format!("manifest {digest} has media type {other:.100}")))
+            }
+        }
+        let (Some(config), layers) = (doc.config, doc.layers) else {
+            return Err(ArchiveError::InvalidJson { file: blob_name(&digest), reason: "manifest without config".into() });
+        };
+        Ok(OciManifest { schema_version: 2, media_type: doc.media_type, config, layers: layers.unwrap_or_default() })
+    }
+
+    fn make_plan(&self, config: Vec<u8>, layers: Vec<Staged>, references: Vec<Reference>) -> Result<Plan, ArchiveError> {
+        let id = Digest::of(&config);
+        let probe: ConfigProbe = parse_json(&config, "image config")?;
+        if probe.rootfs.kind != "layers" {
+            return Err(ArchiveError::InvalidJson {
+                file: format!("config {id}"),
+                reason: format!("rootfs type {:.40?} is not \"layers\"", probe.rootfs.kind),
+            });
+        }
+        if layers.len() > self.limits.max_layers {
+            return Err(ArchiveError::LimitExceeded(format!("image {id} has more than {} layers", self.limits.max_layers)));
+        }
+        let diff_ids = probe
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(|d| parse_digest(d, "image config"))
+            .collect::<Result<Vec<_>, _>>()?;
+        if diff_ids.len() != layers.len() {
+            return Err(ArchiveError::LayerCountMismatch { image: id, config: diff_ids.len(), manifest: layers.len() });
+        }
+        Ok(Plan { id, config, diff_ids, layers, references })
+    }
+}
+
+/// Unpacks every layer of every plan, then records images and tags.
+fn commit(store: &Store, st: &Staging<'_>, plans: Vec<Plan>) -> Result<Vec<LoadedImage>, ArchiveError> {
+    let mut records = Vec::with_capacity(plans.len());
+    for plan in &plans {
+        let mut parent: Option<Digest> = None;
+        let mut chains = Vec::with_capacity(plan.layers.len());
+        let mut size = 0u64;
+        for (staged, diff_id) in plan.layers.iter().zip(&plan.diff_ids) {
+            let blob = st.ensure_blob(staged)?;
+            let compression = detect_compression(&store.blob_path(&blob), &blob)?;
+            let info = store.unpack_layer(&blob, compression, diff_id, parent.as_ref())?;
+            st.lease.borrow_mut().add(info.chain_id.clone());
+            size += info.size;
+            parent = Some(info.chain_id.clone());
+            chains.push(info.chain_id);
+        }
+        st.lease.borrow_mut().add(plan.id.clone());
+        let written = store.write_blob(&plan.config)?;
+        if written != plan.id {
+            return Err(ImageError::DigestMismatch { expected: plan.id.clone(), actual: written }.into());
+        }
+        // Keep what a pull may have recorded for this image (repo digests).
+        let (repo_digests, loaded_at) = match store.get_image(&plan.id) {
+            Ok(old) => (old.repo_digests, old.loaded_at),
+            Err(_) => (Vec::new(), now_rfc3339()),
+        };
+        let created = serde_json::from_slice::<ConfigProbe>(&plan.config).ok().and_then(|c| c.created);
+        records.push(ImageRecord {
+            id: plan.id.clone(),
+            layers: chains,
+            diff_ids: plan.diff_ids.clone(),
+            repo_digests,
+            created,
+            size,
+            loaded_at,
+        });
+    }
+    // Everything is committed: now make it visible.
+    let mut loaded = Vec::with_capacity(plans.len());
+    for (plan, rec) in plans.into_iter().zip(records) {
+        store.put_image(&rec)?;
+        for r in &plan.references {
+            store.set_reference(r, &plan.id)?;
+        }
+        loaded.push(LoadedImage { id: plan.id, references: plan.references });
+    }
+    Ok(loaded)
+}
+
+/// Layers inside archives may be compressed whatever their name or media
+/// type says (docker detects by content too), so look at the magic bytes.
+fn detect_compression(path: &Path, blob: &Digest) -> Result<Compression, ArchiveError> {
+    let mut magic = [0u8; 6];
+    let mut f = File::open(path)?;
+    let mut n = 0;
+    while n < magic.len() {
+        let m = f.read(&mut magic[n..])?;
+        if m == 0 {
+            break;
+        }
+        n += m;
+    }
+    let m = &magic[..n];
+    // bzip2 and xz were once accepted by docker load; refuse them clearly
+    // instead of failing later as "not a tar".
+    if m.starts_with(b"BZh") || m.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        return Err(ArchiveError::UnsupportedCompression(blob.to_string()));
+    }
+    Ok(Compression::detect(m))
+}
+
+/// Normalises a tar entry name or a path named in a manifest: drops `.` and
+/// empty components, refuses absolute names, `..` and non-UTF-8. `None` is
+/// the archive root.
+fn normalize_name(raw: &[u8]) -> Result<Option<String>, ArchiveError> {
+    let s = std::str::from_utf8(raw).map_err(|_| ArchiveError::UnsafePath(String::from_utf8_lossy(raw).into_owned()))?;
+    if s.starts_with('/') || s.contains('\0') {
+        return Err(ArchiveError::UnsafePath(s.chars().take(200).collect()));
+    }
+    let mut parts = Vec::new();
+    for c in s.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err(ArchiveError::UnsafePath(s.chars().take(200).collect())),
+            c => parts.push(c),
+        }
+    }
+    Ok(if parts.is_empty() { None } else { Some(parts.join("/")) })
+}
+
+/// Resolves a symlink target relative to the link's directory, lexically and
+/// without ever leaving the archive root (docker < 25 links duplicate layers
+/// as `../<id>/layer.tar`).
+fn resolve_symlink(link: &str, target: &[u8]) -> Result<String, ArchiveError> {
+    let t = std::str::from_utf8(target).map_err(|_| ArchiveError::UnsafePath(link.to_string()))?;
+    if t.starts_with('/') || t.contains('\0') {
+        return Err(ArchiveError::UnsafePath(format!("{link} -> {}", t.chars().take(200).collect::<String>())));
+    }
+    let mut parts: Vec<&str> = link.split('/').collect();
+    parts.pop();
+    for c in t.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(ArchiveError::UnsafePath(format!("{link} -> {}", t.chars().take(200).collect::<String>())));
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        return Err(ArchiveError::UnsafePath(format!("{link} -> {t:.200}")));
+    }
+    Ok(parts.join("/"))
+}
+
+/// `blobs/sha256/<hex>` -> its digest.
+fn blob_name_digest(name: &str) -> Option<Digest> {
+    Digest::from_hex(name.strip_prefix("blobs/sha256/")?).ok()
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], file: &str) -> Result<T, ArchiveError> {
+    serde_json::from_slice(bytes).map_err(|e| ArchiveError::InvalidJson { file: file.to_string(), reason: e.to_string() })
+}
+
+fn parse_digest(s: &str, file: &str) -> Result<Digest, ArchiveError> {
+    Digest::parse(s).map_err(|e| ArchiveError::InvalidJson { file: file.to_string(), reason: e.to_string() })
+}
+
+fn invalid_ref(name: &str, file: &str, reason: &str) -> ArchiveError {
+    ArchiveError::InvalidReference { name: name.chars().take(200).collect(), file: file.into(), reason: reason.into() }
+}
+
+/// A tag from an archive: must be a valid reference with a tag and no digest.
+fn parse_tag(name: &str, file: &str) -> Result<Reference, ArchiveError> {
+    if name.len() > MAX_REFERENCE_LEN {
+        return Err(invalid_ref(name, file, &format!("longer than {MAX_REFERENCE_LEN} bytes")));
+    }
+    // parse_name, not parse: a RepoTag without a tag is an error, as in docker.
+    let r = Reference::parse_name(name).map_err(|e| invalid_ref(name, file, &e.to_string()))?;
+    if r.tag.is_none() || r.digest.is_some() {
+        return Err(invalid_ref(name, file, "expected repository:tag"));
+    }
+    Ok(r)
+}
+
+/// Names of an index.json entry: containerd's full name, else a ref.name that
+/// is a whole reference. A bare ref.name ("latest") names no repository, and
+/// digest-only names cannot be tags, so both leave the image untagged.
+fn descriptor_names(desc: &Descriptor) -> Result<Vec<Reference>, ArchiveError> {
+    let Some(ann) = &desc.annotations else { return Ok(Vec::new()) };
+    let name = match (ann.get(ANN_IMAGE_NAME), ann.get(ANN_REF_NAME)) {
+        (Some(n), _) => n,
+        (None, Some(n)) if n.contains('/') || n.contains(':') || n.contains('@') => n,
+        _ => return Ok(Vec::new()),
+    };
+    if name.len() > MAX_REFERENCE_LEN {
+        return Err(invalid_ref(name, "index.json", &format!("longer than {MAX_REFERENCE_LEN} bytes")));
+    }
+    let r = Reference::parse_name(name).map_err(|e| invalid_ref(name, "index.json", &e.to_string()))?;
+    if r.tag.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut r = r;
+    r.digest = None;
+    Ok(vec![r])
+}
+
+fn check_size(desc: &Descriptor, staged: &Staged) -> Result<(), ArchiveError> {
+    if desc.size > 0 && desc.size as u64 != staged.size() {
+        return Err(ImageError::SizeMismatch { expected: desc.size as u64, actual: staged.size() }.into());
+    }
+    Ok(())
+}
+
+fn is_attestation(desc: &Descriptor) -> bool {
+    desc.annotations.as_ref().and_then(|a| a.get(ANN_REFERENCE_TYPE)).is_some_and(|t| t == "attestation-manifest")
+        || desc.platform.as_ref().is_some_and(|p| p.os == "unknown")
+}
+
+/// GOARCH spelling of this host's architecture.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// linux/<host arch> wins; otherwise a lone candidate is taken as is.
+fn choose_platform<'d>(children: &[&'d Descriptor]) -> Option<&'d Descriptor> {
+    children
+        .iter()
+        .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == host_arch()))
+        .copied()
+        .or_else(|| if children.len() == 1 { Some(children[0]) } else { None })
+}
