@@ -78,7 +78,7 @@ pub struct LayerInfo {
     pub chain_id: Digest,
     pub diff_id: Digest,
     pub parent: Option<Digest>,
-    /// Unpacked regular-file bytes.
+    /// Sum of regular-file payload sizes in the layer tar (like Docker's layer size).
     pub size: u64,
     /// Source blob, kept in blobs/ so `docker save` can reproduce the tar.
     pub blob: Digest,

@@ -354,8 +354,12 @@ fn unpack_entry<R: Read>(
                 EntryType::Block => libc::S_IFBLK,
                 _ => libc::S_IFIFO,
             };
-            let major = entry.header().device_major()?.unwrap_or(0);
-            let minor = entry.header().device_minor()?.unwrap_or(0);
+            // FIFOs often carry blank device fields; only devices need them.
+            let (major, minor) = if kind == EntryType::Fifo {
+                (0, 0)
+            } else {
+                (entry.header().device_major()?.unwrap_or(0), entry.header().device_minor()?.unwrap_or(0))
+            };
             clear(pfd, name)?;
             sys::mknodat(pfd, name, fmt | 0o600, libc::makedev(major, minor))?;
             sys::lchownat(pfd, name, meta.uid, meta.gid)?;
@@ -378,3 +382,7 @@ fn unpack_entry<R: Read>(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "unpack_tests.rs"]
+mod tests;
