@@ -46,6 +46,10 @@ const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// BuildKit marks attestation manifests this way; they are not images.
 const ANN_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 
+/// Bound for reading our own stored configs back (they were bounded on the
+/// way in; this only guards against a corrupt store).
+const MAX_SAVED_CONFIG_BYTES: u64 = 64 << 20;
+
 const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
 
 /// Longest image name we accept from an archive. Docker's own limit for the
@@ -261,7 +265,7 @@ pub fn save(
             Err(ImageError::NotFound(_)) => return Err(ArchiveError::ImageNotFound(id.clone())),
             Err(e) => return Err(e.into()),
         };
-        let config = store.read_blob(id, u64::MAX)?;
+        let config = store.read_blob(id, MAX_SAVED_CONFIG_BYTES)?;
         if Digest::of(&config) != *id {
             return Err(ImageError::Corrupt(format!("config blob of image {id}")).into());
         }
@@ -420,7 +424,7 @@ fn append_layer<W: Write>(
 ) -> Result<u64, ArchiveError> {
     let tmp = TempDir::new(&store.tmp_dir(), "save")?;
     let path = tmp.path().join("layer.tar");
-    let file = File::create(&path)?;
+    let file = fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
     let mut tee = HashingWriter { inner: BufWriter::new(file), hasher: Hasher::new(), len: 0 };
     store.write_layer_tar(chain, &mut tee)?;
     tee.inner.flush()?;
@@ -1134,4 +1138,567 @@ fn choose_platform<'d>(children: &[&'d Descriptor]) -> Option<&'d Descriptor> {
         .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == host_arch()))
         .copied()
         .or_else(|| if children.len() == 1 { Some(children[0]) } else { None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    // ------------------------------------------------------------ builders
+
+    /// A layer tar with the given regular files (and their parent dirs).
+    fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            if let Some((dir, _)) = name.rsplit_once('/') {
+                let mut h = header(tar::EntryType::Directory, 0, 0o755, 0);
+                b.append_data(&mut h, format!("{dir}/"), io::empty()).unwrap();
+            }
+            let mut h = header(tar::EntryType::Regular, data.len() as u64, 0o644, 0);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn config_json(diff_ids: &[Digest], arch: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "created": "2024-05-06T07:08:09Z",
+            "config": {"Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }))
+        .unwrap()
+    }
+
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn zstd(b: &[u8]) -> Vec<u8> {
+        zstd::stream::encode_all(b, 1).unwrap()
+    }
+
+    fn r(s: &str) -> Reference {
+        Reference::parse(s).unwrap()
+    }
+
+    /// Puts an image made of `layers` (uncompressed tars) into `store`.
+    fn make_image(store: &Store, layers: &[Vec<u8>], tags: &[&str]) -> Digest {
+        let mut parent: Option<Digest> = None;
+        let (mut chains, mut diff_ids) = (Vec::new(), Vec::new());
+        for l in layers {
+            let blob = store.write_blob(l).unwrap();
+            let info = store.unpack_layer(&blob, Compression::None, &blob, parent.as_ref()).unwrap();
+            parent = Some(info.chain_id.clone());
+            chains.push(info.chain_id);
+            diff_ids.push(blob);
+        }
+        let id = store.write_blob(&config_json(&diff_ids, host_arch())).unwrap();
+        store
+            .put_image(&ImageRecord {
+                id: id.clone(),
+                layers: chains,
+                diff_ids,
+                repo_digests: vec![],
+                created: Some("2024-05-06T07:08:09Z".into()),
+                size: 0,
+                loaded_at: now_rfc3339(),
+            })
+            .unwrap();
+        for t in tags {
+            store.set_reference(&r(t), &id).unwrap();
+        }
+        id
+    }
+
+    /// Builds archives, including entries the tar crate's safe API refuses
+    /// to write (`..`, absolute names), by filling the header name directly.
+    struct Ar(tar::Builder<Vec<u8>>);
+
+    impl Ar {
+        fn new() -> Ar {
+            Ar(tar::Builder::new(Vec::new()))
+        }
+        fn raw_header(kind: tar::EntryType, name: &str, size: u64) -> tar::Header {
+            let mut h = tar::Header::new_old();
+            h.set_entry_type(kind);
+            h.set_size(size);
+            h.set_mode(0o644);
+            let field = &mut h.as_old_mut().name;
+            assert!(name.len() < field.len());
+            field[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            h
+        }
+        fn file(mut self, name: &str, data: &[u8]) -> Ar {
+            let h = Self::raw_header(tar::EntryType::Regular, name, data.len() as u64);
+            self.0.append(&h, data).unwrap();
+            self
+        }
+        fn json(self, name: &str, v: serde_json::Value) -> Ar {
+            self.file(name, &serde_json::to_vec(&v).unwrap())
+        }
+        fn blob(self, data: &[u8]) -> Ar {
+            let name = blob_name(&Digest::of(data));
+            self.file(&name, data)
+        }
+        fn symlink(mut self, name: &str, target: &str) -> Ar {
+            let mut h = Self::raw_header(tar::EntryType::Symlink, name, 0);
+            let field = &mut h.as_old_mut().linkname;
+            field[..target.len()].copy_from_slice(target.as_bytes());
+            h.set_cksum();
+            self.0.append(&h, io::empty()).unwrap();
+            self
+        }
+        fn bytes(self) -> Vec<u8> {
+            self.0.into_inner().unwrap()
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn load_bytes(store: &Store, bytes: &[u8]) -> Result<Vec<LoadedImage>, ArchiveError> {
+        load(store, &mut Cursor::new(bytes), &LoadLimits::default())
+    }
+
+    /// After a failed load nothing may be visible and no staging left behind.
+    fn assert_untouched(store: &Store) {
+        assert!(store.list_images().unwrap().is_empty());
+        assert!(store.references().unwrap().is_empty());
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0, "staging dir left behind");
+    }
+
+    fn entries(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
+        let mut a = tar::Archive::new(bytes);
+        let mut out = BTreeMap::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            assert!(out.insert(name.clone(), data).is_none(), "duplicate {name}");
+        }
+        out
+    }
+
+    // ------------------------------------------------------------ save+load
+
+    #[test]
+    fn save_then_load_round_trips() {
+        let (_a, src) = store();
+        let base = layer_tar(&[("etc/hostname", b"berth\n"), ("bin/tool", b"#!/bin/sh\n")]);
+        let top = layer_tar(&[("hello.txt", b"hello world\n")]);
+        let id = make_image(&src, &[base.clone(), top.clone()], &["127.0.0.1:5000/test/img:v1", "127.0.0.1:5000/other:latest"]);
+        let id2 = make_image(&src, &[base.clone()], &[]);
+
+        let refs = src.references_to(&id).unwrap();
+        let mut out = Vec::new();
+        save(&src, &[(id.clone(), refs.clone()), (id2.clone(), vec![]), (id.clone(), refs.clone())], &mut out).unwrap();
+
+        // Layout: both the OCI and the docker views are present, shared
+        // layers once.
+        let files = entries(&out);
+        let base_id = Digest::of(&base);
+        assert_eq!(files[&blob_name(&base_id)], base);
+        assert_eq!(files[&blob_name(&Digest::of(&top))], top);
+        assert_eq!(files["oci-layout"], OCI_LAYOUT.as_bytes());
+        let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+        assert_eq!(manifest.as_array().unwrap().len(), 2);
+        assert_eq!(manifest[0]["Config"], blob_name(&id));
+        let mut tags: Vec<_> = manifest[0]["RepoTags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        tags.sort();
+        assert_eq!(tags, ["127.0.0.1:5000/other:latest", "127.0.0.1:5000/test/img:v1"]);
+        assert_eq!(manifest[0]["Layers"][1], blob_name(&Digest::of(&top)));
+        let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+        let names: Vec<_> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["annotations"][ANN_IMAGE_NAME].as_str())
+            .collect();
+        assert!(names.contains(&"127.0.0.1:5000/test/img:v1"), "{names:?}");
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 3, "two tags + one untagged image");
+        let repos: serde_json::Value = serde_json::from_slice(&files["repositories"]).unwrap();
+        assert_eq!(repos["127.0.0.1:5000/test/img"]["v1"], Digest::of(&top).hex());
+        // Each OCI manifest blob is referenced and describes the layers.
+        let mdesc = &index["manifests"][0];
+        let m: serde_json::Value =
+            serde_json::from_slice(&files[&blob_name(&Digest::parse(mdesc["digest"].as_str().unwrap()).unwrap())]).unwrap();
+        assert_eq!(m["layers"][0]["mediaType"], MT_OCI_LAYER_TAR);
+        assert_eq!(m["layers"][0]["size"], base.len());
+
+        let (_b, dst) = store();
+        let mut loaded = load_bytes(&dst, &out).unwrap();
+        loaded.sort_by(|a, b| a.references.len().cmp(&b.references.len()));
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[0], LoadedImage { id: id2.clone(), references: vec![] });
+        assert_eq!(loaded[1].id, id);
+        let mut got = dst.references_to(&id).unwrap();
+        let mut want = refs.clone();
+        got.sort_by_key(|r| r.to_string());
+        want.sort_by_key(|r| r.to_string());
+        assert_eq!(got, want);
+        let rec = dst.get_image(&id).unwrap();
+        assert_eq!(rec.diff_ids, vec![base_id.clone(), Digest::of(&top)]);
+        assert_eq!(rec.created.as_deref(), Some("2024-05-06T07:08:09Z"));
+        let top_dir = dst.layer_diff_dir(&rec.layers[1]);
+        assert_eq!(fs::read(top_dir.join("hello.txt")).unwrap(), b"hello world\n");
+        assert_eq!(fs::read(dst.layer_diff_dir(&rec.layers[0]).join("etc/hostname")).unwrap(), b"berth\n");
+        assert_eq!(fs::read_dir(dst.tmp_dir()).unwrap().count(), 0);
+
+        // And what we load we can save again, identically.
+        let mut again = Vec::new();
+        save(&dst, &[(id.clone(), refs.clone()), (id2.clone(), vec![])], &mut again).unwrap();
+        assert_eq!(entries(&again)["manifest.json"], files["manifest.json"]);
+    }
+
+    #[test]
+    fn save_unknown_image_is_not_found() {
+        let (_a, s) = store();
+        let err = save(&s, &[(Digest::of(b"nope"), vec![])], &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, ArchiveError::ImageNotFound(_)), "{err}");
+    }
+
+    #[test]
+    fn load_prefers_manifest_json_and_keeps_existing_repo_digests() {
+        let (_a, s) = store();
+        let layer = layer_tar(&[("a", b"1")]);
+        let id = make_image(&s, &[layer], &["127.0.0.1:5000/x:1"]);
+        let mut rec = s.get_image(&id).unwrap();
+        rec.repo_digests = vec![format!("127.0.0.1:5000/x@{}", Digest::of(b"m"))];
+        s.put_image(&rec).unwrap();
+        let mut out = Vec::new();
+        save(&s, &[(id.clone(), vec![r("127.0.0.1:5000/y:2")])], &mut out).unwrap();
+        let loaded = load_bytes(&s, &out).unwrap();
+        assert_eq!(loaded, vec![LoadedImage { id: id.clone(), references: vec![r("127.0.0.1:5000/y:2")] }]);
+        assert_eq!(s.get_image(&id).unwrap().repo_digests, rec.repo_digests);
+        assert_eq!(s.resolve("127.0.0.1:5000/x:1").unwrap(), id);
+    }
+
+    // ------------------------------------------------------ foreign formats
+
+    /// docker < 25: `<v1 id>/layer.tar`, `<id>.json` config, a symlinked
+    /// duplicate layer, gzip inside (as some tools write), `repositories`.
+    #[test]
+    fn loads_legacy_docker_archive() {
+        let l1 = layer_tar(&[("etc/os-release", b"ID=berth\n")]);
+        let l2 = layer_tar(&[("usr/bin/app", b"app")]);
+        let d1 = Digest::of(&l1);
+        let d2 = Digest::of(&l2);
+        let config = config_json(&[d1.clone(), d2.clone(), d1.clone()], "amd64");
+        let id = Digest::of(&config);
+        let (v1a, v1b, v1c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let bytes = Ar::new()
+            .file(&format!("{}.json", id.hex()), &config)
+            .file(&format!("{v1a}/VERSION"), b"1.0")
+            .file(&format!("{v1a}/json"), b"{}")
+            .file(&format!("{v1a}/layer.tar"), &l1)
+            .file(&format!("./{v1b}/layer.tar"), &gzip(&l2))
+            .symlink(&format!("{v1c}/layer.tar"), &format!("../{v1a}/layer.tar"))
+            .json(
+                "manifest.json",
+                serde_json::json!([{
+                    "Config": format!("{}.json", id.hex()),
+                    "RepoTags": ["127.0.0.1:5000/legacy:1.0"],
+                    "Layers": [format!("{v1a}/layer.tar"), format!("{v1b}/layer.tar"), format!("{v1c}/layer.tar")],
+                }]),
+            )
+            .json("repositories", serde_json::json!({"127.0.0.1:5000/legacy": {"1.0": v1c}}))
+            .bytes();
+        let (_a, s) = store();
+        let loaded = load_bytes(&s, &bytes).unwrap();
+        assert_eq!(loaded, vec![LoadedImage { id: id.clone(), references: vec![r("127.0.0.1:5000/legacy:1.0")] }]);
+        let rec = s.get_image(&id).unwrap();
+        assert_eq!(rec.layers.len(), 3);
+        assert_eq!(s.layer_info(&rec.layers[1]).unwrap().compression, Compression::Gzip);
+        assert_eq!(fs::read(s.layer_diff_dir(&rec.layers[1]).join("usr/bin/app")).unwrap(), b"app");
+        assert_eq!(s.resolve("127.0.0.1:5000/legacy:1.0").unwrap(), id);
+        assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
+
+        // Saved again, the gzip layer comes out uncompressed under its diff_id.
+        let mut out = Vec::new();
+        save(&s, &[(id.clone(), vec![])], &mut out).unwrap();
+        assert_eq!(entries(&out)[&blob_name(&d2)], l2);
+    }
+
+    /// An OCI layout as buildx/skopeo write it: index.json naming a
+    /// multi-platform index, zstd layer, no manifest.json.
+    #[test]
+    fn loads_oci_layout_with_nested_index() {
+        let layer = layer_tar(&[("data/file", b"oci")]);
+        let diff = Digest::of(&layer);
+        let compressed = zstd(&layer);
+        let config = config_json(&[diff.clone()], host_arch());
+        let id = Digest::of(&config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MT_OCI_MANIFEST,
+            "config": {"mediaType": MT_OCI_CONFIG, "digest": id, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": Digest::of(&compressed), "size": compressed.len()}],
+        }))
+        .unwrap();
+        // A manifest for another platform whose blobs are absent: it must not be touched.
+        let other_arch = if host_arch() == "amd64" { "arm64" } else { "amd64" };
+        let missing = Digest::of(b"other platform manifest");
+        let attest = Digest::of(b"attestation");
+        let nested = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MT_OCI_INDEX,
+            "manifests": [
+                {"mediaType": MT_OCI_MANIFEST, "digest": missing, "size": 10, "platform": {"architecture": other_arch, "os": "linux"}},
+                {"mediaType": MT_OCI_MANIFEST, "digest": Digest::of(&manifest), "size": manifest.len(), "platform": {"architecture": host_arch(), "os": "linux"}},
+                {"mediaType": MT_OCI_MANIFEST, "digest": attest, "size": 10, "platform": {"architecture": "unknown", "os": "unknown"},
+                 "annotations": {ANN_REFERENCE_TYPE: "attestation-manifest"}},
+            ],
+        }))
+        .unwrap();
+        let bytes = Ar::new()
+            .file("oci-layout", OCI_LAYOUT.as_bytes())
+            .blob(&config)
+            .blob(&compressed)
+            .blob(&manifest)
+            .blob(&nested)
+            .json(
+                "index.json",
+                serde_json::json!({
+                    "schemaVersion": 2,
+                    "manifests": [{
+                        "mediaType": MT_OCI_INDEX, "digest": Digest::of(&nested), "size": nested.len(),
+                        "annotations": {ANN_IMAGE_NAME: "127.0.0.1:5000/oci/app:2.1", ANN_REF_NAME: "2.1"},
+                    }, {
+                        // ref.name only, a bare tag: loads, but untagged.
+                        "mediaType": MT_OCI_MANIFEST, "digest": Digest::of(&manifest), "size": manifest.len(),
+                        "annotations": {ANN_REF_NAME: "latest"},
+                    }],
+                }),
+            )
+            .bytes();
+        let (_a, s) = store();
+        let loaded = load_bytes(&s, &bytes).unwrap();
+        assert_eq!(loaded, vec![LoadedImage { id: id.clone(), references: vec![r("127.0.0.1:5000/oci/app:2.1")] }]);
+        let rec = s.get_image(&id).unwrap();
+        assert_eq!(s.layer_info(&rec.layers[0]).unwrap().compression, Compression::Zstd);
+        assert_eq!(fs::read(s.layer_diff_dir(&rec.layers[0]).join("data/file")).unwrap(), b"oci");
+    }
+
+    // --------------------------------------------------------------- hostile
+
+    /// A valid single-layer image's parts, for tampering with.
+    struct Parts {
+        layer: Vec<u8>,
+        config: Vec<u8>,
+        id: Digest,
+    }
+
+    fn parts() -> Parts {
+        let layer = layer_tar(&[("f", b"x")]);
+        let config = config_json(&[Digest::of(&layer)], "amd64");
+        let id = Digest::of(&config);
+        Parts { layer, config, id }
+    }
+
+    fn docker_archive(p: &Parts, config_path: &str, layer_path: &str, tags: serde_json::Value) -> Vec<u8> {
+        Ar::new()
+            .blob(&p.config)
+            .blob(&p.layer)
+            .json("manifest.json", serde_json::json!([{"Config": config_path, "RepoTags": tags, "Layers": [layer_path]}]))
+            .bytes()
+    }
+
+    fn load_err(bytes: &[u8]) -> ArchiveError {
+        let (_a, s) = store();
+        let err = load_bytes(&s, bytes).unwrap_err();
+        assert_untouched(&s);
+        err
+    }
+
+    #[test]
+    fn refuses_manifest_paths_outside_the_archive() {
+        let p = parts();
+        let good_layer = blob_name(&Digest::of(&p.layer));
+        for path in ["../../etc/passwd", "/etc/passwd", "blobs/../../etc/passwd"] {
+            let err = load_err(&docker_archive(&p, path, &good_layer, serde_json::json!([])));
+            assert!(matches!(err, ArchiveError::UnsafePath(_)), "{path}: {err}");
+            let err = load_err(&docker_archive(&p, &blob_name(&p.id), path, serde_json::json!([])));
+            assert!(matches!(err, ArchiveError::UnsafePath(_)), "{path}: {err}");
+        }
+        // A path that is fine but names nothing in the archive (e.g. a file
+        // that exists on the host or in the store) is refused too.
+        let other = Digest::of(b"in the store, not in the archive");
+        let err = load_err(&docker_archive(&p, &blob_name(&p.id), &blob_name(&other), serde_json::json!([])));
+        assert!(matches!(err, ArchiveError::MissingEntry(_)), "{err}");
+        let err = load_err(&docker_archive(&p, "etc/passwd", &good_layer, serde_json::json!([])));
+        assert!(matches!(err, ArchiveError::MissingEntry(_)), "{err}");
+    }
+
+    #[test]
+    fn refuses_unsafe_entry_names_and_links() {
+        let p = parts();
+        let err = load_err(&Ar::new().file("../evil", b"x").bytes());
+        assert!(matches!(err, ArchiveError::UnsafePath(_)), "{err}");
+        let err = load_err(&Ar::new().file("/abs", b"x").bytes());
+        assert!(matches!(err, ArchiveError::UnsafePath(_)), "{err}");
+        let err = load_err(&Ar::new().symlink("a/layer.tar", "../../../etc/passwd").bytes());
+        assert!(matches!(err, ArchiveError::UnsafePath(_)), "{err}");
+        let err = load_err(&Ar::new().symlink("a/layer.tar", "/etc/passwd").bytes());
+        assert!(matches!(err, ArchiveError::UnsafePath(_)), "{err}");
+        // A link loop resolves to nothing.
+        let bytes = Ar::new()
+            .blob(&p.config)
+            .symlink("x", "y")
+            .symlink("y", "x")
+            .json("manifest.json", serde_json::json!([{"Config": blob_name(&p.id), "Layers": ["x"]}]))
+            .bytes();
+        let err = load_err(&bytes);
+        assert!(matches!(err, ArchiveError::UnsafePath(_)), "{err}");
+        // Two entries with one name: which one would count is ambiguous.
+        let err = load_err(&Ar::new().file("manifest.json", b"[]").file("./manifest.json", b"[]").bytes());
+        assert!(matches!(err, ArchiveError::DuplicateEntry(_)), "{err}");
+    }
+
+    #[test]
+    fn refuses_mismatching_content() {
+        let p = parts();
+        // Config diff_ids do not match the layer.
+        let wrong = config_json(&[Digest::of(b"another layer")], "amd64");
+        let wrong_id = Digest::of(&wrong);
+        let bytes = Ar::new()
+            .blob(&wrong)
+            .blob(&p.layer)
+            .json(
+                "manifest.json",
+                serde_json::json!([{"Config": blob_name(&wrong_id), "RepoTags": ["127.0.0.1:5000/x:1"], "Layers": [blob_name(&Digest::of(&p.layer))]}]),
+            )
+            .bytes();
+        let err = load_err(&bytes);
+        assert!(matches!(err, ArchiveError::Image(ImageError::DigestMismatch { .. })), "{err}");
+        // A blob whose content is not its name.
+        let bytes = Ar::new().file(&blob_name(&Digest::of(b"claimed")), b"actual").bytes();
+        let err = load_err(&bytes);
+        assert!(matches!(err, ArchiveError::Image(ImageError::DigestMismatch { .. })), "{err}");
+        // Layer count differs from diff_ids.
+        let bytes = Ar::new()
+            .blob(&p.config)
+            .blob(&p.layer)
+            .json(
+                "manifest.json",
+                serde_json::json!([{"Config": blob_name(&p.id), "Layers": [blob_name(&Digest::of(&p.layer)), blob_name(&Digest::of(&p.layer))]}]),
+            )
+            .bytes();
+        let err = load_err(&bytes);
+        assert!(matches!(err, ArchiveError::LayerCountMismatch { config: 1, manifest: 2, .. }), "{err}");
+        // bzip2 layers are refused clearly.
+        let bz = b"BZh91AY&SY fake".to_vec();
+        let config = config_json(&[Digest::of(b"whatever")], "amd64");
+        let bytes = Ar::new()
+            .blob(&config)
+            .blob(&bz)
+            .json("manifest.json", serde_json::json!([{"Config": blob_name(&Digest::of(&config)), "Layers": [blob_name(&Digest::of(&bz))]}]))
+            .bytes();
+        let err = load_err(&bytes);
+        assert!(matches!(err, ArchiveError::UnsupportedCompression(_)), "{err}");
+        // Not JSON at all.
+        let err = load_err(&Ar::new().file("manifest.json", b"{nope").bytes());
+        assert!(matches!(err, ArchiveError::InvalidJson { .. }), "{err}");
+        // No image metadata.
+        let err = load_err(&Ar::new().blob(&p.layer).bytes());
+        assert!(matches!(err, ArchiveError::NoImages), "{err}");
+    }
+
+    #[test]
+    fn refuses_bad_tags() {
+        let p = parts();
+        let layer = blob_name(&Digest::of(&p.layer));
+        let config = blob_name(&p.id);
+        let long = format!("127.0.0.1:5000/{}:1", "a".repeat(10_000));
+        for tag in ["../x", "127.0.0.1:5000/x", "UPPER:1", long.as_str(), "127.0.0.1:5000/x@sha256:0000"] {
+            let err = load_err(&docker_archive(&p, &config, &layer, serde_json::json!([tag])));
+            match &err {
+                ArchiveError::InvalidReference { name, .. } => assert!(name.len() <= 200, "error echoes a huge name"),
+                _ => panic!("{tag:.40}: {err}"),
+            }
+        }
+        // `repositories` with a path-like tag or a 10 kB name.
+        for repos in [
+            serde_json::json!({"127.0.0.1:5000/x": {"../x": "a".repeat(64)}}),
+            serde_json::json!({"a".repeat(10_000): {"latest": "a".repeat(64)}}),
+            serde_json::json!({"127.0.0.1:5000/x": {"latest": "../../etc"}}),
+        ] {
+            let bytes = Ar::new()
+                .blob(&p.config)
+                .blob(&p.layer)
+                .json("manifest.json", serde_json::json!([{"Config": config, "RepoTags": [], "Layers": [layer]}]))
+                .json("repositories", repos)
+                .bytes();
+            let err = load_err(&bytes);
+            assert!(
+                matches!(err, ArchiveError::InvalidReference { .. } | ArchiveError::InvalidJson { .. }),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failing_image_hides_the_whole_archive() {
+        let p = parts();
+        let good_layer = blob_name(&Digest::of(&p.layer));
+        let wrong = config_json(&[Digest::of(b"x")], "arm64");
+        let bytes = Ar::new()
+            .blob(&p.config)
+            .blob(&p.layer)
+            .blob(&wrong)
+            .json(
+                "manifest.json",
+                serde_json::json!([
+                    {"Config": blob_name(&p.id), "RepoTags": ["127.0.0.1:5000/good:1"], "Layers": [good_layer]},
+                    {"Config": blob_name(&Digest::of(&wrong)), "RepoTags": ["127.0.0.1:5000/bad:1"], "Layers": [good_layer]},
+                ]),
+            )
+            .bytes();
+        let err = load_err(&bytes);
+        assert!(matches!(err, ArchiveError::Image(ImageError::DigestMismatch { .. })), "{err}");
+    }
+
+    #[test]
+    fn enforces_limits() {
+        let p = parts();
+        let bytes = docker_archive(&p, &blob_name(&p.id), &blob_name(&Digest::of(&p.layer)), serde_json::json!([]));
+        let run = |limits: LoadLimits| {
+            let (_a, s) = store();
+            let err = load(&s, &mut Cursor::new(&bytes), &limits).unwrap_err();
+            assert_untouched(&s);
+            err
+        };
+        let err = run(LoadLimits { max_entries: 2, ..LoadLimits::default() });
+        assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
+        let err = run(LoadLimits { max_total_bytes: 2048, ..LoadLimits::default() });
+        assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
+        let err = run(LoadLimits { max_json_bytes: 64, ..LoadLimits::default() });
+        assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
+        let err = run(LoadLimits { max_images: 0, ..LoadLimits::default() });
+        assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
+        // The same archive within limits loads.
+        let (_a, s) = store();
+        assert_eq!(load_bytes(&s, &bytes).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn name_helpers() {
+        assert_eq!(normalize_name(b"./a//b/./c").unwrap().as_deref(), Some("a/b/c"));
+        assert_eq!(normalize_name(b"./").unwrap(), None);
+        assert!(normalize_name(b"a/../b").is_err());
+        assert!(normalize_name(b"\xff").is_err());
+        assert_eq!(resolve_symlink("x/layer.tar", b"../y/layer.tar").unwrap(), "y/layer.tar");
+        assert!(resolve_symlink("layer.tar", b"../y").is_err());
+        assert!(blob_name_digest("blobs/sha256/abc").is_none());
+        assert!(blob_name_digest(&blob_name(&Digest::of(b""))).is_some());
+    }
 }
