@@ -313,7 +313,10 @@ impl Store {
             return Err(ImageError::LimitExceeded(format!("blob {d} is {len} bytes (max {max})")));
         }
         let mut buf = Vec::with_capacity(len as usize);
-        f.take(max + 1).read_to_end(&mut buf)?;
+        f.take(max.saturating_add(1)).read_to_end(&mut buf)?;
+        if buf.len() as u64 > max {
+            return Err(ImageError::LimitExceeded(format!("blob {d} grew past {max} bytes")));
+        }
         let actual = Digest::of(&buf);
         if &actual != d {
             return Err(ImageError::DigestMismatch { expected: d.clone(), actual });
@@ -861,3 +864,7 @@ impl Write for Ingest {
         self.file.flush()
     }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

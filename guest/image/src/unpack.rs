@@ -385,4 +385,4 @@ fn unpack_entry<R: Read>(
 
 #[cfg(test)]
 #[path = "unpack_tests.rs"]
-mod tests;
+pub(crate) mod tests;
