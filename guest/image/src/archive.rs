@@ -583,7 +583,8 @@ impl<'a> Staging<'a> {
         let dir = TempDir::new(&store.tmp_dir(), "load")?;
         let lease = std::cell::RefCell::new(store.lease([]));
         let mut st = Staging { store, limits, dir, lease, files: HashMap::new(), links: HashMap::new() };
-        let mut limited = LimitedReader { inner: r, remaining: limits.max_total_bytes, exceeded: false };
+        let mut input = decompressed(r)?;
+        let mut limited = LimitedReader { inner: &mut *input, remaining: limits.max_total_bytes, exceeded: false };
         let res = {
             let mut archive = tar::Archive::new(&mut limited);
             st.read_entries(&mut archive)
@@ -949,8 +950,9 @@ fn commit(store: &Store, st: &Staging<'_>, plans: Vec<Plan>) -> Result<Vec<Loade
         for (staged, diff_id) in plan.layers.iter().zip(&plan.diff_ids) {
             let blob = st.ensure_blob(staged)?;
             let compression = detect_compression(&store.blob_path(&blob), &blob)?;
+            // Leased before it exists so gc cannot take it before the image is recorded.
+            st.lease.borrow_mut().add(Store::chain_id(parent.as_ref(), diff_id));
             let info = store.unpack_layer(&blob, compression, diff_id, parent.as_ref())?;
-            st.lease.borrow_mut().add(info.chain_id.clone());
             size += info.size;
             parent = Some(info.chain_id.clone());
             chains.push(info.chain_id);
@@ -986,6 +988,26 @@ fn commit(store: &Store, st: &Staging<'_>, plans: Vec<Plan>) -> Result<Vec<Loade
         loaded.push(LoadedImage { id: plan.id, references: plan.references });
     }
     Ok(loaded)
+}
+
+/// Like docker, accept the whole archive gzip- or zstd-compressed
+/// (`docker save | gzip` files); the size limit applies after decompression.
+fn decompressed<'r>(r: &'r mut dyn Read) -> Result<Box<dyn Read + 'r>, ArchiveError> {
+    let mut head = [0u8; 4];
+    let mut n = 0;
+    while n < head.len() {
+        let m = r.read(&mut head[n..])?;
+        if m == 0 {
+            break;
+        }
+        n += m;
+    }
+    let whole = io::Cursor::new(head[..n].to_vec()).chain(r);
+    Ok(match Compression::detect(&head[..n]) {
+        Compression::None => Box::new(whole),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(whole)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(whole)?),
+    })
 }
 
 /// Layers inside archives may be compressed whatever their name or media
@@ -1358,6 +1380,26 @@ mod tests {
         let mut again = Vec::new();
         save(&dst, &[(id.clone(), refs.clone()), (id2.clone(), vec![])], &mut again).unwrap();
         assert_eq!(entries(&again)["manifest.json"], files["manifest.json"]);
+    }
+
+    #[test]
+    fn loads_compressed_archives() {
+        let (_a, src) = store();
+        let id = make_image(&src, &[layer_tar(&[("z", b"z")])], &["127.0.0.1:5000/z:1"]);
+        let mut out = Vec::new();
+        save(&src, &[(id.clone(), vec![r("127.0.0.1:5000/z:1")])], &mut out).unwrap();
+        for packed in [gzip(&out), zstd(&out)] {
+            let (_b, dst) = store();
+            let loaded = load_bytes(&dst, &packed).unwrap();
+            assert_eq!(loaded, vec![LoadedImage { id: id.clone(), references: vec![r("127.0.0.1:5000/z:1")] }]);
+        }
+        // The size limit counts decompressed bytes (no gzip bombs).
+        let bomb = gzip(&Ar::new().file("big", &vec![0u8; 4 << 20]).bytes());
+        let (_c, dst) = store();
+        let limits = LoadLimits { max_total_bytes: 1 << 20, ..LoadLimits::default() };
+        let err = load(&dst, &mut Cursor::new(&bomb), &limits).unwrap_err();
+        assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
+        assert_untouched(&dst);
     }
 
     #[test]
