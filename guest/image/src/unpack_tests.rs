@@ -399,3 +399,54 @@ fn diff_id_mismatch_is_not_committed() {
     assert!(names(&s.base.join("store/layers")).is_empty());
     s.assert_clean();
 }
+
+/// PAX records override the header name/linkname; they must be checked too.
+#[test]
+fn refuses_hostile_pax_paths() {
+    if !is_root() {
+        return;
+    }
+    let s = sandbox(StoreLimits::default());
+    for (key, val, kind) in [
+        ("path", "../evil", tar::EntryType::Regular),
+        ("path", "/abs/evil", tar::EntryType::Regular),
+        ("linkpath", "../outside/secret", tar::EntryType::Link),
+    ] {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([(key, val.as_bytes())]).unwrap();
+        let mut h = raw_header("benign", kind, 0, 0o644);
+        if kind == tar::EntryType::Link {
+            set_link(&mut h, "benign-target");
+        }
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        match s.unpack(&tar) {
+            Err(ImageError::UnsafeLayer(_)) => {}
+            other => panic!("{key}={val}: expected UnsafeLayer, got {other:?}"),
+        }
+        assert!(!s.store.has_layer(&Digest::of(&tar)));
+        s.assert_clean();
+    }
+}
+
+#[test]
+fn concurrent_unpacks_of_one_layer_agree() {
+    if !is_root() {
+        return;
+    }
+    let s = std::sync::Arc::new(sandbox(StoreLimits::default()));
+    let tar = tar_of(&[E::File("a/b", b"same", 0o644), E::Sym("l", "a/b")]);
+    let blob = s.store.write_blob(&tar).unwrap();
+    let diff_id = Digest::of(&tar);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (s, blob, diff_id) = (s.clone(), blob.clone(), diff_id.clone());
+            std::thread::spawn(move || s.store.unpack_layer(&blob, Compression::None, &diff_id, None).unwrap())
+        })
+        .collect();
+    let infos: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(infos.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(fs::read(s.store.layer_diff_dir(&diff_id).join("a/b")).unwrap(), b"same");
+    s.assert_clean();
+}
