@@ -249,6 +249,27 @@ pub fn save(
         }
     }
 
+    // Look everything up before the first byte is written: an error after
+    // that can only show up as a truncated download.
+    let mut found = Vec::with_capacity(order.len());
+    for id in &order {
+        let rec = match store.get_image(id) {
+            Ok(rec) => rec,
+            Err(ImageError::NotFound(_)) => return Err(ArchiveError::ImageNotFound(id.clone())),
+            Err(e) => return Err(e.into()),
+        };
+        let config = store.read_blob(id, MAX_SAVED_CONFIG_BYTES)?;
+        let probe: ConfigProbe = serde_json::from_slice(&config)
+            .map_err(|e| ImageError::Corrupt(format!("config of image {id}: {e}")))?;
+        if rec.layers.len() != rec.diff_ids.len() {
+            return Err(ImageError::Corrupt(format!("image {id}: layers and diff_ids differ")).into());
+        }
+        if let Some(missing) = rec.layers.iter().find(|l| !store.has_layer(l)) {
+            return Err(ImageError::NotFound(format!("layer {missing} of image {id}")).into());
+        }
+        found.push((rec, config, probe));
+    }
+
     let mut tar = tar::Builder::new(w);
     append_dir(&mut tar, "blobs/")?;
     append_dir(&mut tar, "blobs/sha256/")?;
@@ -259,21 +280,8 @@ pub fn save(
     let mut index: Vec<Descriptor> = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
 
-    for id in &order {
-        let rec = match store.get_image(id) {
-            Ok(rec) => rec,
-            Err(ImageError::NotFound(_)) => return Err(ArchiveError::ImageNotFound(id.clone())),
-            Err(e) => return Err(e.into()),
-        };
-        let config = store.read_blob(id, MAX_SAVED_CONFIG_BYTES)?;
-        if Digest::of(&config) != *id {
-            return Err(ImageError::Corrupt(format!("config blob of image {id}")).into());
-        }
-        let probe: ConfigProbe = serde_json::from_slice(&config)
-            .map_err(|e| ImageError::Corrupt(format!("config of image {id}: {e}")))?;
-        if rec.layers.len() != rec.diff_ids.len() {
-            return Err(ImageError::Corrupt(format!("image {id}: layers and diff_ids differ")).into());
-        }
+    for (rec, config, probe) in &found {
+        let id = &rec.id;
         let mtime = rec
             .created
             .as_deref()
@@ -282,7 +290,7 @@ pub fn save(
             .unwrap_or(0);
 
         if !written.contains_key(id) {
-            append_bytes(&mut tar, &blob_name(id), &config, mtime)?;
+            append_bytes(&mut tar, &blob_name(id), config, mtime)?;
             written.insert(id.clone(), config.len() as u64);
         }
         let mut layer_descs = Vec::with_capacity(rec.layers.len());
@@ -1405,8 +1413,11 @@ mod tests {
     #[test]
     fn save_unknown_image_is_not_found() {
         let (_a, s) = store();
-        let err = save(&s, &[(Digest::of(b"nope"), vec![])], &mut Vec::new()).unwrap_err();
+        let id = make_image(&s, &[layer_tar(&[("a", b"a")])], &[]);
+        let mut out = Vec::new();
+        let err = save(&s, &[(id, vec![]), (Digest::of(b"nope"), vec![])], &mut out).unwrap_err();
         assert!(matches!(err, ArchiveError::ImageNotFound(_)), "{err}");
+        assert!(out.is_empty(), "nothing may be sent before every image was found");
     }
 
     #[test]
