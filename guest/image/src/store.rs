@@ -303,6 +303,19 @@ impl Store {
         self.blob_path(d).is_file()
     }
 
+    /// Size of a stored blob, if present.
+    pub fn blob_size(&self, d: &Digest) -> Option<u64> {
+        fs::metadata(self.blob_path(d)).ok().filter(|m| m.is_file()).map(|m| m.len())
+    }
+
+    /// Opens a blob for streaming (push, save). Not re-verified: use
+    /// `read_blob` for small blobs whose content is trusted afterwards.
+    pub fn open_blob(&self, d: &Digest) -> Result<File, ImageError> {
+        File::open(self.blob_path(d)).map_err(|e| {
+            if is_not_found(&e) { ImageError::NotFound(format!("blob {d}")) } else { e.into() }
+        })
+    }
+
     /// Reads a whole blob (at most `max` bytes) and re-verifies its digest.
     pub fn read_blob(&self, d: &Digest, max: u64) -> Result<Vec<u8>, ImageError> {
         let f = File::open(self.blob_path(d)).map_err(|e| {

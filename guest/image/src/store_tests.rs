@@ -43,6 +43,14 @@ fn make_image(s: &Store, n: u32, layers: &[&[u8]]) -> ImageRecord {
 }
 
 #[test]
+fn store_is_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Store>();
+    check::<Ingest>();
+    check::<Lease>();
+}
+
+#[test]
 fn blob_roundtrip_and_corruption() {
     let t = tempfile::tempdir().unwrap();
     let s = open(t.path());
@@ -50,6 +58,9 @@ fn blob_roundtrip_and_corruption() {
     assert_eq!(d, Digest::of(b"{}"));
     assert!(s.has_blob(&d));
     assert_eq!(s.read_blob(&d, 10).unwrap(), b"{}");
+    assert_eq!(s.blob_size(&d), Some(2));
+    assert_eq!(s.blob_size(&Digest::of(b"x")), None);
+    assert!(s.open_blob(&d).is_ok());
     assert!(matches!(s.read_blob(&d, 1), Err(ImageError::LimitExceeded(_))));
     fs::write(s.blob_path(&d), b"[]").unwrap();
     assert!(matches!(s.read_blob(&d, 10), Err(ImageError::DigestMismatch { .. })));
