@@ -289,7 +289,11 @@ impl Store {
     fn discard_dir(&self, p: &Path) -> Result<(), ImageError> {
         let dead = self.root.join("tmp").join(format!("dead-{}", rand_suffix()));
         fs::rename(p, &dead)?;
-        fs::remove_dir_all(&dead)?;
+        if fs::symlink_metadata(&dead)?.is_dir() {
+            fs::remove_dir_all(&dead)?;
+        } else {
+            fs::remove_file(&dead)?;
+        }
         Ok(())
     }
 

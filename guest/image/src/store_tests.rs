@@ -181,9 +181,13 @@ fn images_refs_persist_and_recover() {
     // Simulate a crash: debris in tmp/, a half-written metadata temp file.
     fs::write(t.path().join("tmp/meta-123.tmp"), b"{half").unwrap();
     fs::create_dir_all(t.path().join("tmp/unpack-abc/diff/x")).unwrap();
+    // Junk in layers/: a dir without meta.json and a stray file.
+    fs::create_dir_all(t.path().join("layers").join(Digest::of(b"junk").hex()).join("diff")).unwrap();
+    fs::write(t.path().join("layers/stray"), b"").unwrap();
     drop(s);
     let s = open(t.path());
     assert!(fs::read_dir(t.path().join("tmp")).unwrap().next().is_none());
+    assert_eq!(fs::read_dir(t.path().join("layers")).unwrap().count(), 3);
     assert_eq!(s.get_image(&a.id).unwrap(), a);
     assert_eq!(s.list_images().unwrap().len(), 2);
     assert_eq!(s.references_to(&b.id).unwrap(), vec![ra.clone()]);
