@@ -430,3 +430,32 @@ pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_with_timeout_captures_and_kills() {
+        let mut c = Command::new("sh");
+        c.args(["-c", "cat; echo err >&2; exit 3"]);
+        let (status, out, err) = run_with_timeout(c, Some(b"hello"), Duration::from_secs(10)).unwrap();
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(out, b"hello");
+        assert_eq!(err, b"err\n");
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        let t = Instant::now();
+        assert!(matches!(run_with_timeout(c, None, Duration::from_millis(200)), Err(Error::Timeout(_))));
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn binary_path_honours_env() {
+        // Only read here: the default path sits under the workspace target dir.
+        if std::env::var_os("BERTHD_BIN").is_none() {
+            assert!(berthd_binary().ends_with("target/debug/berthd"));
+        }
+        assert_eq!(tail("a\nb\nc", 2), "b\nc");
+    }
+}
