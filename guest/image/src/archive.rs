@@ -115,7 +115,8 @@ impl Default for LoadLimits {
             max_total_bytes: 64 << 30,
             max_json_bytes: 8 << 20,
             max_images: 1_000,
-            max_layers: 1_000,
+            // overlay2 tops out at ~125 layers; leave room, but bound the work.
+            max_layers: 256,
             max_index_depth: 4,
         }
     }
@@ -802,6 +803,24 @@ impl<'a> Staging<'a> {
                 self.limits.max_images
             )));
         }
+        // Listing one big layer many times would make us unpack it many
+        // times: bound the unpack work (distinct chains) by the upload limit.
+        let mut chains = HashMap::new();
+        for p in &merged {
+            let mut parent: Option<Digest> = None;
+            for (l, d) in p.layers.iter().zip(&p.diff_ids) {
+                let chain = Store::chain_id(parent.as_ref(), d);
+                chains.insert(chain.clone(), l.size());
+                parent = Some(chain);
+            }
+        }
+        let work: u64 = chains.values().sum();
+        if work > self.limits.max_total_bytes {
+            return Err(ArchiveError::LimitExceeded(format!(
+                "images in the archive add up to {work} bytes of layers (max {})",
+                self.limits.max_total_bytes
+            )));
+        }
         Ok(merged)
     }
 
@@ -1327,7 +1346,7 @@ mod tests {
         let base = layer_tar(&[("etc/hostname", b"berth\n"), ("bin/tool", b"#!/bin/sh\n")]);
         let top = layer_tar(&[("hello.txt", b"hello world\n")]);
         let id = make_image(&src, &[base.clone(), top.clone()], &["127.0.0.1:5000/test/img:v1", "127.0.0.1:5000/other:latest"]);
-        let id2 = make_image(&src, &[base.clone()], &[]);
+        let id2 = make_image(&src, std::slice::from_ref(&base), &[]);
 
         let refs = src.references_to(&id).unwrap();
         let mut out = Vec::new();
@@ -1367,7 +1386,7 @@ mod tests {
 
         let (_b, dst) = store();
         let mut loaded = load_bytes(&dst, &out).unwrap();
-        loaded.sort_by(|a, b| a.references.len().cmp(&b.references.len()));
+        loaded.sort_by_key(|l| l.references.len());
         assert_eq!(loaded.len(), 2);
         assert_eq!(loaded[0], LoadedImage { id: id2.clone(), references: vec![] });
         assert_eq!(loaded[1].id, id);
@@ -1489,7 +1508,7 @@ mod tests {
         let layer = layer_tar(&[("data/file", b"oci")]);
         let diff = Digest::of(&layer);
         let compressed = zstd(&layer);
-        let config = config_json(&[diff.clone()], host_arch());
+        let config = config_json(std::slice::from_ref(&diff), host_arch());
         let id = Digest::of(&config);
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
@@ -1738,6 +1757,22 @@ mod tests {
         assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
         let err = run(LoadLimits { max_images: 0, ..LoadLimits::default() });
         assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
+        let err = run(LoadLimits { max_layers: 0, ..LoadLimits::default() });
+        assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
+        // One 256 kB layer listed 64 times: 16 MiB of unpacking from a small upload.
+        let big = layer_tar(&[("big", &vec![7u8; 256 << 10])]);
+        let d = Digest::of(&big);
+        let config = config_json(&vec![d.clone(); 64], "amd64");
+        let bytes = Ar::new()
+            .blob(&config)
+            .blob(&big)
+            .json("manifest.json", serde_json::json!([{"Config": blob_name(&Digest::of(&config)), "Layers": vec![blob_name(&d); 64]}]))
+            .bytes();
+        let (_a, s) = store();
+        let limits = LoadLimits { max_total_bytes: 4 << 20, ..LoadLimits::default() };
+        let err = load(&s, &mut Cursor::new(&bytes), &limits).unwrap_err();
+        assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
+        assert_untouched(&s);
         // The same archive within limits loads.
         let (_a, s) = store();
         assert_eq!(load_bytes(&s, &bytes).unwrap().len(), 1);
