@@ -30,15 +30,25 @@ pub struct Fixtures {
     pub ns: NetNs,
 }
 
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    h.join().unwrap_or_else(|_| {
+        Err(crate::Error::Command { command: "registry start".into(), detail: "thread panicked".into() })
+    })
+}
+
 impl Fixtures {
     /// Start everything and seed. Well under 2 s on the test machine.
     pub fn start() -> Result<Fixtures> {
         let ns = NetNs::new()?;
-        let registry = Registry::start(&ns)?;
-        let auth_registry = Registry::start_with_auth(&ns, Credentials::new(AUTH_USER, AUTH_PASSWORD))?;
-        let busybox = image::busybox()?;
-        let layered = image::layered()?;
-        let web = image::web()?;
+        // Both registries boot and the images build at the same time: startup dominates.
+        let (registry, auth_registry, images) = std::thread::scope(|s| {
+            let plain = s.spawn(|| Registry::start(&ns));
+            let auth = s.spawn(|| Registry::start_with_auth(&ns, Credentials::new(AUTH_USER, AUTH_PASSWORD)));
+            let images = (|| Ok::<_, crate::Error>((image::busybox()?, image::layered()?, image::web()?)))();
+            (join(plain), join(auth), images)
+        });
+        let (registry, auth_registry) = (registry?, auth_registry?);
+        let (busybox, layered, web) = images?;
         let mut pushed = BTreeMap::new();
         {
             let plain = Target { ns: &ns, addr: registry.addr(), auth: None };
