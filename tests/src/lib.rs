@@ -4,6 +4,18 @@
 //! busybox-static, the real `docker` CLI. Every process under test runs inside a private,
 //! loopback-only network namespace ([`netns::NetNs`]) so that an accidental lookup of a
 //! public registry fails immediately instead of leaving the machine.
+//!
+//! Typical use in an integration test or benchmark:
+//!
+//! ```no_run
+//! use berth_tests::{berthd::Berthd, fixtures::Fixtures};
+//! let fx = Fixtures::start().unwrap(); // netns + registries seeded with busybox, layered, web
+//! let d = Berthd::start(&fx.ns, &[fx.registry.addr()]).unwrap();
+//! d.docker_ok(&["pull", &fx.reference("busybox:latest")]);
+//! let id = d.docker_ok(&["image", "inspect", "--format", "{{.Id}}", &fx.reference("busybox:latest")]);
+//! assert_eq!(id.trim(), fx.pushed("busybox:latest").config_digest);
+//! // Drop order: `d` before `fx` (berthd stops before its namespace goes).
+//! ```
 
 pub mod berthd;
 pub mod evil;
