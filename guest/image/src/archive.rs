@@ -68,6 +68,8 @@ pub enum ArchiveError {
     UnsafePath(String),
     #[error("archive refers to {0:?}, which is not a file in the archive")]
     MissingEntry(String),
+    #[error("archive ends in the middle of {0:?}")]
+    Truncated(String),
     #[error("archive contains {0:?} more than once")]
     DuplicateEntry(String),
     #[error("invalid {file} in archive: {reason}")]
@@ -647,10 +649,14 @@ impl<'a> Staging<'a> {
             }
             self.check_new(&name)?;
             let size = entry.size();
+            // The tar reader reports a short entry at EOF as a short read.
             let staged = match blob_name_digest(&name) {
-                Some(digest) => self.ingest_entry(&mut entry, digest, size, count)?,
+                Some(digest) => self.ingest_entry(&mut entry, &name, digest, size, count)?,
                 None => self.stage_file(&mut entry, count)?,
             };
+            if staged.size() != size && matches!(staged, Staged::File { .. }) {
+                return Err(ArchiveError::Truncated(name));
+            }
             self.files.insert(name, staged);
         }
         Ok(())
@@ -664,7 +670,14 @@ impl<'a> Staging<'a> {
     }
 
     /// `blobs/sha256/<hex>`: straight into the content store, verified there.
-    fn ingest_entry(&self, entry: &mut dyn Read, digest: Digest, size: u64, n: usize) -> Result<Staged, ArchiveError> {
+    fn ingest_entry(
+        &self,
+        entry: &mut dyn Read,
+        name: &str,
+        digest: Digest,
+        size: u64,
+        n: usize,
+    ) -> Result<Staged, ArchiveError> {
         self.lease.borrow_mut().add(digest.clone());
         if self.store.has_blob(&digest) {
             // Ours is already verified; the archive's copy is not needed.
@@ -678,7 +691,18 @@ impl<'a> Staging<'a> {
                     // A partial from an interrupted pull: we send it all again.
                     ingest.reset()?;
                 }
-                io::copy(entry, &mut ingest)?;
+                match io::copy(entry, &mut ingest) {
+                    Ok(n) if n == size => {}
+                    // A broken upload is not worth resuming: free the space now.
+                    Ok(_) => {
+                        let _ = ingest.reset();
+                        return Err(ArchiveError::Truncated(name.to_string()));
+                    }
+                    Err(e) => {
+                        let _ = ingest.reset();
+                        return Err(e.into());
+                    }
+                }
                 ingest.commit()?;
                 Ok(Staged::Blob { digest, size })
             }
@@ -1737,6 +1761,28 @@ mod tests {
             .bytes();
         let err = load_err(&bytes);
         assert!(matches!(err, ArchiveError::Image(ImageError::DigestMismatch { .. })), "{err}");
+    }
+
+    #[test]
+    fn truncated_upload_leaves_nothing_behind() {
+        let p = parts();
+        let big = layer_tar(&[("big", &vec![1u8; 64 << 10])]);
+        let bytes = Ar::new().blob(&big).blob(&p.config).bytes();
+        let cut = &bytes[..bytes.len() / 2];
+        let (dir, s) = store();
+        let err = load_bytes(&s, cut).unwrap_err();
+        assert!(matches!(err, ArchiveError::Truncated(_)), "{err}");
+        assert_untouched(&s);
+        assert!(!s.has_blob(&Digest::of(&big)));
+        for e in fs::read_dir(dir.path().join("ingest")).unwrap() {
+            let e = e.unwrap();
+            assert_eq!(e.metadata().unwrap().len(), 0, "{:?} keeps upload bytes", e.path());
+        }
+        // Same for a file staged outside the content store.
+        let bytes = Ar::new().file("manifest.json", &vec![b' '; 8192]).bytes();
+        let err = load_bytes(&s, &bytes[..4096]).unwrap_err();
+        assert!(matches!(err, ArchiveError::Truncated(_)), "{err}");
+        assert_untouched(&s);
     }
 
     #[test]
