@@ -75,11 +75,19 @@ pub enum ArchiveError {
     #[error("invalid {file} in archive: {reason}")]
     InvalidJson { file: String, reason: String },
     #[error("invalid image name {name:?} in {file}: {reason}")]
-    InvalidReference { name: String, file: String, reason: String },
+    InvalidReference {
+        name: String,
+        file: String,
+        reason: String,
+    },
     #[error("archive limit exceeded: {0}")]
     LimitExceeded(String),
     #[error("image {image}: config has {config} layer diff_ids but the manifest lists {manifest} layers")]
-    LayerCountMismatch { image: Digest, config: usize, manifest: usize },
+    LayerCountMismatch {
+        image: Digest,
+        config: usize,
+        manifest: usize,
+    },
     #[error("layer {0:?} uses an unsupported compression (only tar, gzip and zstd are accepted)")]
     UnsupportedCompression(String),
     #[error("{0}")]
@@ -265,7 +273,9 @@ pub fn save(
         let probe: ConfigProbe = serde_json::from_slice(&config)
             .map_err(|e| ImageError::Corrupt(format!("config of image {id}: {e}")))?;
         if rec.layers.len() != rec.diff_ids.len() {
-            return Err(ImageError::Corrupt(format!("image {id}: layers and diff_ids differ")).into());
+            return Err(
+                ImageError::Corrupt(format!("image {id}: layers and diff_ids differ")).into(),
+            );
         }
         if let Some(missing) = rec.layers.iter().find(|l| !store.has_layer(l)) {
             return Err(ImageError::NotFound(format!("layer {missing} of image {id}")).into());
@@ -382,15 +392,16 @@ pub fn save(
         media_type: Some(MT_OCI_INDEX.into()),
         manifests: index,
     };
-    let index_bytes = serde_json::to_vec(&index_doc).map_err(|e| ArchiveError::Encode("index.json", e))?;
+    let index_bytes =
+        serde_json::to_vec(&index_doc).map_err(|e| ArchiveError::Encode("index.json", e))?;
     append_bytes(&mut tar, "index.json", &index_bytes, 0)?;
     let manifest_bytes =
         serde_json::to_vec(&manifest_json).map_err(|e| ArchiveError::Encode("manifest.json", e))?;
     append_bytes(&mut tar, "manifest.json", &manifest_bytes, 0)?;
     append_bytes(&mut tar, "oci-layout", OCI_LAYOUT.as_bytes(), 0)?;
     if !repositories.is_empty() {
-        let repo_bytes =
-            serde_json::to_vec(&repositories).map_err(|e| ArchiveError::Encode("repositories", e))?;
+        let repo_bytes = serde_json::to_vec(&repositories)
+            .map_err(|e| ArchiveError::Encode("repositories", e))?;
         append_bytes(&mut tar, "repositories", &repo_bytes, 0)?;
     }
     tar.finish()?;
@@ -417,7 +428,12 @@ fn append_dir<W: Write>(tar: &mut tar::Builder<W>, name: &str) -> io::Result<()>
     tar.append_data(&mut h, name, io::empty())
 }
 
-fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8], mtime: u64) -> io::Result<()> {
+fn append_bytes<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    data: &[u8],
+    mtime: u64,
+) -> io::Result<()> {
     let mut h = header(tar::EntryType::Regular, data.len() as u64, 0o644, mtime);
     tar.append_data(&mut h, name, data)
 }
@@ -435,13 +451,25 @@ fn append_layer<W: Write>(
 ) -> Result<u64, ArchiveError> {
     let tmp = TempDir::new(&store.tmp_dir(), "save")?;
     let path = tmp.path().join("layer.tar");
-    let file = fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
-    let mut tee = HashingWriter { inner: BufWriter::new(file), hasher: Hasher::new(), len: 0 };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    let mut tee = HashingWriter {
+        inner: BufWriter::new(file),
+        hasher: Hasher::new(),
+        len: 0,
+    };
     store.write_layer_tar(chain, &mut tee)?;
     tee.inner.flush()?;
     let got = tee.hasher.finish();
     if got != *diff_id {
-        return Err(ImageError::DigestMismatch { expected: diff_id.clone(), actual: got }.into());
+        return Err(ImageError::DigestMismatch {
+            expected: diff_id.clone(),
+            actual: got,
+        }
+        .into());
     }
     let size = tee.len;
     let mut file = tee.inner.into_inner().map_err(|e| e.into_error())?;
@@ -487,7 +515,10 @@ impl TempDir {
                 Err(e) => return Err(e),
             }
         }
-        Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free temp dir name"))
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "no free temp dir name",
+        ))
     }
     fn path(&self) -> &Path {
         &self.0
@@ -511,7 +542,11 @@ impl Drop for TempDir {
 /// tags are only recorded after all layers of all images were committed, so
 /// a failing upload leaves `list_images()` and every tag untouched (the blobs
 /// and layers already imported are unreferenced and left to GC).
-pub fn load(store: &Store, r: &mut dyn Read, limits: &LoadLimits) -> Result<Vec<LoadedImage>, ArchiveError> {
+pub fn load(
+    store: &Store,
+    r: &mut dyn Read,
+    limits: &LoadLimits,
+) -> Result<Vec<LoadedImage>, ArchiveError> {
     let staging = Staging::read(store, r, limits)?;
     let plans = staging.plan()?;
     commit(store, &staging, plans)
@@ -523,7 +558,11 @@ enum Staged {
     /// In the content store (entry named `blobs/sha256/<hex>`, verified on ingest).
     Blob { digest: Digest, size: u64 },
     /// In the staging dir under a name of our own, digest computed while copying.
-    File { path: PathBuf, digest: Digest, size: u64 },
+    File {
+        path: PathBuf,
+        digest: Digest,
+        size: u64,
+    },
 }
 
 impl Staged {
@@ -582,7 +621,9 @@ impl Read for LimitedReader<'_> {
             self.exceeded = true;
             return Err(io::Error::other("archive exceeds the size limit"));
         }
-        let max = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let max = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..max])?;
         self.remaining -= n as u64;
         Ok(n)
@@ -590,12 +631,27 @@ impl Read for LimitedReader<'_> {
 }
 
 impl<'a> Staging<'a> {
-    fn read(store: &'a Store, r: &mut dyn Read, limits: &'a LoadLimits) -> Result<Staging<'a>, ArchiveError> {
+    fn read(
+        store: &'a Store,
+        r: &mut dyn Read,
+        limits: &'a LoadLimits,
+    ) -> Result<Staging<'a>, ArchiveError> {
         let dir = TempDir::new(&store.tmp_dir(), "load")?;
         let lease = std::cell::RefCell::new(store.lease([]));
-        let mut st = Staging { store, limits, dir, lease, files: HashMap::new(), links: HashMap::new() };
+        let mut st = Staging {
+            store,
+            limits,
+            dir,
+            lease,
+            files: HashMap::new(),
+            links: HashMap::new(),
+        };
         let mut input = decompressed(r)?;
-        let mut limited = LimitedReader { inner: &mut *input, remaining: limits.max_total_bytes, exceeded: false };
+        let mut limited = LimitedReader {
+            inner: &mut *input,
+            remaining: limits.max_total_bytes,
+            exceeded: false,
+        };
         let res = {
             let mut archive = tar::Archive::new(&mut limited);
             st.read_entries(&mut archive)
@@ -629,9 +685,9 @@ impl<'a> Staging<'a> {
                 continue;
             }
             if kind.is_symlink() || kind.is_hard_link() {
-                let raw = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| ArchiveError::UnsafePath(format!("{name}: link without target")))?;
+                let raw = entry.link_name_bytes().ok_or_else(|| {
+                    ArchiveError::UnsafePath(format!("{name}: link without target"))
+                })?;
                 let target = if kind.is_symlink() {
                     resolve_symlink(&name, &raw)?
                 } else {
@@ -711,7 +767,11 @@ impl<'a> Staging<'a> {
             Err(ImageError::AlreadyInProgress(_)) => {
                 let staged = self.stage_file(entry, n)?;
                 if *staged.digest() != digest {
-                    return Err(ImageError::DigestMismatch { expected: digest, actual: staged.digest().clone() }.into());
+                    return Err(ImageError::DigestMismatch {
+                        expected: digest,
+                        actual: staged.digest().clone(),
+                    }
+                    .into());
                 }
                 Ok(staged)
             }
@@ -724,16 +784,25 @@ impl<'a> Staging<'a> {
     fn stage_file(&self, entry: &mut dyn Read, n: usize) -> Result<Staged, ArchiveError> {
         let path = self.dir.path().join(n.to_string());
         let file = File::create(&path)?;
-        let mut w = HashingWriter { inner: BufWriter::new(file), hasher: Hasher::new(), len: 0 };
+        let mut w = HashingWriter {
+            inner: BufWriter::new(file),
+            hasher: Hasher::new(),
+            len: 0,
+        };
         io::copy(entry, &mut w)?;
         w.inner.flush()?;
-        Ok(Staged::File { path, digest: w.hasher.finish(), size: w.len })
+        Ok(Staged::File {
+            path,
+            digest: w.hasher.finish(),
+            size: w.len,
+        })
     }
 
     /// Looks up a path named inside the archive (manifest.json, legacy
     /// layouts): it must be one of the archive's own entries.
     fn resolve(&self, raw: &str) -> Result<&Staged, ArchiveError> {
-        let mut name = normalize_name(raw.as_bytes())?.ok_or_else(|| ArchiveError::MissingEntry(raw.to_string()))?;
+        let mut name = normalize_name(raw.as_bytes())?
+            .ok_or_else(|| ArchiveError::MissingEntry(raw.to_string()))?;
         for _ in 0..16 {
             if let Some(s) = self.files.get(&name) {
                 return Ok(s);
@@ -743,7 +812,9 @@ impl<'a> Staging<'a> {
                 None => return Err(ArchiveError::MissingEntry(raw.to_string())),
             }
         }
-        Err(ArchiveError::UnsafePath(format!("{raw}: too many levels of links")))
+        Err(ArchiveError::UnsafePath(format!(
+            "{raw}: too many levels of links"
+        )))
     }
 
     /// Looks up an OCI blob by a digest parsed from the archive; the path is
@@ -751,7 +822,11 @@ impl<'a> Staging<'a> {
     fn blob(&self, digest: &Digest) -> Result<&Staged, ArchiveError> {
         let staged = self.resolve(&blob_name(digest))?;
         if staged.digest() != digest {
-            return Err(ImageError::DigestMismatch { expected: digest.clone(), actual: staged.digest().clone() }.into());
+            return Err(ImageError::DigestMismatch {
+                expected: digest.clone(),
+                actual: staged.digest().clone(),
+            }
+            .into());
         }
         Ok(staged)
     }
@@ -759,7 +834,9 @@ impl<'a> Staging<'a> {
     fn read_json(&self, staged: &Staged, what: &str) -> Result<Vec<u8>, ArchiveError> {
         let max = self.limits.max_json_bytes;
         if staged.size() > max {
-            return Err(ArchiveError::LimitExceeded(format!("{what} is larger than {max} bytes")));
+            return Err(ArchiveError::LimitExceeded(format!(
+                "{what} is larger than {max} bytes"
+            )));
         }
         Ok(match staged {
             Staged::Blob { digest, .. } => self.store.read_blob(digest, max)?,
@@ -800,7 +877,9 @@ impl<'a> Staging<'a> {
         if self.files.contains_key("repositories") || self.links.contains_key("repositories") {
             self.check_repositories()?;
         }
-        let plans = if self.files.contains_key("manifest.json") || self.links.contains_key("manifest.json") {
+        let plans = if self.files.contains_key("manifest.json")
+            || self.links.contains_key("manifest.json")
+        {
             self.plan_docker()?
         } else if self.files.contains_key("index.json") || self.links.contains_key("index.json") {
             self.plan_oci()?
@@ -873,7 +952,10 @@ impl<'a> Staging<'a> {
         let bytes = self.read_json(self.resolve(file)?, file)?;
         let items: Vec<ManifestItem> = parse_json(&bytes, file)?;
         if items.len() > self.limits.max_images {
-            return Err(ArchiveError::LimitExceeded(format!("{file} lists more than {} images", self.limits.max_images)));
+            return Err(ArchiveError::LimitExceeded(format!(
+                "{file} lists more than {} images",
+                self.limits.max_images
+            )));
         }
         let mut plans = Vec::with_capacity(items.len());
         for item in items {
@@ -900,7 +982,10 @@ impl<'a> Staging<'a> {
         let bytes = self.read_json(self.resolve(file)?, file)?;
         let index: OciIndex = parse_json(&bytes, file)?;
         if index.manifests.len() > self.limits.max_images {
-            return Err(ArchiveError::LimitExceeded(format!("{file} lists more than {} images", self.limits.max_images)));
+            return Err(ArchiveError::LimitExceeded(format!(
+                "{file} lists more than {} images",
+                self.limits.max_images
+            )));
         }
         let mut plans = Vec::new();
         for desc in &index.manifests {
@@ -941,11 +1026,17 @@ impl<'a> Staging<'a> {
         check_size(desc, staged)?;
         let bytes = self.read_json(staged, "OCI manifest")?;
         let doc: AnyManifest = parse_json(&bytes, "OCI manifest")?;
-        let is_index = matches!(doc.media_type.as_deref(), Some(MT_OCI_INDEX | MT_DOCKER_LIST))
-            || (doc.manifests.is_some() && doc.config.is_none());
+        let is_index = matches!(
+            doc.media_type.as_deref(),
+            Some(MT_OCI_INDEX | MT_DOCKER_LIST)
+        ) || (doc.manifests.is_some() && doc.config.is_none());
         if is_index {
-            let children: Vec<&Descriptor> =
-                doc.manifests.iter().flatten().filter(|d| !is_attestation(d)).collect();
+            let children: Vec<&Descriptor> = doc
+                .manifests
+                .iter()
+                .flatten()
+                .filter(|d| !is_attestation(d))
+                .collect();
             let child = choose_platform(&children).ok_or_else(|| {
                 ArchiveError::Unsupported(format!(
                     "index {digest} has no image for linux/{}",
@@ -957,16 +1048,31 @@ impl<'a> Staging<'a> {
         match doc.media_type.as_deref() {
             None | Some(MT_OCI_MANIFEST | MT_DOCKER_MANIFEST) => {}
             Some(other) => {
-                return Err(ArchiveError::Unsupported(format!("manifest {digest} has media type {other:.100}")))
+                return Err(ArchiveError::Unsupported(format!(
+                    "manifest {digest} has media type {other:.100}"
+                )))
             }
         }
         let (Some(config), layers) = (doc.config, doc.layers) else {
-            return Err(ArchiveError::InvalidJson { file: blob_name(&digest), reason: "manifest without config".into() });
+            return Err(ArchiveError::InvalidJson {
+                file: blob_name(&digest),
+                reason: "manifest without config".into(),
+            });
         };
-        Ok(OciManifest { schema_version: 2, media_type: doc.media_type, config, layers: layers.unwrap_or_default() })
+        Ok(OciManifest {
+            schema_version: 2,
+            media_type: doc.media_type,
+            config,
+            layers: layers.unwrap_or_default(),
+        })
     }
 
-    fn make_plan(&self, config: Vec<u8>, layers: Vec<Staged>, references: Vec<Reference>) -> Result<Plan, ArchiveError> {
+    fn make_plan(
+        &self,
+        config: Vec<u8>,
+        layers: Vec<Staged>,
+        references: Vec<Reference>,
+    ) -> Result<Plan, ArchiveError> {
         let id = Digest::of(&config);
         let probe: ConfigProbe = parse_json(&config, "image config")?;
         if probe.rootfs.kind != "layers" {
@@ -976,7 +1082,10 @@ impl<'a> Staging<'a> {
             });
         }
         if layers.len() > self.limits.max_layers {
-            return Err(ArchiveError::LimitExceeded(format!("image {id} has more than {} layers", self.limits.max_layers)));
+            return Err(ArchiveError::LimitExceeded(format!(
+                "image {id} has more than {} layers",
+                self.limits.max_layers
+            )));
         }
         let diff_ids = probe
             .rootfs
@@ -985,14 +1094,28 @@ impl<'a> Staging<'a> {
             .map(|d| parse_digest(d, "image config"))
             .collect::<Result<Vec<_>, _>>()?;
         if diff_ids.len() != layers.len() {
-            return Err(ArchiveError::LayerCountMismatch { image: id, config: diff_ids.len(), manifest: layers.len() });
+            return Err(ArchiveError::LayerCountMismatch {
+                image: id,
+                config: diff_ids.len(),
+                manifest: layers.len(),
+            });
         }
-        Ok(Plan { id, config, diff_ids, layers, references })
+        Ok(Plan {
+            id,
+            config,
+            diff_ids,
+            layers,
+            references,
+        })
     }
 }
 
 /// Unpacks every layer of every plan, then records images and tags.
-fn commit(store: &Store, st: &Staging<'_>, plans: Vec<Plan>) -> Result<Vec<LoadedImage>, ArchiveError> {
+fn commit(
+    store: &Store,
+    st: &Staging<'_>,
+    plans: Vec<Plan>,
+) -> Result<Vec<LoadedImage>, ArchiveError> {
     let mut records = Vec::with_capacity(plans.len());
     for plan in &plans {
         let mut parent: Option<Digest> = None;
@@ -1002,7 +1125,9 @@ fn commit(store: &Store, st: &Staging<'_>, plans: Vec<Plan>) -> Result<Vec<Loade
             let blob = st.ensure_blob(staged)?;
             let compression = detect_compression(&store.blob_path(&blob), &blob)?;
             // Leased before it exists so gc cannot take it before the image is recorded.
-            st.lease.borrow_mut().add(Store::chain_id(parent.as_ref(), diff_id));
+            st.lease
+                .borrow_mut()
+                .add(Store::chain_id(parent.as_ref(), diff_id));
             let info = store.unpack_layer(&blob, compression, diff_id, parent.as_ref())?;
             size += info.size;
             parent = Some(info.chain_id.clone());
@@ -1011,14 +1136,20 @@ fn commit(store: &Store, st: &Staging<'_>, plans: Vec<Plan>) -> Result<Vec<Loade
         st.lease.borrow_mut().add(plan.id.clone());
         let written = store.write_blob(&plan.config)?;
         if written != plan.id {
-            return Err(ImageError::DigestMismatch { expected: plan.id.clone(), actual: written }.into());
+            return Err(ImageError::DigestMismatch {
+                expected: plan.id.clone(),
+                actual: written,
+            }
+            .into());
         }
         // Keep what a pull may have recorded for this image (repo digests).
         let (repo_digests, loaded_at) = match store.get_image(&plan.id) {
             Ok(old) => (old.repo_digests, old.loaded_at),
             Err(_) => (Vec::new(), now_rfc3339()),
         };
-        let created = serde_json::from_slice::<ConfigProbe>(&plan.config).ok().and_then(|c| c.created);
+        let created = serde_json::from_slice::<ConfigProbe>(&plan.config)
+            .ok()
+            .and_then(|c| c.created);
         records.push(ImageRecord {
             id: plan.id.clone(),
             layers: chains,
@@ -1036,7 +1167,10 @@ fn commit(store: &Store, st: &Staging<'_>, plans: Vec<Plan>) -> Result<Vec<Loade
         for r in &plan.references {
             store.set_reference(r, &plan.id)?;
         }
-        loaded.push(LoadedImage { id: plan.id, references: plan.references });
+        loaded.push(LoadedImage {
+            id: plan.id,
+            references: plan.references,
+        });
     }
     Ok(loaded)
 }
@@ -1087,7 +1221,8 @@ fn detect_compression(path: &Path, blob: &Digest) -> Result<Compression, Archive
 /// empty components, refuses absolute names, `..` and non-UTF-8. `None` is
 /// the archive root.
 fn normalize_name(raw: &[u8]) -> Result<Option<String>, ArchiveError> {
-    let s = std::str::from_utf8(raw).map_err(|_| ArchiveError::UnsafePath(String::from_utf8_lossy(raw).into_owned()))?;
+    let s = std::str::from_utf8(raw)
+        .map_err(|_| ArchiveError::UnsafePath(String::from_utf8_lossy(raw).into_owned()))?;
     if s.starts_with('/') || s.contains('\0') {
         return Err(ArchiveError::UnsafePath(s.chars().take(200).collect()));
     }
@@ -1099,7 +1234,11 @@ fn normalize_name(raw: &[u8]) -> Result<Option<String>, ArchiveError> {
             c => parts.push(c),
         }
     }
-    Ok(if parts.is_empty() { None } else { Some(parts.join("/")) })
+    Ok(if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join("/"))
+    })
 }
 
 /// Resolves a symlink target relative to the link's directory, lexically and
@@ -1108,7 +1247,10 @@ fn normalize_name(raw: &[u8]) -> Result<Option<String>, ArchiveError> {
 fn resolve_symlink(link: &str, target: &[u8]) -> Result<String, ArchiveError> {
     let t = std::str::from_utf8(target).map_err(|_| ArchiveError::UnsafePath(link.to_string()))?;
     if t.starts_with('/') || t.contains('\0') {
-        return Err(ArchiveError::UnsafePath(format!("{link} -> {}", t.chars().take(200).collect::<String>())));
+        return Err(ArchiveError::UnsafePath(format!(
+            "{link} -> {}",
+            t.chars().take(200).collect::<String>()
+        )));
     }
     let mut parts: Vec<&str> = link.split('/').collect();
     parts.pop();
@@ -1117,7 +1259,10 @@ fn resolve_symlink(link: &str, target: &[u8]) -> Result<String, ArchiveError> {
             "" | "." => {}
             ".." => {
                 if parts.pop().is_none() {
-                    return Err(ArchiveError::UnsafePath(format!("{link} -> {}", t.chars().take(200).collect::<String>())));
+                    return Err(ArchiveError::UnsafePath(format!(
+                        "{link} -> {}",
+                        t.chars().take(200).collect::<String>()
+                    )));
                 }
             }
             c => parts.push(c),
@@ -1135,21 +1280,35 @@ fn blob_name_digest(name: &str) -> Option<Digest> {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], file: &str) -> Result<T, ArchiveError> {
-    serde_json::from_slice(bytes).map_err(|e| ArchiveError::InvalidJson { file: file.to_string(), reason: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| ArchiveError::InvalidJson {
+        file: file.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 fn parse_digest(s: &str, file: &str) -> Result<Digest, ArchiveError> {
-    Digest::parse(s).map_err(|e| ArchiveError::InvalidJson { file: file.to_string(), reason: e.to_string() })
+    Digest::parse(s).map_err(|e| ArchiveError::InvalidJson {
+        file: file.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 fn invalid_ref(name: &str, file: &str, reason: &str) -> ArchiveError {
-    ArchiveError::InvalidReference { name: name.chars().take(200).collect(), file: file.into(), reason: reason.into() }
+    ArchiveError::InvalidReference {
+        name: name.chars().take(200).collect(),
+        file: file.into(),
+        reason: reason.into(),
+    }
 }
 
 /// A tag from an archive: must be a valid reference with a tag and no digest.
 fn parse_tag(name: &str, file: &str) -> Result<Reference, ArchiveError> {
     if name.len() > MAX_REFERENCE_LEN {
-        return Err(invalid_ref(name, file, &format!("longer than {MAX_REFERENCE_LEN} bytes")));
+        return Err(invalid_ref(
+            name,
+            file,
+            &format!("longer than {MAX_REFERENCE_LEN} bytes"),
+        ));
     }
     // parse_name, not parse: a RepoTag without a tag is an error, as in docker.
     let r = Reference::parse_name(name).map_err(|e| invalid_ref(name, file, &e.to_string()))?;
@@ -1163,16 +1322,23 @@ fn parse_tag(name: &str, file: &str) -> Result<Reference, ArchiveError> {
 /// is a whole reference. A bare ref.name ("latest") names no repository, and
 /// digest-only names cannot be tags, so both leave the image untagged.
 fn descriptor_names(desc: &Descriptor) -> Result<Vec<Reference>, ArchiveError> {
-    let Some(ann) = &desc.annotations else { return Ok(Vec::new()) };
+    let Some(ann) = &desc.annotations else {
+        return Ok(Vec::new());
+    };
     let name = match (ann.get(ANN_IMAGE_NAME), ann.get(ANN_REF_NAME)) {
         (Some(n), _) => n,
         (None, Some(n)) if n.contains('/') || n.contains(':') || n.contains('@') => n,
         _ => return Ok(Vec::new()),
     };
     if name.len() > MAX_REFERENCE_LEN {
-        return Err(invalid_ref(name, "index.json", &format!("longer than {MAX_REFERENCE_LEN} bytes")));
+        return Err(invalid_ref(
+            name,
+            "index.json",
+            &format!("longer than {MAX_REFERENCE_LEN} bytes"),
+        ));
     }
-    let r = Reference::parse_name(name).map_err(|e| invalid_ref(name, "index.json", &e.to_string()))?;
+    let r =
+        Reference::parse_name(name).map_err(|e| invalid_ref(name, "index.json", &e.to_string()))?;
     if r.tag.is_none() {
         return Ok(Vec::new());
     }
@@ -1183,13 +1349,20 @@ fn descriptor_names(desc: &Descriptor) -> Result<Vec<Reference>, ArchiveError> {
 
 fn check_size(desc: &Descriptor, staged: &Staged) -> Result<(), ArchiveError> {
     if desc.size > 0 && desc.size as u64 != staged.size() {
-        return Err(ImageError::SizeMismatch { expected: desc.size as u64, actual: staged.size() }.into());
+        return Err(ImageError::SizeMismatch {
+            expected: desc.size as u64,
+            actual: staged.size(),
+        }
+        .into());
     }
     Ok(())
 }
 
 fn is_attestation(desc: &Descriptor) -> bool {
-    desc.annotations.as_ref().and_then(|a| a.get(ANN_REFERENCE_TYPE)).is_some_and(|t| t == "attestation-manifest")
+    desc.annotations
+        .as_ref()
+        .and_then(|a| a.get(ANN_REFERENCE_TYPE))
+        .is_some_and(|t| t == "attestation-manifest")
         || desc.platform.as_ref().is_some_and(|p| p.os == "unknown")
 }
 
@@ -1208,9 +1381,19 @@ fn host_arch() -> &'static str {
 fn choose_platform<'d>(children: &[&'d Descriptor]) -> Option<&'d Descriptor> {
     children
         .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == host_arch()))
+        .find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == host_arch())
+        })
         .copied()
-        .or_else(|| if children.len() == 1 { Some(children[0]) } else { None })
+        .or_else(|| {
+            if children.len() == 1 {
+                Some(children[0])
+            } else {
+                None
+            }
+        })
 }
 
 #[cfg(test)]
@@ -1226,7 +1409,8 @@ mod tests {
         for (name, data) in files {
             if let Some((dir, _)) = name.rsplit_once('/') {
                 let mut h = header(tar::EntryType::Directory, 0, 0o755, 0);
-                b.append_data(&mut h, format!("{dir}/"), io::empty()).unwrap();
+                b.append_data(&mut h, format!("{dir}/"), io::empty())
+                    .unwrap();
             }
             let mut h = header(tar::EntryType::Regular, data.len() as u64, 0o644, 0);
             b.append_data(&mut h, name, *data).unwrap();
@@ -1265,12 +1449,16 @@ mod tests {
         let (mut chains, mut diff_ids) = (Vec::new(), Vec::new());
         for l in layers {
             let blob = store.write_blob(l).unwrap();
-            let info = store.unpack_layer(&blob, Compression::None, &blob, parent.as_ref()).unwrap();
+            let info = store
+                .unpack_layer(&blob, Compression::None, &blob, parent.as_ref())
+                .unwrap();
             parent = Some(info.chain_id.clone());
             chains.push(info.chain_id);
             diff_ids.push(blob);
         }
-        let id = store.write_blob(&config_json(&diff_ids, host_arch())).unwrap();
+        let id = store
+            .write_blob(&config_json(&diff_ids, host_arch()))
+            .unwrap();
         store
             .put_image(&ImageRecord {
                 id: id.clone(),
@@ -1346,7 +1534,11 @@ mod tests {
     fn assert_untouched(store: &Store) {
         assert!(store.list_images().unwrap().is_empty());
         assert!(store.references().unwrap().is_empty());
-        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0, "staging dir left behind");
+        assert_eq!(
+            fs::read_dir(store.tmp_dir()).unwrap().count(),
+            0,
+            "staging dir left behind"
+        );
     }
 
     fn entries(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
@@ -1369,12 +1561,25 @@ mod tests {
         let (_a, src) = store();
         let base = layer_tar(&[("etc/hostname", b"berth\n"), ("bin/tool", b"#!/bin/sh\n")]);
         let top = layer_tar(&[("hello.txt", b"hello world\n")]);
-        let id = make_image(&src, &[base.clone(), top.clone()], &["127.0.0.1:5000/test/img:v1", "127.0.0.1:5000/other:latest"]);
+        let id = make_image(
+            &src,
+            &[base.clone(), top.clone()],
+            &["127.0.0.1:5000/test/img:v1", "127.0.0.1:5000/other:latest"],
+        );
         let id2 = make_image(&src, std::slice::from_ref(&base), &[]);
 
         let refs = src.references_to(&id).unwrap();
         let mut out = Vec::new();
-        save(&src, &[(id.clone(), refs.clone()), (id2.clone(), vec![]), (id.clone(), refs.clone())], &mut out).unwrap();
+        save(
+            &src,
+            &[
+                (id.clone(), refs.clone()),
+                (id2.clone(), vec![]),
+                (id.clone(), refs.clone()),
+            ],
+            &mut out,
+        )
+        .unwrap();
 
         // Layout: both the OCI and the docker views are present, shared
         // layers once.
@@ -1386,9 +1591,17 @@ mod tests {
         let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
         assert_eq!(manifest.as_array().unwrap().len(), 2);
         assert_eq!(manifest[0]["Config"], blob_name(&id));
-        let mut tags: Vec<_> = manifest[0]["RepoTags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        let mut tags: Vec<_> = manifest[0]["RepoTags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
         tags.sort();
-        assert_eq!(tags, ["127.0.0.1:5000/other:latest", "127.0.0.1:5000/test/img:v1"]);
+        assert_eq!(
+            tags,
+            ["127.0.0.1:5000/other:latest", "127.0.0.1:5000/test/img:v1"]
+        );
         assert_eq!(manifest[0]["Layers"][1], blob_name(&Digest::of(&top)));
         let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
         let names: Vec<_> = index["manifests"]
@@ -1398,13 +1611,22 @@ mod tests {
             .filter_map(|m| m["annotations"][ANN_IMAGE_NAME].as_str())
             .collect();
         assert!(names.contains(&"127.0.0.1:5000/test/img:v1"), "{names:?}");
-        assert_eq!(index["manifests"].as_array().unwrap().len(), 3, "two tags + one untagged image");
+        assert_eq!(
+            index["manifests"].as_array().unwrap().len(),
+            3,
+            "two tags + one untagged image"
+        );
         let repos: serde_json::Value = serde_json::from_slice(&files["repositories"]).unwrap();
-        assert_eq!(repos["127.0.0.1:5000/test/img"]["v1"], Digest::of(&top).hex());
+        assert_eq!(
+            repos["127.0.0.1:5000/test/img"]["v1"],
+            Digest::of(&top).hex()
+        );
         // Each OCI manifest blob is referenced and describes the layers.
         let mdesc = &index["manifests"][0];
-        let m: serde_json::Value =
-            serde_json::from_slice(&files[&blob_name(&Digest::parse(mdesc["digest"].as_str().unwrap()).unwrap())]).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(
+            &files[&blob_name(&Digest::parse(mdesc["digest"].as_str().unwrap()).unwrap())],
+        )
+        .unwrap();
         assert_eq!(m["layers"][0]["mediaType"], MT_OCI_LAYER_TAR);
         assert_eq!(m["layers"][0]["size"], base.len());
 
@@ -1412,7 +1634,13 @@ mod tests {
         let mut loaded = load_bytes(&dst, &out).unwrap();
         loaded.sort_by_key(|l| l.references.len());
         assert_eq!(loaded.len(), 2);
-        assert_eq!(loaded[0], LoadedImage { id: id2.clone(), references: vec![] });
+        assert_eq!(
+            loaded[0],
+            LoadedImage {
+                id: id2.clone(),
+                references: vec![]
+            }
+        );
         assert_eq!(loaded[1].id, id);
         let mut got = dst.references_to(&id).unwrap();
         let mut want = refs.clone();
@@ -1423,13 +1651,24 @@ mod tests {
         assert_eq!(rec.diff_ids, vec![base_id.clone(), Digest::of(&top)]);
         assert_eq!(rec.created.as_deref(), Some("2024-05-06T07:08:09Z"));
         let top_dir = dst.layer_diff_dir(&rec.layers[1]);
-        assert_eq!(fs::read(top_dir.join("hello.txt")).unwrap(), b"hello world\n");
-        assert_eq!(fs::read(dst.layer_diff_dir(&rec.layers[0]).join("etc/hostname")).unwrap(), b"berth\n");
+        assert_eq!(
+            fs::read(top_dir.join("hello.txt")).unwrap(),
+            b"hello world\n"
+        );
+        assert_eq!(
+            fs::read(dst.layer_diff_dir(&rec.layers[0]).join("etc/hostname")).unwrap(),
+            b"berth\n"
+        );
         assert_eq!(fs::read_dir(dst.tmp_dir()).unwrap().count(), 0);
 
         // And what we load we can save again, identically.
         let mut again = Vec::new();
-        save(&dst, &[(id.clone(), refs.clone()), (id2.clone(), vec![])], &mut again).unwrap();
+        save(
+            &dst,
+            &[(id.clone(), refs.clone()), (id2.clone(), vec![])],
+            &mut again,
+        )
+        .unwrap();
         assert_eq!(entries(&again)["manifest.json"], files["manifest.json"]);
     }
 
@@ -1438,16 +1677,30 @@ mod tests {
         let (_a, src) = store();
         let id = make_image(&src, &[layer_tar(&[("z", b"z")])], &["127.0.0.1:5000/z:1"]);
         let mut out = Vec::new();
-        save(&src, &[(id.clone(), vec![r("127.0.0.1:5000/z:1")])], &mut out).unwrap();
+        save(
+            &src,
+            &[(id.clone(), vec![r("127.0.0.1:5000/z:1")])],
+            &mut out,
+        )
+        .unwrap();
         for packed in [gzip(&out), zstd(&out)] {
             let (_b, dst) = store();
             let loaded = load_bytes(&dst, &packed).unwrap();
-            assert_eq!(loaded, vec![LoadedImage { id: id.clone(), references: vec![r("127.0.0.1:5000/z:1")] }]);
+            assert_eq!(
+                loaded,
+                vec![LoadedImage {
+                    id: id.clone(),
+                    references: vec![r("127.0.0.1:5000/z:1")]
+                }]
+            );
         }
         // The size limit counts decompressed bytes (no gzip bombs).
         let bomb = gzip(&Ar::new().file("big", &vec![0u8; 4 << 20]).bytes());
         let (_c, dst) = store();
-        let limits = LoadLimits { max_total_bytes: 1 << 20, ..LoadLimits::default() };
+        let limits = LoadLimits {
+            max_total_bytes: 1 << 20,
+            ..LoadLimits::default()
+        };
         let err = load(&dst, &mut Cursor::new(&bomb), &limits).unwrap_err();
         assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
         assert_untouched(&dst);
@@ -1460,7 +1713,10 @@ mod tests {
         let mut out = Vec::new();
         let err = save(&s, &[(id, vec![]), (Digest::of(b"nope"), vec![])], &mut out).unwrap_err();
         assert!(matches!(err, ArchiveError::ImageNotFound(_)), "{err}");
-        assert!(out.is_empty(), "nothing may be sent before every image was found");
+        assert!(
+            out.is_empty(),
+            "nothing may be sent before every image was found"
+        );
     }
 
     #[test]
@@ -1474,7 +1730,13 @@ mod tests {
         let mut out = Vec::new();
         save(&s, &[(id.clone(), vec![r("127.0.0.1:5000/y:2")])], &mut out).unwrap();
         let loaded = load_bytes(&s, &out).unwrap();
-        assert_eq!(loaded, vec![LoadedImage { id: id.clone(), references: vec![r("127.0.0.1:5000/y:2")] }]);
+        assert_eq!(
+            loaded,
+            vec![LoadedImage {
+                id: id.clone(),
+                references: vec![r("127.0.0.1:5000/y:2")]
+            }]
+        );
         assert_eq!(s.get_image(&id).unwrap().repo_digests, rec.repo_digests);
         assert_eq!(s.resolve("127.0.0.1:5000/x:1").unwrap(), id);
     }
@@ -1511,11 +1773,23 @@ mod tests {
             .bytes();
         let (_a, s) = store();
         let loaded = load_bytes(&s, &bytes).unwrap();
-        assert_eq!(loaded, vec![LoadedImage { id: id.clone(), references: vec![r("127.0.0.1:5000/legacy:1.0")] }]);
+        assert_eq!(
+            loaded,
+            vec![LoadedImage {
+                id: id.clone(),
+                references: vec![r("127.0.0.1:5000/legacy:1.0")]
+            }]
+        );
         let rec = s.get_image(&id).unwrap();
         assert_eq!(rec.layers.len(), 3);
-        assert_eq!(s.layer_info(&rec.layers[1]).unwrap().compression, Compression::Gzip);
-        assert_eq!(fs::read(s.layer_diff_dir(&rec.layers[1]).join("usr/bin/app")).unwrap(), b"app");
+        assert_eq!(
+            s.layer_info(&rec.layers[1]).unwrap().compression,
+            Compression::Gzip
+        );
+        assert_eq!(
+            fs::read(s.layer_diff_dir(&rec.layers[1]).join("usr/bin/app")).unwrap(),
+            b"app"
+        );
         assert_eq!(s.resolve("127.0.0.1:5000/legacy:1.0").unwrap(), id);
         assert_eq!(fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
 
@@ -1542,7 +1816,11 @@ mod tests {
         }))
         .unwrap();
         // A manifest for another platform whose blobs are absent: it must not be touched.
-        let other_arch = if host_arch() == "amd64" { "arm64" } else { "amd64" };
+        let other_arch = if host_arch() == "amd64" {
+            "arm64"
+        } else {
+            "amd64"
+        };
         let missing = Digest::of(b"other platform manifest");
         let attest = Digest::of(b"attestation");
         let nested = serde_json::to_vec(&serde_json::json!({
@@ -1579,10 +1857,22 @@ mod tests {
             .bytes();
         let (_a, s) = store();
         let loaded = load_bytes(&s, &bytes).unwrap();
-        assert_eq!(loaded, vec![LoadedImage { id: id.clone(), references: vec![r("127.0.0.1:5000/oci/app:2.1")] }]);
+        assert_eq!(
+            loaded,
+            vec![LoadedImage {
+                id: id.clone(),
+                references: vec![r("127.0.0.1:5000/oci/app:2.1")]
+            }]
+        );
         let rec = s.get_image(&id).unwrap();
-        assert_eq!(s.layer_info(&rec.layers[0]).unwrap().compression, Compression::Zstd);
-        assert_eq!(fs::read(s.layer_diff_dir(&rec.layers[0]).join("data/file")).unwrap(), b"oci");
+        assert_eq!(
+            s.layer_info(&rec.layers[0]).unwrap().compression,
+            Compression::Zstd
+        );
+        assert_eq!(
+            fs::read(s.layer_diff_dir(&rec.layers[0]).join("data/file")).unwrap(),
+            b"oci"
+        );
     }
 
     // --------------------------------------------------------------- hostile
@@ -1601,7 +1891,12 @@ mod tests {
         Parts { layer, config, id }
     }
 
-    fn docker_archive(p: &Parts, config_path: &str, layer_path: &str, tags: serde_json::Value) -> Vec<u8> {
+    fn docker_archive(
+        p: &Parts,
+        config_path: &str,
+        layer_path: &str,
+        tags: serde_json::Value,
+    ) -> Vec<u8> {
         Ar::new()
             .blob(&p.config)
             .blob(&p.layer)
@@ -1621,17 +1916,37 @@ mod tests {
         let p = parts();
         let good_layer = blob_name(&Digest::of(&p.layer));
         for path in ["../../etc/passwd", "/etc/passwd", "blobs/../../etc/passwd"] {
-            let err = load_err(&docker_archive(&p, path, &good_layer, serde_json::json!([])));
+            let err = load_err(&docker_archive(
+                &p,
+                path,
+                &good_layer,
+                serde_json::json!([]),
+            ));
             assert!(matches!(err, ArchiveError::UnsafePath(_)), "{path}: {err}");
-            let err = load_err(&docker_archive(&p, &blob_name(&p.id), path, serde_json::json!([])));
+            let err = load_err(&docker_archive(
+                &p,
+                &blob_name(&p.id),
+                path,
+                serde_json::json!([]),
+            ));
             assert!(matches!(err, ArchiveError::UnsafePath(_)), "{path}: {err}");
         }
         // A path that is fine but names nothing in the archive (e.g. a file
         // that exists on the host or in the store) is refused too.
         let other = Digest::of(b"in the store, not in the archive");
-        let err = load_err(&docker_archive(&p, &blob_name(&p.id), &blob_name(&other), serde_json::json!([])));
+        let err = load_err(&docker_archive(
+            &p,
+            &blob_name(&p.id),
+            &blob_name(&other),
+            serde_json::json!([]),
+        ));
         assert!(matches!(err, ArchiveError::MissingEntry(_)), "{err}");
-        let err = load_err(&docker_archive(&p, "etc/passwd", &good_layer, serde_json::json!([])));
+        let err = load_err(&docker_archive(
+            &p,
+            "etc/passwd",
+            &good_layer,
+            serde_json::json!([]),
+        ));
         assert!(matches!(err, ArchiveError::MissingEntry(_)), "{err}");
     }
 
@@ -1642,7 +1957,11 @@ mod tests {
         assert!(matches!(err, ArchiveError::UnsafePath(_)), "{err}");
         let err = load_err(&Ar::new().file("/abs", b"x").bytes());
         assert!(matches!(err, ArchiveError::UnsafePath(_)), "{err}");
-        let err = load_err(&Ar::new().symlink("a/layer.tar", "../../../etc/passwd").bytes());
+        let err = load_err(
+            &Ar::new()
+                .symlink("a/layer.tar", "../../../etc/passwd")
+                .bytes(),
+        );
         assert!(matches!(err, ArchiveError::UnsafePath(_)), "{err}");
         let err = load_err(&Ar::new().symlink("a/layer.tar", "/etc/passwd").bytes());
         assert!(matches!(err, ArchiveError::UnsafePath(_)), "{err}");
@@ -1651,12 +1970,20 @@ mod tests {
             .blob(&p.config)
             .symlink("x", "y")
             .symlink("y", "x")
-            .json("manifest.json", serde_json::json!([{"Config": blob_name(&p.id), "Layers": ["x"]}]))
+            .json(
+                "manifest.json",
+                serde_json::json!([{"Config": blob_name(&p.id), "Layers": ["x"]}]),
+            )
             .bytes();
         let err = load_err(&bytes);
         assert!(matches!(err, ArchiveError::UnsafePath(_)), "{err}");
         // Two entries with one name: which one would count is ambiguous.
-        let err = load_err(&Ar::new().file("manifest.json", b"[]").file("./manifest.json", b"[]").bytes());
+        let err = load_err(
+            &Ar::new()
+                .file("manifest.json", b"[]")
+                .file("./manifest.json", b"[]")
+                .bytes(),
+        );
         assert!(matches!(err, ArchiveError::DuplicateEntry(_)), "{err}");
     }
 
@@ -1675,11 +2002,19 @@ mod tests {
             )
             .bytes();
         let err = load_err(&bytes);
-        assert!(matches!(err, ArchiveError::Image(ImageError::DigestMismatch { .. })), "{err}");
+        assert!(
+            matches!(err, ArchiveError::Image(ImageError::DigestMismatch { .. })),
+            "{err}"
+        );
         // A blob whose content is not its name.
-        let bytes = Ar::new().file(&blob_name(&Digest::of(b"claimed")), b"actual").bytes();
+        let bytes = Ar::new()
+            .file(&blob_name(&Digest::of(b"claimed")), b"actual")
+            .bytes();
         let err = load_err(&bytes);
-        assert!(matches!(err, ArchiveError::Image(ImageError::DigestMismatch { .. })), "{err}");
+        assert!(
+            matches!(err, ArchiveError::Image(ImageError::DigestMismatch { .. })),
+            "{err}"
+        );
         // Layer count differs from diff_ids.
         let bytes = Ar::new()
             .blob(&p.config)
@@ -1690,7 +2025,17 @@ mod tests {
             )
             .bytes();
         let err = load_err(&bytes);
-        assert!(matches!(err, ArchiveError::LayerCountMismatch { config: 1, manifest: 2, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ArchiveError::LayerCountMismatch {
+                    config: 1,
+                    manifest: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         // bzip2 layers are refused clearly.
         let bz = b"BZh91AY&SY fake".to_vec();
         let config = config_json(&[Digest::of(b"whatever")], "amd64");
@@ -1700,7 +2045,10 @@ mod tests {
             .json("manifest.json", serde_json::json!([{"Config": blob_name(&Digest::of(&config)), "Layers": [blob_name(&Digest::of(&bz))]}]))
             .bytes();
         let err = load_err(&bytes);
-        assert!(matches!(err, ArchiveError::UnsupportedCompression(_)), "{err}");
+        assert!(
+            matches!(err, ArchiveError::UnsupportedCompression(_)),
+            "{err}"
+        );
         // Not JSON at all.
         let err = load_err(&Ar::new().file("manifest.json", b"{nope").bytes());
         assert!(matches!(err, ArchiveError::InvalidJson { .. }), "{err}");
@@ -1715,10 +2063,23 @@ mod tests {
         let layer = blob_name(&Digest::of(&p.layer));
         let config = blob_name(&p.id);
         let long = format!("127.0.0.1:5000/{}:1", "a".repeat(10_000));
-        for tag in ["../x", "127.0.0.1:5000/x", "UPPER:1", long.as_str(), "127.0.0.1:5000/x@sha256:0000"] {
-            let err = load_err(&docker_archive(&p, &config, &layer, serde_json::json!([tag])));
+        for tag in [
+            "../x",
+            "127.0.0.1:5000/x",
+            "UPPER:1",
+            long.as_str(),
+            "127.0.0.1:5000/x@sha256:0000",
+        ] {
+            let err = load_err(&docker_archive(
+                &p,
+                &config,
+                &layer,
+                serde_json::json!([tag]),
+            ));
             match &err {
-                ArchiveError::InvalidReference { name, .. } => assert!(name.len() <= 200, "error echoes a huge name"),
+                ArchiveError::InvalidReference { name, .. } => {
+                    assert!(name.len() <= 200, "error echoes a huge name")
+                }
                 _ => panic!("{tag:.40}: {err}"),
             }
         }
@@ -1731,12 +2092,18 @@ mod tests {
             let bytes = Ar::new()
                 .blob(&p.config)
                 .blob(&p.layer)
-                .json("manifest.json", serde_json::json!([{"Config": config, "RepoTags": [], "Layers": [layer]}]))
+                .json(
+                    "manifest.json",
+                    serde_json::json!([{"Config": config, "RepoTags": [], "Layers": [layer]}]),
+                )
                 .json("repositories", repos)
                 .bytes();
             let err = load_err(&bytes);
             assert!(
-                matches!(err, ArchiveError::InvalidReference { .. } | ArchiveError::InvalidJson { .. }),
+                matches!(
+                    err,
+                    ArchiveError::InvalidReference { .. } | ArchiveError::InvalidJson { .. }
+                ),
                 "{err}"
             );
         }
@@ -1760,7 +2127,10 @@ mod tests {
             )
             .bytes();
         let err = load_err(&bytes);
-        assert!(matches!(err, ArchiveError::Image(ImageError::DigestMismatch { .. })), "{err}");
+        assert!(
+            matches!(err, ArchiveError::Image(ImageError::DigestMismatch { .. })),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1776,7 +2146,12 @@ mod tests {
         assert!(!s.has_blob(&Digest::of(&big)));
         for e in fs::read_dir(dir.path().join("ingest")).unwrap() {
             let e = e.unwrap();
-            assert_eq!(e.metadata().unwrap().len(), 0, "{:?} keeps upload bytes", e.path());
+            assert_eq!(
+                e.metadata().unwrap().len(),
+                0,
+                "{:?} keeps upload bytes",
+                e.path()
+            );
         }
         // Same for a file staged outside the content store.
         let bytes = Ar::new().file("manifest.json", &vec![b' '; 8192]).bytes();
@@ -1788,22 +2163,42 @@ mod tests {
     #[test]
     fn enforces_limits() {
         let p = parts();
-        let bytes = docker_archive(&p, &blob_name(&p.id), &blob_name(&Digest::of(&p.layer)), serde_json::json!([]));
+        let bytes = docker_archive(
+            &p,
+            &blob_name(&p.id),
+            &blob_name(&Digest::of(&p.layer)),
+            serde_json::json!([]),
+        );
         let run = |limits: LoadLimits| {
             let (_a, s) = store();
             let err = load(&s, &mut Cursor::new(&bytes), &limits).unwrap_err();
             assert_untouched(&s);
             err
         };
-        let err = run(LoadLimits { max_entries: 2, ..LoadLimits::default() });
+        let err = run(LoadLimits {
+            max_entries: 2,
+            ..LoadLimits::default()
+        });
         assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
-        let err = run(LoadLimits { max_total_bytes: 2048, ..LoadLimits::default() });
+        let err = run(LoadLimits {
+            max_total_bytes: 2048,
+            ..LoadLimits::default()
+        });
         assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
-        let err = run(LoadLimits { max_json_bytes: 64, ..LoadLimits::default() });
+        let err = run(LoadLimits {
+            max_json_bytes: 64,
+            ..LoadLimits::default()
+        });
         assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
-        let err = run(LoadLimits { max_images: 0, ..LoadLimits::default() });
+        let err = run(LoadLimits {
+            max_images: 0,
+            ..LoadLimits::default()
+        });
         assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
-        let err = run(LoadLimits { max_layers: 0, ..LoadLimits::default() });
+        let err = run(LoadLimits {
+            max_layers: 0,
+            ..LoadLimits::default()
+        });
         assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
         // One 256 kB layer listed 64 times: 16 MiB of unpacking from a small upload.
         let big = layer_tar(&[("big", &vec![7u8; 256 << 10])]);
@@ -1815,7 +2210,10 @@ mod tests {
             .json("manifest.json", serde_json::json!([{"Config": blob_name(&Digest::of(&config)), "Layers": vec![blob_name(&d); 64]}]))
             .bytes();
         let (_a, s) = store();
-        let limits = LoadLimits { max_total_bytes: 4 << 20, ..LoadLimits::default() };
+        let limits = LoadLimits {
+            max_total_bytes: 4 << 20,
+            ..LoadLimits::default()
+        };
         let err = load(&s, &mut Cursor::new(&bytes), &limits).unwrap_err();
         assert!(matches!(err, ArchiveError::LimitExceeded(_)), "{err}");
         assert_untouched(&s);
@@ -1826,11 +2224,17 @@ mod tests {
 
     #[test]
     fn name_helpers() {
-        assert_eq!(normalize_name(b"./a//b/./c").unwrap().as_deref(), Some("a/b/c"));
+        assert_eq!(
+            normalize_name(b"./a//b/./c").unwrap().as_deref(),
+            Some("a/b/c")
+        );
         assert_eq!(normalize_name(b"./").unwrap(), None);
         assert!(normalize_name(b"a/../b").is_err());
         assert!(normalize_name(b"\xff").is_err());
-        assert_eq!(resolve_symlink("x/layer.tar", b"../y/layer.tar").unwrap(), "y/layer.tar");
+        assert_eq!(
+            resolve_symlink("x/layer.tar", b"../y/layer.tar").unwrap(),
+            "y/layer.tar"
+        );
         assert!(resolve_symlink("layer.tar", b"../y").is_err());
         assert!(blob_name_digest("blobs/sha256/abc").is_none());
         assert!(blob_name_digest(&blob_name(&Digest::of(b""))).is_some());
