@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use crate::netns::NetNs;
 use crate::{http, Error, IoContext, Result};
 
+static PORT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Basic-auth credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -72,6 +74,9 @@ impl Registry {
                 htpasswd.display()
             );
         }
+        // Held until the registry listens, so two registries starting at once in one namespace
+        // cannot be handed the same released port.
+        let _port_guard = PORT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let port = ns.free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let config = format!(
