@@ -120,8 +120,12 @@ impl Berthd {
     /// Start berthd in `ns`, trusting `insecure_registries` (host:port) over plain HTTP, and
     /// wait until `GET /_ping` answers.
     pub fn start(ns: &NetNs, insecure_registries: &[&str]) -> Result<Berthd> {
-        let dir = tempfile::Builder::new().prefix("berth-berthd-").tempdir().ctx(|| "tempdir".into())?;
-        std::fs::create_dir(dir.path().join("docker-config")).ctx(|| "mkdir docker-config".into())?;
+        let dir = tempfile::Builder::new()
+            .prefix("berth-berthd-")
+            .tempdir()
+            .ctx(|| "tempdir".into())?;
+        std::fs::create_dir(dir.path().join("docker-config"))
+            .ctx(|| "mkdir docker-config".into())?;
         let mut d = Berthd {
             ns_path: ns.path(),
             dir,
@@ -236,7 +240,10 @@ impl Berthd {
     /// SIGTERM and wait (up to 20 s, then SIGKILL) for a clean exit; returns its status.
     pub fn sigterm(&mut self) -> Option<ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(s)) = c.try_wait() {
@@ -263,10 +270,17 @@ impl Berthd {
     /// dir and no inherited DOCKER_* overrides (so API version negotiation is exercised).
     pub fn docker_command(&self) -> Command {
         let mut cmd = command_in(&self.ns_path, "docker");
-        for var in ["DOCKER_API_VERSION", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_TLS"] {
+        for var in [
+            "DOCKER_API_VERSION",
+            "DOCKER_CONTEXT",
+            "DOCKER_TLS_VERIFY",
+            "DOCKER_CERT_PATH",
+            "DOCKER_TLS",
+        ] {
             cmd.env_remove(var);
         }
-        cmd.env("DOCKER_HOST", self.host()).env("DOCKER_CONFIG", self.docker_config());
+        cmd.env("DOCKER_HOST", self.host())
+            .env("DOCKER_CONFIG", self.docker_config());
         cmd
     }
 
@@ -340,13 +354,22 @@ impl Drop for Berthd {
     fn drop(&mut self) {
         self.sigterm();
         if std::thread::panicking() {
-            eprintln!("===== berthd log ({}) =====\n{}\n===== end berthd log =====", self.log_path().display(), self.log());
+            eprintln!(
+                "===== berthd log ({}) =====\n{}\n===== end berthd log =====",
+                self.log_path().display(),
+                self.log()
+            );
         }
     }
 }
 
 /// One HTTP request to a unix socket with hyper 1.
-pub fn api_request(socket: &Path, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<ApiResponse> {
+pub fn api_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<ApiResponse> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -360,7 +383,10 @@ pub fn api_request(socket: &Path, method: &str, path: &str, body: Option<Vec<u8>
             .await
             .map_err(|e| Error::Http(e.to_string()))?;
         tokio::spawn(conn);
-        let mut req = hyper::Request::builder().method(method).uri(path).header("Host", "berth");
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Host", "berth");
         if body.is_some() {
             req = req.header("Content-Type", "application/json");
         }
@@ -384,9 +410,17 @@ pub fn api_request(socket: &Path, method: &str, path: &str, body: Option<Vec<u8>
 
 /// Run a command with captured output and a hard timeout (a hung CLI must fail the test,
 /// not hang the suite). Returns (status, stdout, stderr).
-pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
+pub fn run_with_timeout(
+    mut cmd: Command,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<(ExitStatus, Vec<u8>, Vec<u8>)> {
     let mut child = cmd
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -418,11 +452,18 @@ pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duratio
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(Error::Timeout(format!("{:?} after {timeout:?}", cmd.get_program())));
+            return Err(Error::Timeout(format!(
+                "{:?} after {timeout:?}",
+                cmd.get_program()
+            )));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    Ok((status, t_out.join().unwrap_or_default(), t_err.join().unwrap_or_default()))
+    Ok((
+        status,
+        t_out.join().unwrap_or_default(),
+        t_err.join().unwrap_or_default(),
+    ))
 }
 
 /// Last `n` lines of `s`.
@@ -439,14 +480,18 @@ mod tests {
     fn run_with_timeout_captures_and_kills() {
         let mut c = Command::new("sh");
         c.args(["-c", "cat; echo err >&2; exit 3"]);
-        let (status, out, err) = run_with_timeout(c, Some(b"hello"), Duration::from_secs(10)).unwrap();
+        let (status, out, err) =
+            run_with_timeout(c, Some(b"hello"), Duration::from_secs(10)).unwrap();
         assert_eq!(status.code(), Some(3));
         assert_eq!(out, b"hello");
         assert_eq!(err, b"err\n");
         let mut c = Command::new("sleep");
         c.arg("30");
         let t = Instant::now();
-        assert!(matches!(run_with_timeout(c, None, Duration::from_millis(200)), Err(Error::Timeout(_))));
+        assert!(matches!(
+            run_with_timeout(c, None, Duration::from_millis(200)),
+            Err(Error::Timeout(_))
+        ));
         assert!(t.elapsed() < Duration::from_secs(5));
     }
 

@@ -48,9 +48,15 @@ impl EvilContent {
     pub fn for_image(repo: &str, tag: &str, image: &Image, oci: bool) -> EvilContent {
         let mut blobs = HashMap::new();
         for l in &image.layers {
-            blobs.insert(l.digest.clone(), (Bytes::from(l.blob.clone()), BlobBehavior::Normal));
+            blobs.insert(
+                l.digest.clone(),
+                (Bytes::from(l.blob.clone()), BlobBehavior::Normal),
+            );
         }
-        blobs.insert(image.config_digest.clone(), (Bytes::from(image.config.clone()), BlobBehavior::Normal));
+        blobs.insert(
+            image.config_digest.clone(),
+            (Bytes::from(image.config.clone()), BlobBehavior::Normal),
+        );
         EvilContent {
             repo: repo.into(),
             tag: tag.into(),
@@ -67,7 +73,10 @@ impl EvilContent {
 
     /// Set how one blob (by digest) is served. Panics if the blob is unknown (a test bug).
     pub fn with_behavior(mut self, digest: &str, behavior: BlobBehavior) -> EvilContent {
-        self.blobs.get_mut(digest).unwrap_or_else(|| panic!("no blob {digest}")).1 = behavior;
+        self.blobs
+            .get_mut(digest)
+            .unwrap_or_else(|| panic!("no blob {digest}"))
+            .1 = behavior;
         self
     }
 }
@@ -90,8 +99,13 @@ impl EvilRegistry {
     /// Start serving `content` on 127.0.0.1:<free port> inside `ns`.
     pub fn start(ns: &NetNs, content: EvilContent) -> Result<EvilRegistry> {
         let listener = ns.bind_tcp("127.0.0.1:0")?;
-        let addr = listener.local_addr().ctx(|| "local_addr".into())?.to_string();
-        listener.set_nonblocking(true).ctx(|| "nonblocking".into())?;
+        let addr = listener
+            .local_addr()
+            .ctx(|| "local_addr".into())?
+            .to_string();
+        listener
+            .set_nonblocking(true)
+            .ctx(|| "nonblocking".into())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -106,7 +120,9 @@ impl EvilRegistry {
         };
         runtime.spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let content = content.clone();
                 let st = st.clone();
                 tokio::spawn(async move {
@@ -121,7 +137,11 @@ impl EvilRegistry {
                 });
             }
         });
-        Ok(EvilRegistry { addr, stats, runtime: Some(runtime) })
+        Ok(EvilRegistry {
+            addr,
+            stats,
+            runtime: Some(runtime),
+        })
     }
 
     /// `127.0.0.1:PORT`
@@ -172,21 +192,33 @@ impl Drop for EvilRegistry {
 
 type Resp = hyper::Response<EvilBody>;
 
-fn route(content: &EvilContent, stats: &Arc<Stats>, req: hyper::Request<hyper::body::Incoming>) -> Resp {
+fn route(
+    content: &EvilContent,
+    stats: &Arc<Stats>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Resp {
     let path = req.uri().path().to_string();
     let head = req.method() == hyper::Method::HEAD;
-    let builder = hyper::Response::builder().header("Docker-Distribution-Api-Version", "registry/2.0");
+    let builder =
+        hyper::Response::builder().header("Docker-Distribution-Api-Version", "registry/2.0");
     let not_found = |code: &str| {
         hyper::Response::builder()
             .status(404)
             .header("Content-Type", "application/json")
-            .body(EvilBody::plain(format!(r#"{{"errors":[{{"code":"{code}","message":"unknown"}}]}}"#).into(), head))
+            .body(EvilBody::plain(
+                format!(r#"{{"errors":[{{"code":"{code}","message":"unknown"}}]}}"#).into(),
+                head,
+            ))
             .expect("static response")
     };
     if path == "/v2/" || path == "/v2" {
-        return builder.body(EvilBody::plain(Bytes::from_static(b"{}"), head)).expect("static response");
+        return builder
+            .body(EvilBody::plain(Bytes::from_static(b"{}"), head))
+            .expect("static response");
     }
-    let Some(rest) = path.strip_prefix("/v2/") else { return not_found("NAME_UNKNOWN") };
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return not_found("NAME_UNKNOWN");
+    };
     if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
         let digest = content.manifest_digest();
         if repo != content.repo || (reference != content.tag && reference != digest) {
@@ -199,7 +231,8 @@ fn route(content: &EvilContent, stats: &Arc<Stats>, req: hyper::Request<hyper::b
             .expect("static response");
     }
     if let Some((repo, digest)) = rest.rsplit_once("/blobs/") {
-        let Some((data, behavior)) = content.blobs.get(digest).filter(|_| repo == content.repo) else {
+        let Some((data, behavior)) = content.blobs.get(digest).filter(|_| repo == content.repo)
+        else {
             return not_found("BLOB_UNKNOWN");
         };
         if !head {
@@ -218,7 +251,14 @@ fn route(content: &EvilContent, stats: &Arc<Stats>, req: hyper::Request<hyper::b
         return builder
             .header("Content-Type", "application/octet-stream")
             .header("Docker-Content-Digest", digest)
-            .body(EvilBody { data, sent: 0, behavior: *behavior, head, stats: stats.clone(), marked: AtomicBool::new(false) })
+            .body(EvilBody {
+                data,
+                sent: 0,
+                behavior: *behavior,
+                head,
+                stats: stats.clone(),
+                marked: AtomicBool::new(false),
+            })
             .expect("static response");
     }
     not_found("UNSUPPORTED")
@@ -252,7 +292,10 @@ impl Body for EvilBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<std::result::Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         if this.head {
             return Poll::Ready(None);
@@ -272,7 +315,9 @@ impl Body for EvilBody {
                 if !this.marked.swap(true, Ordering::SeqCst) {
                     this.stats.dropped.fetch_add(1, Ordering::SeqCst);
                 }
-                Poll::Ready(Some(Err(std::io::Error::other("evil registry: dropping connection"))))
+                Poll::Ready(Some(Err(std::io::Error::other(
+                    "evil registry: dropping connection",
+                ))))
             }
             BlobBehavior::StallAfter(_) => {
                 if !this.marked.swap(true, Ordering::SeqCst) {
@@ -314,16 +359,28 @@ pub enum RawKind {
 
 impl RawEntry {
     pub fn file(name: &str, data: &[u8]) -> RawEntry {
-        RawEntry { name: name.as_bytes().to_vec(), kind: RawKind::File(data.to_vec()) }
+        RawEntry {
+            name: name.as_bytes().to_vec(),
+            kind: RawKind::File(data.to_vec()),
+        }
     }
     pub fn dir(name: &str) -> RawEntry {
-        RawEntry { name: name.as_bytes().to_vec(), kind: RawKind::Dir }
+        RawEntry {
+            name: name.as_bytes().to_vec(),
+            kind: RawKind::Dir,
+        }
     }
     pub fn symlink(name: &str, target: &str) -> RawEntry {
-        RawEntry { name: name.as_bytes().to_vec(), kind: RawKind::Symlink(target.as_bytes().to_vec()) }
+        RawEntry {
+            name: name.as_bytes().to_vec(),
+            kind: RawKind::Symlink(target.as_bytes().to_vec()),
+        }
     }
     pub fn hardlink(name: &str, target: &str) -> RawEntry {
-        RawEntry { name: name.as_bytes().to_vec(), kind: RawKind::Hardlink(target.as_bytes().to_vec()) }
+        RawEntry {
+            name: name.as_bytes().to_vec(),
+            kind: RawKind::Hardlink(target.as_bytes().to_vec()),
+        }
     }
 }
 
@@ -367,7 +424,11 @@ pub fn raw_tar(entries: &[RawEntry]) -> Result<Vec<u8>> {
             }
         }
         h.set_entry_type(kind);
-        h.set_mode(if matches!(e.kind, RawKind::Dir) { 0o755 } else { 0o644 });
+        h.set_mode(if matches!(e.kind, RawKind::Dir) {
+            0o755
+        } else {
+            0o644
+        });
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(crate::image::MTIME);
@@ -386,12 +447,18 @@ fn climb() -> String {
 /// Layer with a `../../…/<target>` file entry: tries to create the absolute path `target`.
 pub fn dotdot_layer(target: &std::path::Path) -> Result<Vec<u8>> {
     let rel = target.to_string_lossy().trim_start_matches('/').to_string();
-    raw_tar(&[RawEntry::file("ok.txt", b"ok\n"), RawEntry::file(&format!("{}{rel}", climb()), b"pwned by ..\n")])
+    raw_tar(&[
+        RawEntry::file("ok.txt", b"ok\n"),
+        RawEntry::file(&format!("{}{rel}", climb()), b"pwned by ..\n"),
+    ])
 }
 
 /// Layer with an absolute-path file entry `target`.
 pub fn absolute_layer(target: &std::path::Path) -> Result<Vec<u8>> {
-    raw_tar(&[RawEntry::file("ok.txt", b"ok\n"), RawEntry::file(&target.to_string_lossy(), b"pwned by abs\n")])
+    raw_tar(&[
+        RawEntry::file("ok.txt", b"ok\n"),
+        RawEntry::file(&target.to_string_lossy(), b"pwned by abs\n"),
+    ])
 }
 
 /// Layer with `escape -> outside_dir` (absolute symlink), `escape2 -> ../../…/outside_dir`
@@ -411,7 +478,10 @@ pub fn symlink_escape_layer(outside_dir: &std::path::Path) -> Result<Vec<u8>> {
 /// whose content would overwrite the target if the link were followed.
 pub fn hardlink_escape_layer(target: &std::path::Path) -> Result<Vec<u8>> {
     let abs = target.to_string_lossy().to_string();
-    raw_tar(&[RawEntry::hardlink("hl", &abs), RawEntry::file("hl", b"pwned via hardlink\n")])
+    raw_tar(&[
+        RawEntry::hardlink("hl", &abs),
+        RawEntry::file("hl", b"pwned via hardlink\n"),
+    ])
 }
 
 #[cfg(test)]
@@ -430,12 +500,24 @@ mod tests {
         ])
         .unwrap();
         let mut a = tar::Archive::new(&tar[..]);
-        let names: Vec<Vec<u8>> = a.entries().unwrap().map(|e| e.unwrap().path_bytes().into_owned()).collect();
+        let names: Vec<Vec<u8>> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path_bytes().into_owned())
+            .collect();
         assert_eq!(names[0], b"../up");
         assert_eq!(names[1], b"/abs");
         assert_eq!(names[2], long.as_bytes());
         let mut a = tar::Archive::new(&tar[..]);
-        let link = a.entries().unwrap().nth(3).unwrap().unwrap().link_name_bytes().unwrap().into_owned();
+        let link = a
+            .entries()
+            .unwrap()
+            .nth(3)
+            .unwrap()
+            .unwrap()
+            .link_name_bytes()
+            .unwrap()
+            .into_owned();
         assert_eq!(link, "a/".repeat(60).as_bytes());
     }
 
@@ -449,20 +531,93 @@ mod tests {
             .with_behavior(&img.layers[1].digest, BlobBehavior::DropAfter(10));
         let digest = content.manifest_digest();
         let srv = EvilRegistry::start(&ns, content).unwrap();
-        let r = http::request(&ns, "GET", srv.addr(), "/v2/evil/manifests/latest", &[], b"").unwrap();
+        let r = http::request(
+            &ns,
+            "GET",
+            srv.addr(),
+            "/v2/evil/manifests/latest",
+            &[],
+            b"",
+        )
+        .unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
         assert_eq!(sha256_digest(&r.body), digest);
-        let r = http::request(&ns, "GET", srv.addr(), &format!("/v2/evil/blobs/{}", img.layers[0].digest), &[], b"")
-            .unwrap();
+        let r = http::request(
+            &ns,
+            "GET",
+            srv.addr(),
+            &format!("/v2/evil/blobs/{}", img.layers[0].digest),
+            &[],
+            b"",
+        )
+        .unwrap();
         assert_eq!(r.body.len(), img.layers[0].blob.len());
         assert_ne!(sha256_digest(&r.body), img.layers[0].digest);
-        let r = http::request(&ns, "GET", srv.addr(), &format!("/v2/evil/blobs/{}", img.layers[1].digest), &[], b"");
+        let r = http::request(
+            &ns,
+            "GET",
+            srv.addr(),
+            &format!("/v2/evil/blobs/{}", img.layers[1].digest),
+            &[],
+            b"",
+        );
         assert!(r.is_err(), "truncated body must fail: {r:?}");
         assert_eq!(srv.dropped(), 1);
-        let r = http::request(&ns, "GET", srv.addr(), &format!("/v2/evil/blobs/{}", img.config_digest), &[], b"").unwrap();
+        let r = http::request(
+            &ns,
+            "GET",
+            srv.addr(),
+            &format!("/v2/evil/blobs/{}", img.config_digest),
+            &[],
+            b"",
+        )
+        .unwrap();
         assert_eq!(r.body, img.config);
         let r = http::request(&ns, "GET", srv.addr(), "/v2/evil/manifests/nope", &[], b"").unwrap();
         assert_eq!(r.status, 404);
+    }
+
+    #[test]
+    fn stall_keeps_connection_open_without_data() {
+        use std::io::{Read, Write};
+        crate::require_root!();
+        let ns = NetNs::new().unwrap();
+        let img = crate::image::busybox().unwrap();
+        let d = img.layers[0].digest.clone();
+        let srv = EvilRegistry::start(
+            &ns,
+            EvilContent::for_image("s", "t", &img, true)
+                .with_behavior(&d, BlobBehavior::StallAfter(1000)),
+        )
+        .unwrap();
+        let mut c = ns.connect_tcp(srv.addr()).unwrap();
+        write!(c, "GET /v2/s/blobs/{d} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let err = loop {
+            match c.read(&mut buf) {
+                Ok(0) => panic!("server closed a stalled connection"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{err}"
+        );
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+        assert!(
+            head.contains(&format!("content-length: {}", img.layers[0].blob.len())),
+            "{head}"
+        );
+        assert_eq!(got.len() - head_end, 1000);
+        assert!(srv.wait_stalled(Duration::from_secs(1)));
     }
 }

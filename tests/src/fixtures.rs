@@ -15,7 +15,13 @@ pub const AUTH_USER: &str = "berth";
 pub const AUTH_PASSWORD: &str = "s3cret";
 
 /// Repos seeded on the plain registry: (repo:tag, image, format).
-pub const PLAIN_IMAGES: &[&str] = &["busybox:latest", "busybox:oci", "busybox:index", "layered:latest", "web:latest"];
+pub const PLAIN_IMAGES: &[&str] = &[
+    "busybox:latest",
+    "busybox:oci",
+    "busybox:index",
+    "layered:latest",
+    "web:latest",
+];
 /// Repo seeded on the auth registry.
 pub const PRIVATE_IMAGE: &str = "private/busybox:latest";
 
@@ -32,7 +38,10 @@ pub struct Fixtures {
 
 fn join<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
     h.join().unwrap_or_else(|_| {
-        Err(crate::Error::Command { command: "registry start".into(), detail: "thread panicked".into() })
+        Err(crate::Error::Command {
+            command: "registry start".into(),
+            detail: "thread panicked".into(),
+        })
     })
 }
 
@@ -43,24 +52,55 @@ impl Fixtures {
         // Both registries boot and the images build at the same time: startup dominates.
         let (registry, auth_registry, images) = std::thread::scope(|s| {
             let plain = s.spawn(|| Registry::start(&ns));
-            let auth = s.spawn(|| Registry::start_with_auth(&ns, Credentials::new(AUTH_USER, AUTH_PASSWORD)));
-            let images = (|| Ok::<_, crate::Error>((image::busybox()?, image::layered()?, image::web()?)))();
+            let auth = s.spawn(|| {
+                Registry::start_with_auth(&ns, Credentials::new(AUTH_USER, AUTH_PASSWORD))
+            });
+            let images =
+                (|| Ok::<_, crate::Error>((image::busybox()?, image::layered()?, image::web()?)))();
             (join(plain), join(auth), images)
         });
         let (registry, auth_registry) = (registry?, auth_registry?);
         let (busybox, layered, web) = images?;
         let mut pushed = BTreeMap::new();
         {
-            let plain = Target { ns: &ns, addr: registry.addr(), auth: None };
-            pushed.insert("busybox:latest".into(), plain.push_image("busybox", "latest", &busybox, ManifestFormat::DockerSchema2)?);
-            pushed.insert("busybox:oci".into(), plain.push_image("busybox", "oci", &busybox, ManifestFormat::Oci)?);
-            pushed.insert("busybox:index".into(), plain.push_image("busybox", "index", &busybox, ManifestFormat::OciIndex)?);
-            pushed.insert("layered:latest".into(), plain.push_image("layered", "latest", &layered, ManifestFormat::Oci)?);
-            pushed.insert("web:latest".into(), plain.push_image("web", "latest", &web, ManifestFormat::DockerSchema2)?);
-            let private = Target { ns: &ns, addr: auth_registry.addr(), auth: auth_registry.credentials() };
+            let plain = Target {
+                ns: &ns,
+                addr: registry.addr(),
+                auth: None,
+            };
+            pushed.insert(
+                "busybox:latest".into(),
+                plain.push_image("busybox", "latest", &busybox, ManifestFormat::DockerSchema2)?,
+            );
+            pushed.insert(
+                "busybox:oci".into(),
+                plain.push_image("busybox", "oci", &busybox, ManifestFormat::Oci)?,
+            );
+            pushed.insert(
+                "busybox:index".into(),
+                plain.push_image("busybox", "index", &busybox, ManifestFormat::OciIndex)?,
+            );
+            pushed.insert(
+                "layered:latest".into(),
+                plain.push_image("layered", "latest", &layered, ManifestFormat::Oci)?,
+            );
+            pushed.insert(
+                "web:latest".into(),
+                plain.push_image("web", "latest", &web, ManifestFormat::DockerSchema2)?,
+            );
+            let private = Target {
+                ns: &ns,
+                addr: auth_registry.addr(),
+                auth: auth_registry.credentials(),
+            };
             pushed.insert(
                 PRIVATE_IMAGE.into(),
-                private.push_image("private/busybox", "latest", &busybox, ManifestFormat::DockerSchema2)?,
+                private.push_image(
+                    "private/busybox",
+                    "latest",
+                    &busybox,
+                    ManifestFormat::DockerSchema2,
+                )?,
             );
         }
         let images = BTreeMap::from([
@@ -68,7 +108,13 @@ impl Fixtures {
             ("layered".to_string(), layered),
             ("web".to_string(), web),
         ]);
-        Ok(Fixtures { registry, auth_registry, pushed, images, ns })
+        Ok(Fixtures {
+            registry,
+            auth_registry,
+            pushed,
+            images,
+            ns,
+        })
     }
 
     /// Full reference on the plain registry, e.g. `reference("busybox:oci")` ->
@@ -84,21 +130,33 @@ impl Fixtures {
 
     /// What was pushed for `repo:tag`. Panics on an unknown key (a test bug).
     pub fn pushed(&self, repo_tag: &str) -> &Pushed {
-        self.pushed.get(repo_tag).unwrap_or_else(|| panic!("no fixture {repo_tag}"))
+        self.pushed
+            .get(repo_tag)
+            .unwrap_or_else(|| panic!("no fixture {repo_tag}"))
     }
 
     /// Fixture image by name. Panics on an unknown name (a test bug).
     pub fn image(&self, name: &str) -> &Image {
-        self.images.get(name).unwrap_or_else(|| panic!("no fixture image {name}"))
+        self.images
+            .get(name)
+            .unwrap_or_else(|| panic!("no fixture image {name}"))
     }
 
     /// Push client for the plain registry.
     pub fn plain_target(&self) -> Target<'_> {
-        Target { ns: &self.ns, addr: self.registry.addr(), auth: None }
+        Target {
+            ns: &self.ns,
+            addr: self.registry.addr(),
+            auth: None,
+        }
     }
 
     /// Push client for the auth registry (with the right credentials).
     pub fn auth_target(&self) -> Target<'_> {
-        Target { ns: &self.ns, addr: self.auth_registry.addr(), auth: self.auth_registry.credentials() }
+        Target {
+            ns: &self.ns,
+            addr: self.auth_registry.addr(),
+            auth: self.auth_registry.credentials(),
+        }
     }
 }

@@ -22,7 +22,10 @@ impl Response {
     /// First header value with this (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as (lossy) text, for error messages.
@@ -52,10 +55,16 @@ pub fn request(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).ctx(|| format!("send {method} {path}"))?;
-    stream.write_all(body).ctx(|| format!("send body {method} {path}"))?;
+    stream
+        .write_all(head.as_bytes())
+        .ctx(|| format!("send {method} {path}"))?;
+    stream
+        .write_all(body)
+        .ctx(|| format!("send body {method} {path}"))?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ctx(|| format!("read response {method} {path}"))?;
+    stream
+        .read_to_end(&mut raw)
+        .ctx(|| format!("read response {method} {path}"))?;
     parse_response(&raw, method == "HEAD")
 }
 
@@ -78,15 +87,28 @@ pub fn parse_response(raw: &[u8], head_only: bool) -> Result<Response> {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let rest = &raw[end + 4..];
-    let mut resp = Response { status, headers, body: Vec::new() };
+    let mut resp = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
     if head_only || status == 204 || status == 304 {
         return Ok(resp);
     }
-    if resp.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    if resp
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
         resp.body = dechunk(rest)?;
-    } else if let Some(len) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    } else if let Some(len) = resp
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         if rest.len() < len {
-            return Err(Error::Http(format!("short body: {} of {len} bytes", rest.len())));
+            return Err(Error::Http(format!(
+                "short body: {} of {len} bytes",
+                rest.len()
+            )));
         }
         resp.body = rest[..len].to_vec();
     } else {
@@ -102,7 +124,8 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
             .windows(2)
             .position(|w| w == b"\r\n")
             .ok_or_else(|| Error::Http("truncated chunk size".into()))?;
-        let size_str = std::str::from_utf8(&data[..line_end]).map_err(|e| Error::Http(e.to_string()))?;
+        let size_str =
+            std::str::from_utf8(&data[..line_end]).map_err(|e| Error::Http(e.to_string()))?;
         let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
             .map_err(|e| Error::Http(format!("bad chunk size {size_str:?}: {e}")))?;
         data = &data[line_end + 2..];
@@ -123,8 +146,11 @@ mod tests {
 
     #[test]
     fn parses_content_length_and_chunked() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabcdef", false)
-            .unwrap();
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabcdef",
+            false,
+        )
+        .unwrap();
         assert_eq!(r.status, 200);
         assert_eq!(r.body, b"abc");
         assert_eq!(r.header("x-a"), Some("b"));

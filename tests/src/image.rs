@@ -55,7 +55,8 @@ impl Compression {
             Compression::None => Ok(tar.to_vec()),
             Compression::Gzip => {
                 // fast(): the fixtures are built in unoptimised test builds; size hardly matters.
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 enc.write_all(tar).ctx(|| "gzip".into())?;
                 enc.finish().ctx(|| "gzip finish".into())
             }
@@ -125,7 +126,11 @@ impl LayerBuilder {
     pub fn dir(&mut self, path: &str, mode: u32) -> Result<&mut Self> {
         let mut h = Self::header(tar::EntryType::Directory, mode, 0);
         self.tar
-            .append_data(&mut h, format!("{}/", path.trim_end_matches('/')), std::io::empty())
+            .append_data(
+                &mut h,
+                format!("{}/", path.trim_end_matches('/')),
+                std::io::empty(),
+            )
             .ctx(|| format!("tar dir {path}"))?;
         Ok(self)
     }
@@ -133,20 +138,28 @@ impl LayerBuilder {
     /// A regular file.
     pub fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> Result<&mut Self> {
         let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
-        self.tar.append_data(&mut h, path, data).ctx(|| format!("tar file {path}"))?;
+        self.tar
+            .append_data(&mut h, path, data)
+            .ctx(|| format!("tar file {path}"))?;
         Ok(self)
     }
 
     /// A symlink `path -> target`.
     pub fn symlink(&mut self, path: &str, target: &str) -> Result<&mut Self> {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
-        self.tar.append_link(&mut h, path, target).ctx(|| format!("tar symlink {path}"))?;
+        self.tar
+            .append_link(&mut h, path, target)
+            .ctx(|| format!("tar symlink {path}"))?;
         Ok(self)
     }
 
     /// An OCI whiteout: deletes `name` in `dir` from lower layers (`dir/.wh.name`).
     pub fn whiteout(&mut self, dir: &str, name: &str) -> Result<&mut Self> {
-        let p = if dir.is_empty() { format!(".wh.{name}") } else { format!("{dir}/.wh.{name}") };
+        let p = if dir.is_empty() {
+            format!(".wh.{name}")
+        } else {
+            format!("{dir}/.wh.{name}")
+        };
         self.file(&p, 0o644, b"")
     }
 
@@ -215,8 +228,11 @@ impl Image {
             "Cmd": run.cmd,
         });
         if !run.exposed_ports.is_empty() {
-            let ports: serde_json::Map<String, serde_json::Value> =
-                run.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect();
+            let ports: serde_json::Map<String, serde_json::Value> = run
+                .exposed_ports
+                .iter()
+                .map(|p| (p.clone(), json!({})))
+                .collect();
             config["ExposedPorts"] = serde_json::Value::Object(ports);
         }
         if !run.working_dir.is_empty() {
@@ -268,7 +284,10 @@ pub fn busybox_applets() -> Result<Vec<String>> {
         .output()
         .ctx(|| format!("run {HOST_BUSYBOX} --list"))?;
     if !out.status.success() {
-        return Err(Error::Command { command: "busybox --list".into(), detail: format!("{}", out.status) });
+        return Err(Error::Command {
+            command: "busybox --list".into(),
+            detail: format!("{}", out.status),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -286,7 +305,9 @@ pub fn busybox_tar() -> Result<&'static [u8]> {
     }
     let bin = std::fs::read(HOST_BUSYBOX).ctx(|| format!("read {HOST_BUSYBOX}"))?;
     let mut b = LayerBuilder::new();
-    for d in ["bin", "etc", "root", "home", "var", "usr", "usr/bin", "sbin", "dev", "proc", "sys"] {
+    for d in [
+        "bin", "etc", "root", "home", "var", "usr", "usr/bin", "sbin", "dev", "proc", "sys",
+    ] {
         b.dir(d, 0o755)?;
     }
     b.dir("tmp", 0o1777)?;
@@ -338,8 +359,15 @@ pub fn layered() -> Result<Image> {
         .opaque("data/dir")?
         .file("data/dir/y", 0o644, b"y\n")?
         .whiteout("", "gone")?;
-    let l3 = l3.finish(Compression::Zstd, "RUN rm -rf /data/a /data/dir/* /gone && echo y > /data/dir/y")?;
-    Image::new(vec![busybox_layer()?, l2, l3], &RunConfig::cmd(&["sh"]), "amd64")
+    let l3 = l3.finish(
+        Compression::Zstd,
+        "RUN rm -rf /data/a /data/dir/* /gone && echo y > /data/dir/y",
+    )?;
+    Image::new(
+        vec![busybox_layer()?, l2, l3],
+        &RunConfig::cmd(&["sh"]),
+        "amd64",
+    )
 }
 
 /// `web`: busybox + /www/index.html containing [`WEB_MARKER`], running busybox httpd on 80.
@@ -367,7 +395,10 @@ mod tests {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                (e.path().unwrap().to_string_lossy().into_owned(), e.header().entry_type())
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().entry_type(),
+                )
             })
             .collect()
     }
@@ -377,12 +408,18 @@ mod tests {
         let img = busybox().unwrap();
         let l = &img.layers[0];
         let mut tar = Vec::new();
-        flate2::read::GzDecoder::new(&l.blob[..]).read_to_end(&mut tar).unwrap();
+        flate2::read::GzDecoder::new(&l.blob[..])
+            .read_to_end(&mut tar)
+            .unwrap();
         assert_eq!(sha256_digest(&tar), l.diff_id);
         assert_eq!(sha256_digest(&l.blob), l.digest);
         let names = entries(&tar);
-        assert!(names.iter().any(|(n, t)| n == "bin/sh" && *t == tar::EntryType::Symlink));
-        assert!(names.iter().any(|(n, t)| n == "bin/busybox" && *t == tar::EntryType::Regular));
+        assert!(names
+            .iter()
+            .any(|(n, t)| n == "bin/sh" && *t == tar::EntryType::Symlink));
+        assert!(names
+            .iter()
+            .any(|(n, t)| n == "bin/busybox" && *t == tar::EntryType::Regular));
         assert!(names.iter().any(|(n, _)| n == "etc/passwd"));
         let cfg: serde_json::Value = serde_json::from_slice(&img.config).unwrap();
         assert_eq!(cfg["rootfs"]["diff_ids"][0], json!(l.diff_id));
@@ -396,12 +433,23 @@ mod tests {
     fn layered_covers_three_encodings_and_whiteouts() {
         let img = layered().unwrap();
         let enc: Vec<_> = img.layers.iter().map(|l| l.compression).collect();
-        assert_eq!(enc, [Compression::Gzip, Compression::None, Compression::Zstd]);
+        assert_eq!(
+            enc,
+            [Compression::Gzip, Compression::None, Compression::Zstd]
+        );
         let tar3 = zstd::decode_all(&img.layers[2].blob[..]).unwrap();
         assert_eq!(sha256_digest(&tar3), img.layers[2].diff_id);
         let names: Vec<String> = entries(&tar3).into_iter().map(|(n, _)| n).collect();
-        for want in ["data/.wh.a", "data/dir/.wh..wh..opq", "data/dir/y", ".wh.gone"] {
-            assert!(names.iter().any(|n| n == want), "{want} missing in {names:?}");
+        for want in [
+            "data/.wh.a",
+            "data/dir/.wh..wh..opq",
+            "data/dir/y",
+            ".wh.gone",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing in {names:?}"
+            );
         }
         assert_eq!(sha256_digest(&img.layers[1].blob), img.layers[1].diff_id);
     }

@@ -62,18 +62,26 @@ impl NetNs {
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         let file = File::open(self.path()).ctx(|| format!("open {}", self.path().display()))?;
         std::thread::spawn(move || {
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| Error::Io { context: "setns".into(), source: e.into() })?;
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                Error::Io {
+                    context: "setns".into(),
+                    source: e.into(),
+                }
+            })?;
             Ok(f())
         })
         .join()
-        .map_err(|_| Error::Command { command: "netns thread".into(), detail: "panicked".into() })?
+        .map_err(|_| Error::Command {
+            command: "netns thread".into(),
+            detail: "panicked".into(),
+        })?
     }
 
     /// Bind a TCP listener inside the namespace (e.g. `127.0.0.1:0` for a free port).
     pub fn bind_tcp(&self, addr: &str) -> Result<TcpListener> {
         let a = addr.to_string();
-        self.run(move || TcpListener::bind(&a))?.ctx(|| format!("bind {addr} in netns"))
+        self.run(move || TcpListener::bind(&a))?
+            .ctx(|| format!("bind {addr} in netns"))
     }
 
     /// Connect to `addr` from inside the namespace.
@@ -121,7 +129,10 @@ impl Drop for NetNs {
 }
 
 fn run_ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().ctx(|| "spawn ip".into())?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .ctx(|| "spawn ip".into())?;
     if !out.status.success() {
         return Err(Error::Command {
             command: format!("ip {}", args.join(" ")),
@@ -134,10 +145,14 @@ fn run_ip(args: &[&str]) -> Result<()> {
 /// Delete `berth-t-<pid>-*` namespaces whose creating pid no longer exists (left behind by a
 /// test process that was killed before its Drop ran).
 pub fn cleanup_stale() {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else { return };
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
     for entry in dir.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };

@@ -89,12 +89,20 @@ pub fn index_manifest(entries: &[(&[u8], &str)]) -> Vec<u8> {
             })
         })
         .collect();
-    serde_json::to_vec_pretty(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
-        .expect("json of plain values")
+    serde_json::to_vec_pretty(
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
+    )
+    .expect("json of plain values")
 }
 
 impl Target<'_> {
-    fn req(&self, method: &str, path: &str, extra: &[(&str, &str)], body: &[u8]) -> Result<Response> {
+    fn req(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response> {
         let auth_header;
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
         if let Some(c) = self.auth {
@@ -113,14 +121,21 @@ impl Target<'_> {
         }
         let start = self.req("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"")?;
         if start.status != 202 {
-            return Err(Error::Protocol(format!("start upload: {} {}", start.status, start.text())));
+            return Err(Error::Protocol(format!(
+                "start upload: {} {}",
+                start.status,
+                start.text()
+            )));
         }
         let loc = start
             .header("location")
             .ok_or_else(|| Error::Protocol("upload without Location".into()))?;
         // The registry answers with an absolute URL; keep only path + query.
         let path = match loc.find("://") {
-            Some(i) => loc[i + 3..].find('/').map(|j| loc[i + 3 + j..].to_string()).unwrap_or_default(),
+            Some(i) => loc[i + 3..]
+                .find('/')
+                .map(|j| loc[i + 3 + j..].to_string())
+                .unwrap_or_default(),
             None => loc.to_string(),
         };
         let sep = if path.contains('?') { '&' } else { '?' };
@@ -131,21 +146,42 @@ impl Target<'_> {
             data,
         )?;
         if put.status != 201 {
-            return Err(Error::Protocol(format!("put blob {digest}: {} {}", put.status, put.text())));
+            return Err(Error::Protocol(format!(
+                "put blob {digest}: {} {}",
+                put.status,
+                put.text()
+            )));
         }
         Ok(digest)
     }
 
     /// PUT a manifest under a tag or digest reference.
-    pub fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Result<String> {
-        let r = self.req("PUT", &format!("/v2/{repo}/manifests/{reference}"), &[("Content-Type", media_type)], body)?;
+    pub fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Result<String> {
+        let r = self.req(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            body,
+        )?;
         if r.status != 201 {
-            return Err(Error::Protocol(format!("put manifest {repo}:{reference}: {} {}", r.status, r.text())));
+            return Err(Error::Protocol(format!(
+                "put manifest {repo}:{reference}: {} {}",
+                r.status,
+                r.text()
+            )));
         }
         let digest = sha256_digest(body);
         if let Some(d) = r.header("docker-content-digest") {
             if d != digest {
-                return Err(Error::Protocol(format!("registry says {d}, we computed {digest}")));
+                return Err(Error::Protocol(format!(
+                    "registry says {d}, we computed {digest}"
+                )));
             }
         }
         Ok(digest)
@@ -154,11 +190,23 @@ impl Target<'_> {
     /// GET a manifest (accepting every type we push); returns (content type, bytes).
     pub fn get_manifest(&self, repo: &str, reference: &str) -> Result<(String, Vec<u8>)> {
         let accept = [DOCKER_MANIFEST, OCI_MANIFEST, OCI_INDEX].join(", ");
-        let r = self.req("GET", &format!("/v2/{repo}/manifests/{reference}"), &[("Accept", &accept)], b"")?;
+        let r = self.req(
+            "GET",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Accept", &accept)],
+            b"",
+        )?;
         if r.status != 200 {
-            return Err(Error::Protocol(format!("get manifest {repo}:{reference}: {} {}", r.status, r.text())));
+            return Err(Error::Protocol(format!(
+                "get manifest {repo}:{reference}: {} {}",
+                r.status,
+                r.text()
+            )));
         }
-        Ok((r.header("content-type").unwrap_or_default().to_string(), r.body))
+        Ok((
+            r.header("content-type").unwrap_or_default().to_string(),
+            r.body,
+        ))
     }
 
     /// GET a blob's bytes.
@@ -179,7 +227,13 @@ impl Target<'_> {
     }
 
     /// Push `image` as `repo:tag` in the given format.
-    pub fn push_image(&self, repo: &str, tag: &str, image: &Image, format: ManifestFormat) -> Result<Pushed> {
+    pub fn push_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        image: &Image,
+        format: ManifestFormat,
+    ) -> Result<Pushed> {
         self.push_image_blobs(repo, image)?;
         match format {
             ManifestFormat::DockerSchema2 | ManifestFormat::Oci => {
@@ -197,11 +251,17 @@ impl Target<'_> {
             }
             ManifestFormat::OciIndex => {
                 let amd64 = image_manifest(image, true);
-                let amd64_digest = self.push_manifest(repo, &sha256_digest(&amd64), OCI_MANIFEST, &amd64)?;
+                let amd64_digest =
+                    self.push_manifest(repo, &sha256_digest(&amd64), OCI_MANIFEST, &amd64)?;
                 let arm = image.for_architecture("arm64")?;
                 self.push_blob(repo, &arm.config)?;
                 let arm_manifest = image_manifest(&arm, true);
-                self.push_manifest(repo, &sha256_digest(&arm_manifest), OCI_MANIFEST, &arm_manifest)?;
+                self.push_manifest(
+                    repo,
+                    &sha256_digest(&arm_manifest),
+                    OCI_MANIFEST,
+                    &arm_manifest,
+                )?;
                 // arm64 first so a client that ignores the platform picks the wrong one.
                 let index = index_manifest(&[(&arm_manifest, "arm64"), (&amd64, "amd64")]);
                 let digest = self.push_manifest(repo, tag, OCI_INDEX, &index)?;

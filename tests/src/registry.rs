@@ -18,14 +18,20 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn new(user: &str, password: &str) -> Credentials {
-        Credentials { user: user.into(), password: password.into() }
+        Credentials {
+            user: user.into(),
+            password: password.into(),
+        }
     }
 
     /// The value of an `Authorization` header for these credentials.
     pub fn basic_header(&self) -> String {
         use base64::Engine;
         let raw = format!("{}:{}", self.user, self.password);
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
     }
 }
 
@@ -52,7 +58,10 @@ impl Registry {
     }
 
     fn start_with(ns: &NetNs, auth: Option<Credentials>) -> Result<Registry> {
-        let dir = tempfile::Builder::new().prefix("berth-registry-").tempdir().ctx(|| "tempdir".into())?;
+        let dir = tempfile::Builder::new()
+            .prefix("berth-registry-")
+            .tempdir()
+            .ctx(|| "tempdir".into())?;
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage).ctx(|| "mkdir storage".into())?;
         let mut auth_yaml = String::new();
@@ -85,7 +94,8 @@ impl Registry {
         );
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).ctx(|| "write registry config".into())?;
-        let log = std::fs::File::create(dir.path().join("registry.log")).ctx(|| "create log".into())?;
+        let log =
+            std::fs::File::create(dir.path().join("registry.log")).ctx(|| "create log".into())?;
         let child = ns
             .command("/usr/bin/docker-registry")
             .arg("serve")
@@ -123,7 +133,11 @@ impl Registry {
                 });
             }
             if Instant::now() > deadline {
-                return Err(Error::Timeout(format!("registry on {}: {}", self.addr, self.log())));
+                return Err(Error::Timeout(format!(
+                    "registry on {}: {}",
+                    self.addr,
+                    self.log()
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -185,10 +199,26 @@ mod tests {
         assert_eq!(r.status, 401);
         assert!(r.header("www-authenticate").unwrap_or("").contains("Basic"));
         let h = creds.basic_header();
-        let r = http::request(&ns, "GET", auth.addr(), "/v2/", &[("Authorization", &h)], b"").unwrap();
+        let r = http::request(
+            &ns,
+            "GET",
+            auth.addr(),
+            "/v2/",
+            &[("Authorization", &h)],
+            b"",
+        )
+        .unwrap();
         assert_eq!(r.status, 200);
         let bad = Credentials::new("berth", "wrong").basic_header();
-        let r = http::request(&ns, "GET", auth.addr(), "/v2/", &[("Authorization", &bad)], b"").unwrap();
+        let r = http::request(
+            &ns,
+            "GET",
+            auth.addr(),
+            "/v2/",
+            &[("Authorization", &bad)],
+            b"",
+        )
+        .unwrap();
         assert_eq!(r.status, 401);
     }
 }

@@ -56,17 +56,29 @@ fn fixtures_seed_quickly_and_read_back() {
         assert_eq!(sha256_digest(&config), pushed.config_digest);
 
         // skopeo resolves the linux/amd64 image and agrees on digest and layers.
-        let info = skopeo_inspect(&fx, &fx.reference(repo_tag), &["--override-arch", "amd64", "--override-os", "linux"]);
+        let info = skopeo_inspect(
+            &fx,
+            &fx.reference(repo_tag),
+            &["--override-arch", "amd64", "--override-os", "linux"],
+        );
         assert_eq!(info["Architecture"], "amd64", "{repo_tag}");
         let name = repo_tag.split(':').next().unwrap();
         let fixture = fx.image(name);
         let layers: Vec<String> = fixture.layers.iter().map(|l| l.digest.clone()).collect();
         assert_eq!(info["Layers"], serde_json::json!(layers), "{repo_tag}");
-        assert_eq!(info["Digest"], serde_json::json!(pushed.digest), "{repo_tag}");
+        assert_eq!(
+            info["Digest"],
+            serde_json::json!(pushed.digest),
+            "{repo_tag}"
+        );
     }
 
     // The index really has a second, arm64 entry that skopeo can select.
-    let arm = skopeo_inspect(&fx, &fx.reference("busybox:index"), &["--override-arch", "arm64"]);
+    let arm = skopeo_inspect(
+        &fx,
+        &fx.reference("busybox:index"),
+        &["--override-arch", "arm64"],
+    );
     assert_eq!(arm["Architecture"], "arm64");
 
     // The private image needs the credentials.
@@ -79,9 +91,18 @@ fn fixtures_seed_quickly_and_read_back() {
         .unwrap();
     assert!(!denied.status.success());
     let info = skopeo_inspect(&fx, &fx.private_reference(), &["--creds", "berth:s3cret"]);
-    assert_eq!(info["Digest"], serde_json::json!(fx.pushed("private/busybox:latest").digest));
-    let (_, m) = fx.auth_target().get_manifest("private/busybox", "latest").unwrap();
-    assert_eq!(sha256_digest(&m), fx.pushed("private/busybox:latest").digest);
+    assert_eq!(
+        info["Digest"],
+        serde_json::json!(fx.pushed("private/busybox:latest").digest)
+    );
+    let (_, m) = fx
+        .auth_target()
+        .get_manifest("private/busybox", "latest")
+        .unwrap();
+    assert_eq!(
+        sha256_digest(&m),
+        fx.pushed("private/busybox:latest").digest
+    );
 }
 
 #[test]
@@ -97,12 +118,23 @@ fn skopeo_copies_fixture_to_oci_dir_and_layers_unpack() {
         .arg(format!("oci:{}:layered", dir.path().display()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // skopeo verified every blob digest while copying; check all three encodings arrived.
     for l in &fx.image("layered").layers {
-        let p = dir.path().join("blobs/sha256").join(l.digest.trim_start_matches("sha256:"));
+        let p = dir
+            .path()
+            .join("blobs/sha256")
+            .join(l.digest.trim_start_matches("sha256:"));
         let got = std::fs::read(&p).unwrap_or_else(|e| {
-            let have: Vec<_> = std::fs::read_dir(dir.path().join("blobs/sha256")).unwrap().flatten().map(|e| e.file_name()).collect();
+            let have: Vec<_> = std::fs::read_dir(dir.path().join("blobs/sha256"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
             panic!("{} ({:?}): {e}; have {have:?}", l.digest, l.compression)
         });
         assert_eq!(got, l.blob);
