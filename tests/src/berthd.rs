@@ -112,6 +112,7 @@ pub struct Berthd {
     ns_path: PathBuf,
     dir: tempfile::TempDir,
     insecure: Vec<String>,
+    extra_args: Vec<String>,
     child: Option<Child>,
     starts: usize,
 }
@@ -120,6 +121,15 @@ impl Berthd {
     /// Start berthd in `ns`, trusting `insecure_registries` (host:port) over plain HTTP, and
     /// wait until `GET /_ping` answers.
     pub fn start(ns: &NetNs, insecure_registries: &[&str]) -> Result<Berthd> {
+        Self::start_with_args(ns, insecure_registries, &[])
+    }
+
+    /// Like [`Berthd::start`], appending `extra_args` to the command line (kept on restart).
+    pub fn start_with_args(
+        ns: &NetNs,
+        insecure_registries: &[&str],
+        extra_args: &[&str],
+    ) -> Result<Berthd> {
         let dir = tempfile::Builder::new()
             .prefix("berth-berthd-")
             .tempdir()
@@ -130,6 +140,7 @@ impl Berthd {
             ns_path: ns.path(),
             dir,
             insecure: insecure_registries.iter().map(|s| s.to_string()).collect(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
             starts: 0,
         };
@@ -159,6 +170,7 @@ impl Berthd {
         for r in &self.insecure {
             cmd.arg("--insecure-registry").arg(r);
         }
+        cmd.args(&self.extra_args);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().ctx(|| "dup log".into())?)
