@@ -375,7 +375,8 @@ impl Drop for Berthd {
     }
 }
 
-/// One HTTP request to a unix socket with hyper 1.
+/// One HTTP request to a unix socket with hyper 1. Blocking: builds its own small runtime, so
+/// call it from plain threads (inside a tokio runtime use `spawn_blocking`).
 pub fn api_request(
     socket: &Path,
     method: &str,
@@ -505,6 +506,46 @@ mod tests {
             Err(Error::Timeout(_))
         ));
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn api_request_speaks_http1_over_unix_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let listener = {
+            let _g = rt.enter();
+            tokio::net::UnixListener::bind(&sock).unwrap()
+        };
+        rt.spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: hyper::Request<hyper::body::Incoming>| async move {
+                            let line = format!("{} {}", req.method(), req.uri());
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let text = format!("{line} {}", String::from_utf8_lossy(&body));
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(201)
+                                    .body(Full::new(Bytes::from(text)))
+                                    .unwrap(),
+                            )
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        let r = api_request(&sock, "POST", "/v1.47/x?y=1", Some(b"{}".to_vec())).unwrap();
+        assert_eq!(r.status, 201);
+        assert_eq!(r.text(), "POST /v1.47/x?y=1 {}");
+        let r = api_request(&sock, "GET", "/_ping", None).unwrap();
+        assert_eq!(r.text(), "GET /_ping ");
+        assert!(api_request(&dir.path().join("nope.sock"), "GET", "/", None).is_err());
     }
 
     #[test]
