@@ -750,7 +750,15 @@ fn markdown(header: &str, results: &[ScenarioResult]) -> String {
             Goal::SpeedupAtLeast(x) => format!("berthd at least {x}x faster (peer/berthd >= {x})"),
             Goal::BerthdBelow(x) => format!("berthd below {x} {}", r.unit),
         };
-        s.push_str(&format!("\nGoal: {goal}. Verdict: **{}**\n", r.verdict));
+        let mut speedups = String::new();
+        if let Goal::SpeedupAtLeast(_) = r.goal {
+            for (peer, ratio) in &r.ratio_berthd_over_peer {
+                if *ratio > 0.0 {
+                    speedups.push_str(&format!(" {peer}/berthd = {:.2}x.", 1.0 / ratio));
+                }
+            }
+        }
+        s.push_str(&format!("\nGoal: {goal}.{speedups} Verdict: **{}**\n", r.verdict));
         for p in r.peers.iter().filter(|p| p.error.is_some()) {
             let e = p.error.as_deref().unwrap_or_default();
             let first: String = e.lines().take(3).collect::<Vec<_>>().join(" / ");
@@ -993,12 +1001,17 @@ fn run(args: &[String]) -> Result<()> {
     });
     let header = format!(
         "## berth-bench\n\nImage: `{reference}`, 1 gzip layer, {:.1} MB compressed, {:.1} MB uncompressed ({}).\n\
-         Runs per peer: {}, peers alternated. Versions: {}.\n",
+         Runs per peer: {}, peers alternated (A B A B ...). dockerd: {}; containerd: {}; CLI: {}; \
+         kernel {}, {} CPUs.\n",
         layer.blob.len() as f64 / 1e6,
         img.uncompressed_bytes as f64 / 1e6,
         img.source,
         opts.runs,
-        versions
+        versions["dockerd"].as_str().unwrap_or_default(),
+        versions["containerd"].as_str().unwrap_or_default(),
+        versions["docker_cli"].as_str().unwrap_or_default(),
+        versions["kernel"].as_str().unwrap_or_default(),
+        versions["cpus"],
     );
     let md = markdown(&header, &results);
     let doc = json!({
@@ -1073,6 +1086,9 @@ mod tests {
         let r = mk(Goal::SpeedupAtLeast(1.5), &[1.0, 1.0], &[2.0, 2.0]);
         assert_eq!(r.verdict, "pass");
         assert_eq!(r.ratio_berthd_over_peer["dockerd"], 0.5);
+        let md = markdown("", std::slice::from_ref(&r));
+        assert!(md.contains("| dockerd | 2 | 2.000 | 2.000 | 2.000 | 0.50 |"), "{md}");
+        assert!(md.contains("dockerd/berthd = 2.00x. Verdict: **pass**"), "{md}");
         assert_eq!(mk(Goal::SpeedupAtLeast(1.5), &[1.0], &[1.2]).verdict, "fail");
         assert_eq!(mk(Goal::SpeedupAtLeast(1.5), &[], &[1.2]).verdict, "n/a");
         assert_eq!(mk(Goal::BerthdBelow(20.0), &[12.0], &[100.0]).verdict, "pass");
