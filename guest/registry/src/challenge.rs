@@ -43,6 +43,14 @@ impl Cursor<'_> {
         }
         String::from_utf8_lossy(&self.s[start..self.i]).into_owned()
     }
+    /// Unquoted value: lenient (real servers send unquoted URLs), runs to the next comma/space.
+    fn bare_value(&mut self) -> String {
+        let start = self.i;
+        while self.i < self.s.len() && !matches!(self.s[self.i], b',' | b' ' | b'\t') {
+            self.i += 1;
+        }
+        String::from_utf8_lossy(&self.s[start..self.i]).into_owned()
+    }
     fn quoted(&mut self) -> String {
         // assumes current char is '"'
         self.i += 1;
@@ -84,7 +92,7 @@ pub fn parse_www_authenticate(header: &str) -> Vec<Challenge> {
             // auth-param of the current challenge
             c.i += 1;
             c.skip_ws();
-            let val = if c.peek() == Some(b'"') { c.quoted() } else { c.token() };
+            let val = if c.peek() == Some(b'"') { c.quoted() } else { c.bare_value() };
             out.last_mut().unwrap().params.insert(tok.to_ascii_lowercase(), val);
             continue;
         }
