@@ -38,7 +38,10 @@ const STANDARD_ANY: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, IN
 
 /// Base64 with either alphabet and with or without padding: clients are not consistent.
 fn decode_b64(s: &str) -> Option<Vec<u8>> {
-    URL_SAFE_ANY.decode(s).or_else(|_| STANDARD_ANY.decode(s)).ok()
+    URL_SAFE_ANY
+        .decode(s)
+        .or_else(|_| STANDARD_ANY.decode(s))
+        .ok()
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -48,7 +51,10 @@ fn non_empty(s: Option<String>) -> Option<String> {
 /// Parses an auth config JSON object (the `/auth` request body, or a decoded header).
 pub fn parse_auth_config_json(json: &[u8]) -> Result<AuthConfig, RegistryError> {
     if json.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(AuthConfig { auth: Auth::Anonymous, server_address: None });
+        return Ok(AuthConfig {
+            auth: Auth::Anonymous,
+            server_address: None,
+        });
     }
     let raw: Option<RawAuthConfig> = serde_json::from_slice(json)
         .map_err(|e| RegistryError::InvalidAuthConfig(format!("bad JSON: {e}")))?;
@@ -59,27 +65,39 @@ pub fn parse_auth_config_json(json: &[u8]) -> Result<AuthConfig, RegistryError> 
     } else if let Some(t) = non_empty(raw.identitytoken) {
         Auth::IdentityToken(t)
     } else if let (Some(u), Some(p)) = (non_empty(raw.username.clone()), non_empty(raw.password)) {
-        Auth::Basic { username: u, password: p }
+        Auth::Basic {
+            username: u,
+            password: p,
+        }
     } else if let Some(a) = non_empty(raw.auth) {
         let decoded = decode_b64(a.trim())
             .ok_or_else(|| RegistryError::InvalidAuthConfig("auth field is not base64".into()))?;
         let s = String::from_utf8(decoded)
             .map_err(|_| RegistryError::InvalidAuthConfig("auth field is not UTF-8".into()))?;
-        let (u, p) = s
-            .split_once(':')
-            .ok_or_else(|| RegistryError::InvalidAuthConfig("auth field is not user:password".into()))?;
-        Auth::Basic { username: u.to_string(), password: p.to_string() }
+        let (u, p) = s.split_once(':').ok_or_else(|| {
+            RegistryError::InvalidAuthConfig("auth field is not user:password".into())
+        })?;
+        Auth::Basic {
+            username: u.to_string(),
+            password: p.to_string(),
+        }
     } else {
         Auth::Anonymous
     };
-    Ok(AuthConfig { auth, server_address })
+    Ok(AuthConfig {
+        auth,
+        server_address,
+    })
 }
 
 /// Decodes `X-Registry-Auth` (base64url JSON, padded or not) including the server address.
 pub fn parse_auth_header_config(header: &str) -> Result<AuthConfig, RegistryError> {
     let h = header.trim();
     if h.is_empty() {
-        return Ok(AuthConfig { auth: Auth::Anonymous, server_address: None });
+        return Ok(AuthConfig {
+            auth: Auth::Anonymous,
+            server_address: None,
+        });
     }
     let json = decode_b64(h)
         .ok_or_else(|| RegistryError::InvalidAuthConfig("X-Registry-Auth is not base64".into()))?;
@@ -99,10 +117,17 @@ mod tests {
     #[test]
     fn anonymous_forms() {
         assert!(matches!(parse_auth_header("").unwrap(), Auth::Anonymous));
-        assert!(matches!(parse_auth_header("e30=").unwrap(), Auth::Anonymous));
+        assert!(matches!(
+            parse_auth_header("e30=").unwrap(),
+            Auth::Anonymous
+        ));
         assert!(matches!(parse_auth_header("e30").unwrap(), Auth::Anonymous));
-        assert!(matches!(parse_auth_header(&URL_SAFE.encode("null")).unwrap(), Auth::Anonymous));
-        let c = parse_auth_header_config(&URL_SAFE.encode(r#"{"serveraddress":"127.0.0.1:5000"}"#)).unwrap();
+        assert!(matches!(
+            parse_auth_header(&URL_SAFE.encode("null")).unwrap(),
+            Auth::Anonymous
+        ));
+        let c = parse_auth_header_config(&URL_SAFE.encode(r#"{"serveraddress":"127.0.0.1:5000"}"#))
+            .unwrap();
         assert!(matches!(c.auth, Auth::Anonymous));
         assert_eq!(c.server_address.as_deref(), Some("127.0.0.1:5000"));
     }
@@ -111,7 +136,11 @@ mod tests {
     fn basic_credentials() {
         // Characters that differ between the base64 alphabets ("?>" encodes to "Pz4").
         let j = r#"{"username":"me","password":"p?>?>??","serveraddress":"https://index.docker.io/v1/"}"#;
-        for enc in [URL_SAFE.encode(j), URL_SAFE_NO_PAD.encode(j), STANDARD.encode(j)] {
+        for enc in [
+            URL_SAFE.encode(j),
+            URL_SAFE_NO_PAD.encode(j),
+            STANDARD.encode(j),
+        ] {
             match parse_auth_header(&enc).unwrap() {
                 Auth::Basic { username, password } => {
                     assert_eq!(username, "me");
@@ -134,7 +163,10 @@ mod tests {
     fn tokens() {
         let a = parse_auth_header(&URL_SAFE.encode(r#"{"identitytoken":"refresh"}"#)).unwrap();
         assert!(matches!(a, Auth::IdentityToken(t) if t == "refresh"));
-        let a = parse_auth_header(&URL_SAFE.encode(r#"{"registrytoken":"bearer","username":"x","password":"y"}"#)).unwrap();
+        let a = parse_auth_header(
+            &URL_SAFE.encode(r#"{"registrytoken":"bearer","username":"x","password":"y"}"#),
+        )
+        .unwrap();
         assert!(matches!(a, Auth::RegistryToken(t) if t == "bearer"));
     }
 

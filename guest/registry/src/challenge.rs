@@ -74,7 +74,10 @@ impl Cursor<'_> {
 /// Parses every challenge in one header value. Garbage is skipped rather than fatal, since a
 /// partially understood challenge is still usable.
 pub fn parse_www_authenticate(header: &str) -> Vec<Challenge> {
-    let mut c = Cursor { s: header.as_bytes(), i: 0 };
+    let mut c = Cursor {
+        s: header.as_bytes(),
+        i: 0,
+    };
     let mut out: Vec<Challenge> = Vec::new();
     loop {
         c.skip_ws_commas();
@@ -92,18 +95,32 @@ pub fn parse_www_authenticate(header: &str) -> Vec<Challenge> {
             // auth-param of the current challenge
             c.i += 1;
             c.skip_ws();
-            let val = if c.peek() == Some(b'"') { c.quoted() } else { c.bare_value() };
-            out.last_mut().unwrap().params.insert(tok.to_ascii_lowercase(), val);
+            let val = if c.peek() == Some(b'"') {
+                c.quoted()
+            } else {
+                c.bare_value()
+            };
+            out.last_mut()
+                .unwrap()
+                .params
+                .insert(tok.to_ascii_lowercase(), val);
             continue;
         }
         c.i = save;
         // New challenge. A token68 (e.g. "Negotiate abc==") directly after the scheme is skipped.
-        out.push(Challenge { scheme: tok.to_ascii_lowercase(), params: BTreeMap::new() });
+        out.push(Challenge {
+            scheme: tok.to_ascii_lowercase(),
+            params: BTreeMap::new(),
+        });
         c.skip_ws();
         let look = c.i;
         let t = c.token();
         c.skip_ws();
-        let is_token68 = !t.is_empty() && (c.peek().is_none() || c.peek() == Some(b',') || (c.peek() == Some(b'=') && c.s.get(c.i + 1) == Some(&b'=')) || (c.peek() == Some(b'=') && matches!(c.s.get(c.i + 1), None | Some(b','))));
+        let is_token68 = !t.is_empty()
+            && (c.peek().is_none()
+                || c.peek() == Some(b',')
+                || (c.peek() == Some(b'=') && c.s.get(c.i + 1) == Some(&b'='))
+                || (c.peek() == Some(b'=') && matches!(c.s.get(c.i + 1), None | Some(b','))));
         if is_token68 {
             while c.peek() == Some(b'=') {
                 c.i += 1;
@@ -132,7 +149,9 @@ mod tests {
 
     #[test]
     fn basic_and_escapes_and_multiple() {
-        let c = parse_www_authenticate(r#"Basic realm="Registry \"x\"", Bearer realm=http://a/b , error=invalid_token"#);
+        let c = parse_www_authenticate(
+            r#"Basic realm="Registry \"x\"", Bearer realm=http://a/b , error=invalid_token"#,
+        );
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].scheme, "basic");
         assert_eq!(c[0].params["realm"], "Registry \"x\"");

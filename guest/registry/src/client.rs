@@ -9,14 +9,19 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER,
+    WWW_AUTHENTICATE,
+};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::challenge::{parse_www_authenticate, Challenge};
 use crate::error::{error_for_status, error_message};
-use crate::reference::{normalize_registry, validate_manifest_reference, validate_repository_name, DOCKER_HUB_API_HOST};
+use crate::reference::{
+    normalize_registry, validate_manifest_reference, validate_repository_name, DOCKER_HUB_API_HOST,
+};
 use crate::{manifest, Auth, RegistryError, Repository};
 
 /// Largest manifest body we read; real ones are a few KiB, big ones are an attack.
@@ -121,20 +126,28 @@ fn cred_key(auth: &Auth) -> String {
 }
 
 fn is_loopback_host(host: &str) -> bool {
-    host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    host == "localhost"
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 /// Reads at most `limit` bytes of a body; more is TooLarge.
 async fn read_bounded(mut resp: Response, limit: u64, what: &str) -> Result<Bytes, RegistryError> {
     if let Some(len) = resp.content_length() {
         if len > limit {
-            return Err(RegistryError::TooLarge(format!("{what} is {len} bytes, limit {limit}")));
+            return Err(RegistryError::TooLarge(format!(
+                "{what} is {len} bytes, limit {limit}"
+            )));
         }
     }
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = resp.chunk().await? {
         if buf.len() as u64 + chunk.len() as u64 > limit {
-            return Err(RegistryError::TooLarge(format!("{what} exceeds {limit} bytes")));
+            return Err(RegistryError::TooLarge(format!(
+                "{what} exceeds {limit} bytes"
+            )));
         }
         buf.extend_from_slice(&chunk);
     }
@@ -144,12 +157,20 @@ async fn read_bounded(mut resp: Response, limit: u64, what: &str) -> Result<Byte
 /// Error for a non-success response, with the registry's own message.
 async fn error_from_response(resp: Response) -> RegistryError {
     let status = resp.status().as_u16();
-    let body = read_bounded(resp, 64 << 10, "error body").await.unwrap_or_default();
+    let body = read_bounded(resp, 64 << 10, "error body")
+        .await
+        .unwrap_or_default();
     error_for_status(status, &body)
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
@@ -174,7 +195,13 @@ impl Client {
             .map(|r| normalize_registry(r))
             .filter(|r| !r.is_empty())
             .collect();
-        Ok(Client { inner: Arc::new(Inner { http, insecure, auth_cache: Mutex::new(HashMap::new()) }) })
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                insecure,
+                auth_cache: Mutex::new(HashMap::new()),
+            }),
+        })
     }
 
     /// "docker.io" -> https://registry-1.docker.io. Plain HTTP for 127.0.0.0/8, ::1, "localhost"
@@ -182,11 +209,19 @@ impl Client {
     pub fn base_url(&self, registry: &str) -> Result<url::Url, RegistryError> {
         let bad = || RegistryError::InvalidReference(format!("invalid registry host {registry:?}"));
         let r = registry.trim().to_ascii_lowercase();
-        if r.is_empty() || r.chars().any(|c| c.is_whitespace() || "/@?#\\%".contains(c)) {
+        if r.is_empty()
+            || r.chars()
+                .any(|c| c.is_whitespace() || "/@?#\\%".contains(c))
+        {
             return Err(bad());
         }
-        if matches!(r.as_str(), "docker.io" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com") {
-            return Ok(url::Url::parse(&format!("https://{DOCKER_HUB_API_HOST}/")).expect("static url"));
+        if matches!(
+            r.as_str(),
+            "docker.io" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com"
+        ) {
+            return Ok(
+                url::Url::parse(&format!("https://{DOCKER_HUB_API_HOST}/")).expect("static url")
+            );
         }
         let (host, port): (&str, Option<&str>) = if let Some(rest) = r.strip_prefix('[') {
             let (h, after) = rest.split_once(']').ok_or_else(bad)?;
@@ -212,13 +247,21 @@ impl Client {
         if is_v6 && host.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(bad());
         }
-        let url_host = if is_v6 { format!("[{host}]") } else { host.to_string() };
+        let url_host = if is_v6 {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
         let authority = match port {
             Some(p) => format!("{url_host}:{p}"),
             None => url_host.clone(),
         };
         let plain = is_loopback_host(host)
-            || self.inner.insecure.iter().any(|i| *i == authority || *i == url_host || *i == host);
+            || self
+                .inner
+                .insecure
+                .iter()
+                .any(|i| *i == authority || *i == url_host || *i == host);
         let scheme = if plain { "http" } else { "https" };
         let url = url::Url::parse(&format!("{scheme}://{authority}/")).map_err(|_| bad())?;
         if url.host_str().is_none() || url.path() != "/" {
@@ -231,7 +274,9 @@ impl Client {
     pub async fn login(&self, registry: &str, auth: &Auth) -> Result<(), RegistryError> {
         let url = self.base_url(registry)?.join("v2/").expect("static path");
         let resp = self
-            .send_authed(registry, None, auth, |c| c.get(url.clone()).timeout(SMALL_REQUEST_TIMEOUT))
+            .send_authed(registry, None, auth, |c| {
+                c.get(url.clone()).timeout(SMALL_REQUEST_TIMEOUT)
+            })
             .await?;
         if resp.status().is_success() {
             Ok(())
@@ -257,7 +302,9 @@ impl Client {
         let scope = pull_scope(&repo.name);
         let resp = self
             .send_authed(&repo.registry, Some(&scope), auth, |c| {
-                c.get(url.clone()).header(ACCEPT, manifest::ACCEPT).timeout(SMALL_REQUEST_TIMEOUT)
+                c.get(url.clone())
+                    .header(ACCEPT, manifest::ACCEPT)
+                    .timeout(SMALL_REQUEST_TIMEOUT)
             })
             .await?;
         if !resp.status().is_success() {
@@ -267,7 +314,13 @@ impl Client {
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|s| s.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|s| {
+                s.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .unwrap_or_default();
         let header_digest = resp
             .headers()
@@ -277,7 +330,10 @@ impl Client {
         let bytes = read_bounded(resp, MAX_MANIFEST_SIZE, "manifest").await?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         if by_digest && digest != reference {
-            return Err(RegistryError::DigestMismatch { expected: reference.to_string(), actual: digest });
+            return Err(RegistryError::DigestMismatch {
+                expected: reference.to_string(),
+                actual: digest,
+            });
         }
         if let Some(h) = header_digest {
             if h.starts_with("sha256:") && h != digest {
@@ -286,7 +342,9 @@ impl Client {
             }
         }
         let media_type = match content_type.as_str() {
-            "" | "application/json" | "text/plain" | "application/octet-stream" => manifest::detect_media_type(&bytes)?,
+            "" | "application/json" | "text/plain" | "application/octet-stream" => {
+                manifest::detect_media_type(&bytes)?
+            }
             manifest::DOCKER_MANIFEST_SCHEMA1 | manifest::DOCKER_MANIFEST_SCHEMA1_SIGNED => {
                 // Let parse() produce its explanatory schema1 error.
                 manifest::parse(&content_type, &bytes)?;
@@ -294,7 +352,11 @@ impl Client {
             }
             _ => content_type,
         };
-        Ok(FetchedManifest { media_type, digest, bytes })
+        Ok(FetchedManifest {
+            media_type,
+            digest,
+            bytes,
+        })
     }
 
     /// GET /v2/<name>/blobs/<digest>, following redirects. The caller verifies the digest of
@@ -308,7 +370,9 @@ impl Client {
     ) -> Result<BlobResponse, RegistryError> {
         validate_repository_name(&repo.name)?;
         if !manifest::is_valid_digest(digest) {
-            return Err(RegistryError::InvalidReference(format!("invalid blob digest {digest:?}")));
+            return Err(RegistryError::InvalidReference(format!(
+                "invalid blob digest {digest:?}"
+            )));
         }
         let url = self
             .base_url(&repo.registry)?
@@ -331,7 +395,9 @@ impl Client {
                 .headers()
                 .get(CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| RegistryError::Transport("206 response without Content-Range".into()))?;
+                .ok_or_else(|| {
+                    RegistryError::Transport("206 response without Content-Range".into())
+                })?;
             let (start, total) = parse_content_range(cr)
                 .ok_or_else(|| RegistryError::Transport(format!("bad Content-Range {cr:?}")))?;
             if offset == 0 || start != offset {
@@ -346,12 +412,19 @@ impl Client {
             return Err(error_from_response(resp).await);
         };
         let stream = resp.bytes_stream().map_err(RegistryError::from).boxed();
-        Ok(BlobResponse { total_size: total, offset: start, stream })
+        Ok(BlobResponse {
+            total_size: total,
+            offset: start,
+            stream,
+        })
     }
 
     /// Sends with retries for transient failures: connect errors/timeouts, 429 and 5xx.
     /// The last response is returned as-is so the caller reports the real status.
-    async fn send_with_retry(&self, mk: &(dyn Fn() -> RequestBuilder + Send + Sync)) -> Result<Response, RegistryError> {
+    async fn send_with_retry(
+        &self,
+        mk: &(dyn Fn() -> RequestBuilder + Send + Sync),
+    ) -> Result<Response, RegistryError> {
         let mut backoff = INITIAL_BACKOFF;
         let mut attempt = 1;
         loop {
@@ -382,9 +455,13 @@ impl Client {
     }
 
     fn cached_auth(&self, key: &CacheKey) -> Option<String> {
-        let mut cache = self.inner.auth_cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self
+            .inner
+            .auth_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match cache.get(key) {
-            Some(c) if c.expires.map_or(true, |t| Instant::now() < t) => Some(c.header.clone()),
+            Some(c) if c.expires.is_none_or(|t| Instant::now() < t) => Some(c.header.clone()),
             Some(_) => {
                 cache.remove(key);
                 None
@@ -395,7 +472,13 @@ impl Client {
 
     /// One request with credentials: cached header first; on 401 answer the challenge and
     /// retry once. A 401 after that is Unauthorized with the registry's message.
-    async fn send_authed<F>(&self, registry: &str, scope: Option<&str>, auth: &Auth, mk: F) -> Result<Response, RegistryError>
+    async fn send_authed<F>(
+        &self,
+        registry: &str,
+        scope: Option<&str>,
+        auth: &Auth,
+        mk: F,
+    ) -> Result<Response, RegistryError>
     where
         F: Fn(&reqwest::Client) -> RequestBuilder + Send + Sync,
     {
@@ -409,7 +492,9 @@ impl Client {
             Auth::RegistryToken(t) => Some(format!("Bearer {t}")),
             _ => self.cached_auth(&key),
         };
-        let resp = self.send_with_retry(&|| with_auth(mk(http), pre.as_deref())).await?;
+        let resp = self
+            .send_with_retry(&|| with_auth(mk(http), pre.as_deref()))
+            .await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -417,7 +502,11 @@ impl Client {
             return Err(error_from_response(resp).await);
         }
         if pre.is_some() {
-            self.inner.auth_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            self.inner
+                .auth_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
         }
         let challenges: Vec<Challenge> = resp
             .headers()
@@ -426,14 +515,24 @@ impl Client {
             .filter_map(|v| v.to_str().ok())
             .flat_map(parse_www_authenticate)
             .collect();
-        let first_body = read_bounded(resp, 64 << 10, "error body").await.unwrap_or_default();
-        let header = self.answer_challenge(scope, auth, &challenges, &first_body).await?;
-        let resp = self.send_with_retry(&|| with_auth(mk(http), Some(&header.header))).await?;
+        let first_body = read_bounded(resp, 64 << 10, "error body")
+            .await
+            .unwrap_or_default();
+        let header = self
+            .answer_challenge(scope, auth, &challenges, &first_body)
+            .await?;
+        let resp = self
+            .send_with_retry(&|| with_auth(mk(http), Some(&header.header)))
+            .await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(error_from_response(resp).await);
         }
         if resp.status().is_success() || resp.status().is_redirection() {
-            self.inner.auth_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, header);
+            self.inner
+                .auth_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, header);
         }
         Ok(resp)
     }
@@ -452,8 +551,12 @@ impl Client {
         if challenges.iter().any(|c| c.scheme == "basic") {
             return match auth {
                 Auth::Basic { username, password } => {
-                    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-                    Ok(CachedAuth { header: format!("Basic {b64}"), expires: None })
+                    let b64 = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"));
+                    Ok(CachedAuth {
+                        header: format!("Basic {b64}"),
+                        expires: None,
+                    })
                 }
                 _ => Err(unauthorized()),
             };
@@ -463,7 +566,12 @@ impl Client {
 
     /// Bearer token from the challenge's realm: GET (optionally with basic creds) or, for an
     /// identity token, the OAuth2 refresh_token POST.
-    async fn fetch_token(&self, scope: Option<&str>, auth: &Auth, ch: &Challenge) -> Result<CachedAuth, RegistryError> {
+    async fn fetch_token(
+        &self,
+        scope: Option<&str>,
+        auth: &Auth,
+        ch: &Challenge,
+    ) -> Result<CachedAuth, RegistryError> {
         let realm = ch
             .params
             .get("realm")
@@ -471,7 +579,10 @@ impl Client {
         let realm = url::Url::parse(realm)
             .map_err(|e| RegistryError::Unauthorized(format!("bad token realm {realm:?}: {e}")))?;
         if !matches!(realm.scheme(), "http" | "https") {
-            return Err(RegistryError::Unauthorized(format!("bad token realm scheme {}", realm.scheme())));
+            return Err(RegistryError::Unauthorized(format!(
+                "bad token realm scheme {}",
+                realm.scheme()
+            )));
         }
         let service = ch.params.get("service").cloned();
         let mut scopes: Vec<String> = scope.map(|s| vec![s.to_string()]).unwrap_or_default();
@@ -496,8 +607,12 @@ impl Client {
                 if !scopes.is_empty() {
                     form.push(("scope", scopes.join(" ")));
                 }
-                self.send_with_retry(&|| http.post(realm.clone()).form(&form).timeout(SMALL_REQUEST_TIMEOUT))
-                    .await?
+                self.send_with_retry(&|| {
+                    http.post(realm.clone())
+                        .form(&form)
+                        .timeout(SMALL_REQUEST_TIMEOUT)
+                })
+                .await?
             }
             _ => {
                 let mut url = realm.clone();
@@ -516,7 +631,9 @@ impl Client {
                 self.send_with_retry(&|| {
                     let rb = http.get(url.clone()).timeout(SMALL_REQUEST_TIMEOUT);
                     match auth {
-                        Auth::Basic { username, password } => rb.basic_auth(username, Some(password)),
+                        Auth::Basic { username, password } => {
+                            rb.basic_auth(username, Some(password))
+                        }
                         _ => rb,
                     }
                 })
@@ -525,11 +642,16 @@ impl Client {
         };
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
-            let body = read_bounded(resp, 64 << 10, "token error").await.unwrap_or_default();
+            let body = read_bounded(resp, 64 << 10, "token error")
+                .await
+                .unwrap_or_default();
             let msg = error_message(status, &body);
             return Err(match status {
                 400 | 401 | 403 => RegistryError::Unauthorized(msg),
-                _ => RegistryError::Http { status, message: format!("token request failed: {msg}") },
+                _ => RegistryError::Http {
+                    status,
+                    message: format!("token request failed: {msg}"),
+                },
             });
         }
         let body = read_bounded(resp, MAX_SMALL_BODY, "token response").await?;
@@ -542,8 +664,12 @@ impl Client {
             .ok_or_else(|| RegistryError::Unauthorized("token response without token".into()))?;
         // Spec: missing expires_in means 60s. Expire a little early so we never send a stale one.
         let lifetime = tr.expires_in.unwrap_or(60);
-        let expires = Instant::now() + Duration::from_secs(lifetime.saturating_sub(lifetime / 10 + 1));
-        Ok(CachedAuth { header: format!("Bearer {token}"), expires: Some(expires) })
+        let expires =
+            Instant::now() + Duration::from_secs(lifetime.saturating_sub(lifetime / 10 + 1));
+        Ok(CachedAuth {
+            header: format!("Bearer {token}"),
+            expires: Some(expires),
+        })
     }
 }
 
@@ -583,26 +709,68 @@ mod tests {
     #[test]
     fn http_or_https() {
         let c = client(&["myreg.local:5000", "other.example"]);
-        assert_eq!(c.base_url("docker.io").unwrap().as_str(), "https://registry-1.docker.io/");
-        assert_eq!(c.base_url("index.docker.io").unwrap().as_str(), "https://registry-1.docker.io/");
-        assert_eq!(c.base_url("127.0.0.1:5000").unwrap().as_str(), "http://127.0.0.1:5000/");
-        assert_eq!(c.base_url("127.3.4.5").unwrap().as_str(), "http://127.3.4.5/");
-        assert_eq!(c.base_url("localhost:5000").unwrap().as_str(), "http://localhost:5000/");
-        assert_eq!(c.base_url("[::1]:5000").unwrap().as_str(), "http://[::1]:5000/");
+        assert_eq!(
+            c.base_url("docker.io").unwrap().as_str(),
+            "https://registry-1.docker.io/"
+        );
+        assert_eq!(
+            c.base_url("index.docker.io").unwrap().as_str(),
+            "https://registry-1.docker.io/"
+        );
+        assert_eq!(
+            c.base_url("127.0.0.1:5000").unwrap().as_str(),
+            "http://127.0.0.1:5000/"
+        );
+        assert_eq!(
+            c.base_url("127.3.4.5").unwrap().as_str(),
+            "http://127.3.4.5/"
+        );
+        assert_eq!(
+            c.base_url("localhost:5000").unwrap().as_str(),
+            "http://localhost:5000/"
+        );
+        assert_eq!(
+            c.base_url("[::1]:5000").unwrap().as_str(),
+            "http://[::1]:5000/"
+        );
         assert_eq!(c.base_url("::1").unwrap().as_str(), "http://[::1]/");
         assert_eq!(c.base_url("ghcr.io").unwrap().as_str(), "https://ghcr.io/");
-        assert_eq!(c.base_url("myreg.local:5000").unwrap().as_str(), "http://myreg.local:5000/");
-        assert_eq!(c.base_url("myreg.local:5001").unwrap().as_str(), "https://myreg.local:5001/");
-        assert_eq!(c.base_url("other.example:443").unwrap().as_str(), "http://other.example:443/");
-        assert_eq!(c.base_url("128.0.0.1:5000").unwrap().as_str(), "https://128.0.0.1:5000/");
-        for bad in ["", "a/b", "user@host", "host:99999", "host:", "h?x", "[::1", "[zz::1]:5"] {
+        assert_eq!(
+            c.base_url("myreg.local:5000").unwrap().as_str(),
+            "http://myreg.local:5000/"
+        );
+        assert_eq!(
+            c.base_url("myreg.local:5001").unwrap().as_str(),
+            "https://myreg.local:5001/"
+        );
+        assert_eq!(
+            c.base_url("other.example:443").unwrap().as_str(),
+            "http://other.example:443/"
+        );
+        assert_eq!(
+            c.base_url("128.0.0.1:5000").unwrap().as_str(),
+            "https://128.0.0.1:5000/"
+        );
+        for bad in [
+            "",
+            "a/b",
+            "user@host",
+            "host:99999",
+            "host:",
+            "h?x",
+            "[::1",
+            "[zz::1]:5",
+        ] {
             assert!(c.base_url(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn content_range() {
-        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some((100, Some(200)))
+        );
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("bytes 9-5/10"), None);
         assert_eq!(parse_content_range("items 1-2/3"), None);
@@ -610,7 +778,10 @@ mod tests {
 
     #[test]
     fn auth_debug_redacts() {
-        let a = Auth::Basic { username: "u".into(), password: "hunter2".into() };
+        let a = Auth::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
         assert!(!format!("{a:?}").contains("hunter2"));
     }
 

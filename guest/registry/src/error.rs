@@ -98,7 +98,11 @@ pub(crate) fn error_message(status: u16, body: &[u8]) -> String {
             .or(b.error)
             .filter(|s| !s.is_empty());
         if let Some(t) = text {
-            return if status == 401 { format!("unauthorized: {t}") } else { t };
+            return if status == 401 {
+                format!("unauthorized: {t}")
+            } else {
+                t
+            };
         }
     }
     let text = String::from_utf8_lossy(body);

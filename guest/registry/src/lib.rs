@@ -11,7 +11,9 @@ pub mod reference;
 #[cfg(test)]
 mod server_tests;
 
-pub use authconfig::{parse_auth_config_json, parse_auth_header, parse_auth_header_config, AuthConfig};
+pub use authconfig::{
+    parse_auth_config_json, parse_auth_header, parse_auth_header_config, AuthConfig,
+};
 pub use client::{BlobResponse, Client, ClientConfig, FetchedManifest};
 pub use error::RegistryError;
 
@@ -19,7 +21,10 @@ pub use error::RegistryError;
 #[derive(Clone)]
 pub enum Auth {
     Anonymous,
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// OAuth refresh token, POSTed to the token realm.
     IdentityToken(String),
     /// Bearer token used directly.

@@ -130,18 +130,30 @@ struct RawManifest {
 /// True for a `sha256:<64 lowercase hex>` digest, the only form we accept.
 pub fn is_valid_digest(d: &str) -> bool {
     match d.strip_prefix("sha256:") {
-        Some(hex) => hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        Some(hex) => {
+            hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        }
         None => false,
     }
 }
 
 /// Strips parameters and case from a Content-Type value.
 fn normalize_media_type(mt: &str) -> String {
-    mt.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    mt.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 fn is_generic(mt: &str) -> bool {
-    matches!(mt, "" | "application/json" | "text/plain" | "application/octet-stream")
+    matches!(
+        mt,
+        "" | "application/json" | "text/plain" | "application/octet-stream"
+    )
 }
 
 fn schema1_error() -> RegistryError {
@@ -164,7 +176,12 @@ fn detect_raw(raw: &RawManifest) -> Result<String, RegistryError> {
     if raw.schema_version == Some(1) || raw.fs_layers.is_some() {
         return Err(schema1_error());
     }
-    if let Some(mt) = raw.media_type.as_deref().map(normalize_media_type).filter(|m| !m.is_empty()) {
+    if let Some(mt) = raw
+        .media_type
+        .as_deref()
+        .map(normalize_media_type)
+        .filter(|m| !m.is_empty())
+    {
         return Ok(mt);
     }
     if raw.manifests.is_some() {
@@ -172,26 +189,42 @@ fn detect_raw(raw: &RawManifest) -> Result<String, RegistryError> {
     } else if raw.config.is_some() {
         Ok(OCI_MANIFEST.to_string())
     } else {
-        Err(RegistryError::InvalidManifest("cannot tell manifest type: no mediaType, config or manifests".into()))
+        Err(RegistryError::InvalidManifest(
+            "cannot tell manifest type: no mediaType, config or manifests".into(),
+        ))
     }
 }
 
 fn convert_descriptor(d: RawDescriptor, what: &str) -> Result<Descriptor, RegistryError> {
     if d.media_type.is_empty() {
-        return Err(RegistryError::InvalidManifest(format!("{what}: missing mediaType")));
+        return Err(RegistryError::InvalidManifest(format!(
+            "{what}: missing mediaType"
+        )));
     }
     if !is_valid_digest(&d.digest) {
-        return Err(RegistryError::InvalidManifest(format!("{what}: invalid digest {:?}", d.digest)));
+        return Err(RegistryError::InvalidManifest(format!(
+            "{what}: invalid digest {:?}",
+            d.digest
+        )));
     }
     if d.size < 0 || d.size > MAX_DESCRIPTOR_SIZE as i128 {
-        return Err(RegistryError::InvalidManifest(format!("{what}: invalid size {}", d.size)));
+        return Err(RegistryError::InvalidManifest(format!(
+            "{what}: invalid size {}",
+            d.size
+        )));
     }
     let platform = match d.platform {
         Some(p) => {
             if p.os.is_empty() || p.architecture.is_empty() {
-                return Err(RegistryError::InvalidManifest(format!("{what}: platform without os/architecture")));
+                return Err(RegistryError::InvalidManifest(format!(
+                    "{what}: platform without os/architecture"
+                )));
             }
-            Some(Platform { os: p.os, architecture: p.architecture, variant: p.variant.filter(|v| !v.is_empty()) })
+            Some(Platform {
+                os: p.os,
+                architecture: p.architecture,
+                variant: p.variant.filter(|v| !v.is_empty()),
+            })
         }
         None => None,
     };
@@ -215,11 +248,23 @@ pub fn parse(media_type: &str, bytes: &[u8]) -> Result<ParsedManifest, RegistryE
     }
     let raw: RawManifest = serde_json::from_slice(bytes)
         .map_err(|e| RegistryError::InvalidManifest(format!("not valid manifest JSON: {e}")))?;
-    let mt = if is_generic(&header_mt) { detect_raw(&raw)? } else { header_mt };
-    if mt == DOCKER_MANIFEST_SCHEMA1 || mt == DOCKER_MANIFEST_SCHEMA1_SIGNED || raw.schema_version == Some(1) {
+    let mt = if is_generic(&header_mt) {
+        detect_raw(&raw)?
+    } else {
+        header_mt
+    };
+    if mt == DOCKER_MANIFEST_SCHEMA1
+        || mt == DOCKER_MANIFEST_SCHEMA1_SIGNED
+        || raw.schema_version == Some(1)
+    {
         return Err(schema1_error());
     }
-    if let Some(body_mt) = raw.media_type.as_deref().map(normalize_media_type).filter(|m| !m.is_empty()) {
+    if let Some(body_mt) = raw
+        .media_type
+        .as_deref()
+        .map(normalize_media_type)
+        .filter(|m| !m.is_empty())
+    {
         if body_mt != mt {
             return Err(RegistryError::InvalidManifest(format!(
                 "mediaType {body_mt} in body does not match {mt}"
@@ -238,9 +283,9 @@ pub fn parse(media_type: &str, bytes: &[u8]) -> Result<ParsedManifest, RegistryE
         )));
     }
     if is_image {
-        let config = raw
-            .config
-            .ok_or_else(|| RegistryError::InvalidManifest("image manifest without config".into()))?;
+        let config = raw.config.ok_or_else(|| {
+            RegistryError::InvalidManifest("image manifest without config".into())
+        })?;
         let layers = raw.layers.unwrap_or_default();
         if layers.len() > MAX_ENTRIES {
             return Err(RegistryError::InvalidManifest(format!(
@@ -254,7 +299,11 @@ pub fn parse(media_type: &str, bytes: &[u8]) -> Result<ParsedManifest, RegistryE
             .enumerate()
             .map(|(i, d)| convert_descriptor(d, &format!("layer {i}")))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ParsedManifest::Image(ImageManifest { media_type: mt, config, layers }))
+        Ok(ParsedManifest::Image(ImageManifest {
+            media_type: mt,
+            config,
+            layers,
+        }))
     } else {
         let manifests = raw
             .manifests
@@ -270,14 +319,19 @@ pub fn parse(media_type: &str, bytes: &[u8]) -> Result<ParsedManifest, RegistryE
             .enumerate()
             .map(|(i, d)| convert_descriptor(d, &format!("manifest {i}")))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(ParsedManifest::Index(ImageIndex { media_type: mt, manifests }))
+        Ok(ParsedManifest::Index(ImageIndex {
+            media_type: mt,
+            manifests,
+        }))
     }
 }
 
 /// Canonical (OCI/GOARCH) architecture name and default variant, so "x86_64"/"aarch64" etc. match.
 fn normalize_arch(arch: &str, variant: Option<&str>) -> (String, Option<String>) {
     let arch = arch.to_ascii_lowercase();
-    let variant = variant.map(|v| v.to_ascii_lowercase()).filter(|v| !v.is_empty());
+    let variant = variant
+        .map(|v| v.to_ascii_lowercase())
+        .filter(|v| !v.is_empty());
     match arch.as_str() {
         "x86_64" | "x86-64" | "amd64" => {
             // amd64 has no variant in practice; "v1" is the baseline and means the same.
@@ -313,7 +367,10 @@ fn arm_level(v: &str) -> Option<u32> {
 }
 
 fn is_attestation(d: &Descriptor) -> bool {
-    d.annotations.get("vnd.docker.reference.type").map(|s| s.as_str()) == Some("attestation-manifest")
+    d.annotations
+        .get("vnd.docker.reference.type")
+        .map(|s| s.as_str())
+        == Some("attestation-manifest")
         || matches!(&d.platform, Some(p) if p.os == "unknown" && p.architecture == "unknown")
 }
 
@@ -342,16 +399,23 @@ pub fn select_platform<'a>(
             continue;
         }
         let score = if var_n == want_var {
-            if p.variant.as_deref() == variant { 1001 } else { 1000 }
+            if p.variant.as_deref() == variant {
+                1001
+            } else {
+                1000
+            }
         } else if want_arch == "arm" {
-            match (var_n.as_deref().and_then(arm_level), want_var.as_deref().and_then(arm_level)) {
+            match (
+                var_n.as_deref().and_then(arm_level),
+                want_var.as_deref().and_then(arm_level),
+            ) {
                 (Some(have), Some(want)) if have < want => have,
                 _ => continue,
             }
         } else {
             continue;
         };
-        if best.map_or(true, |(s, _)| score > s) {
+        if best.is_none_or(|(s, _)| score > s) {
             best = Some((score, d));
         }
     }
@@ -367,7 +431,9 @@ pub fn layer_compression(media_type: &str) -> Result<Compression, RegistryError>
             Ok(Compression::Gzip)
         }
         DOCKER_LAYER_ZSTD | OCI_LAYER_ZSTD | OCI_LAYER_NONDIST_ZSTD => Ok(Compression::Zstd),
-        other => Err(RegistryError::UnsupportedMediaType(format!("layer media type {other}"))),
+        other => Err(RegistryError::UnsupportedMediaType(format!(
+            "layer media type {other}"
+        ))),
     }
 }
 
@@ -377,15 +443,40 @@ pub fn host_platform() -> Platform {
         "x86_64" => ("amd64", None),
         "x86" => ("386", None),
         "aarch64" => ("arm64", Some("v8")),
-        "arm" => ("arm", Some(if cfg!(target_feature = "v7") { "v7" } else { "v6" })),
-        "powerpc64" => (if cfg!(target_endian = "little") { "ppc64le" } else { "ppc64" }, None),
+        "arm" => (
+            "arm",
+            Some(if cfg!(target_feature = "v7") {
+                "v7"
+            } else {
+                "v6"
+            }),
+        ),
+        "powerpc64" => (
+            if cfg!(target_endian = "little") {
+                "ppc64le"
+            } else {
+                "ppc64"
+            },
+            None,
+        ),
         "s390x" => ("s390x", None),
         "riscv64" => ("riscv64", None),
         "loongarch64" => ("loong64", None),
-        "mips64" => (if cfg!(target_endian = "little") { "mips64le" } else { "mips64" }, None),
+        "mips64" => (
+            if cfg!(target_endian = "little") {
+                "mips64le"
+            } else {
+                "mips64"
+            },
+            None,
+        ),
         other => (other, None),
     };
-    Platform { os: std::env::consts::OS.to_string(), architecture: arch.to_string(), variant: variant.map(String::from) }
+    Platform {
+        os: std::env::consts::OS.to_string(),
+        architecture: arch.to_string(),
+        variant: variant.map(String::from),
+    }
 }
 
 #[cfg(test)]
@@ -396,7 +487,9 @@ mod tests {
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
     fn image_json(mt: Option<&str>, layer_mt: &str) -> String {
-        let mt = mt.map(|m| format!(r#""mediaType":"{m}","#)).unwrap_or_default();
+        let mt = mt
+            .map(|m| format!(r#""mediaType":"{m}","#))
+            .unwrap_or_default();
         format!(
             r#"{{"schemaVersion":2,{mt}"config":{{"mediaType":"{DOCKER_IMAGE_CONFIG}","digest":"{D1}","size":1469}},
             "layers":[{{"mediaType":"{layer_mt}","digest":"{D2}","size":2591575}}]}}"#
@@ -415,42 +508,71 @@ mod tests {
                 )
             })
             .collect();
-        format!(r#"{{"schemaVersion":2,"mediaType":"{mt}","manifests":[{}]}}"#, ms.join(","))
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{mt}","manifests":[{}]}}"#,
+            ms.join(",")
+        )
     }
 
     #[test]
     fn docker_schema2() {
         let j = image_json(Some(DOCKER_MANIFEST_SCHEMA2), DOCKER_LAYER_GZIP);
-        let ParsedManifest::Image(m) = parse(DOCKER_MANIFEST_SCHEMA2, j.as_bytes()).unwrap() else { panic!() };
+        let ParsedManifest::Image(m) = parse(DOCKER_MANIFEST_SCHEMA2, j.as_bytes()).unwrap() else {
+            panic!()
+        };
         assert_eq!(m.media_type, DOCKER_MANIFEST_SCHEMA2);
         assert_eq!(m.config.digest, D1);
         assert_eq!(m.config.size, 1469);
         assert_eq!(m.layers.len(), 1);
         assert_eq!(m.layers[0].size, 2591575);
-        assert_eq!(layer_compression(&m.layers[0].media_type).unwrap(), Compression::Gzip);
+        assert_eq!(
+            layer_compression(&m.layers[0].media_type).unwrap(),
+            Compression::Gzip
+        );
     }
 
     #[test]
     fn oci_manifest_without_body_media_type_and_generic_content_type() {
         let j = image_json(None, OCI_LAYER_ZSTD);
         // Content-Type with parameters is normalised.
-        let ParsedManifest::Image(m) = parse("application/vnd.oci.image.manifest.v1+json; charset=utf-8", j.as_bytes()).unwrap() else { panic!() };
+        let ParsedManifest::Image(m) = parse(
+            "application/vnd.oci.image.manifest.v1+json; charset=utf-8",
+            j.as_bytes(),
+        )
+        .unwrap() else {
+            panic!()
+        };
         assert_eq!(m.media_type, OCI_MANIFEST);
         // No Content-Type: shape says OCI manifest.
-        let ParsedManifest::Image(m) = parse("", j.as_bytes()).unwrap() else { panic!() };
+        let ParsedManifest::Image(m) = parse("", j.as_bytes()).unwrap() else {
+            panic!()
+        };
         assert_eq!(m.media_type, OCI_MANIFEST);
-        assert_eq!(layer_compression(&m.layers[0].media_type).unwrap(), Compression::Zstd);
+        assert_eq!(
+            layer_compression(&m.layers[0].media_type).unwrap(),
+            Compression::Zstd
+        );
     }
 
     #[test]
     fn docker_manifest_list_and_oci_index() {
-        let j = index_json(DOCKER_MANIFEST_LIST, &[("linux", "amd64", None), ("linux", "arm", Some("v7"))]);
-        let ParsedManifest::Index(i) = parse(DOCKER_MANIFEST_LIST, j.as_bytes()).unwrap() else { panic!() };
+        let j = index_json(
+            DOCKER_MANIFEST_LIST,
+            &[("linux", "amd64", None), ("linux", "arm", Some("v7"))],
+        );
+        let ParsedManifest::Index(i) = parse(DOCKER_MANIFEST_LIST, j.as_bytes()).unwrap() else {
+            panic!()
+        };
         assert_eq!(i.manifests.len(), 2);
-        assert_eq!(i.manifests[1].platform.as_ref().unwrap().variant.as_deref(), Some("v7"));
+        assert_eq!(
+            i.manifests[1].platform.as_ref().unwrap().variant.as_deref(),
+            Some("v7")
+        );
         let j = index_json(OCI_INDEX, &[("linux", "amd64", None)]);
         // generic content type: body's mediaType decides
-        let ParsedManifest::Index(i) = parse("application/json", j.as_bytes()).unwrap() else { panic!() };
+        let ParsedManifest::Index(i) = parse("application/json", j.as_bytes()).unwrap() else {
+            panic!()
+        };
         assert_eq!(i.media_type, OCI_INDEX);
     }
 
@@ -473,12 +595,24 @@ mod tests {
             "sha256:../../../../11111111111111111111111111111111111111111111111111111",
         ] {
             let j = good.replace(D2, bad);
-            assert!(matches!(parse(DOCKER_MANIFEST_SCHEMA2, j.as_bytes()), Err(RegistryError::InvalidManifest(_))), "{bad}");
+            assert!(
+                matches!(
+                    parse(DOCKER_MANIFEST_SCHEMA2, j.as_bytes()),
+                    Err(RegistryError::InvalidManifest(_))
+                ),
+                "{bad}"
+            );
         }
         let j = good.replace("2591575", "-1");
-        assert!(matches!(parse(DOCKER_MANIFEST_SCHEMA2, j.as_bytes()), Err(RegistryError::InvalidManifest(_))));
+        assert!(matches!(
+            parse(DOCKER_MANIFEST_SCHEMA2, j.as_bytes()),
+            Err(RegistryError::InvalidManifest(_))
+        ));
         let j = good.replace("2591575", "99999999999999999999");
-        assert!(matches!(parse(DOCKER_MANIFEST_SCHEMA2, j.as_bytes()), Err(RegistryError::InvalidManifest(_))));
+        assert!(matches!(
+            parse(DOCKER_MANIFEST_SCHEMA2, j.as_bytes()),
+            Err(RegistryError::InvalidManifest(_))
+        ));
     }
 
     #[test]
@@ -495,14 +629,29 @@ mod tests {
     #[test]
     fn rejects_unknown_and_mismatched_types() {
         let j = image_json(None, OCI_LAYER_GZIP);
-        assert!(matches!(parse("application/vnd.example+json", j.as_bytes()), Err(RegistryError::UnsupportedMediaType(_))));
+        assert!(matches!(
+            parse("application/vnd.example+json", j.as_bytes()),
+            Err(RegistryError::UnsupportedMediaType(_))
+        ));
         let j = image_json(Some(OCI_MANIFEST), OCI_LAYER_GZIP);
-        assert!(matches!(parse(DOCKER_MANIFEST_LIST, j.as_bytes()), Err(RegistryError::InvalidManifest(_))));
-        assert!(matches!(parse(OCI_MANIFEST, b"not json"), Err(RegistryError::InvalidManifest(_))));
+        assert!(matches!(
+            parse(DOCKER_MANIFEST_LIST, j.as_bytes()),
+            Err(RegistryError::InvalidManifest(_))
+        ));
+        assert!(matches!(
+            parse(OCI_MANIFEST, b"not json"),
+            Err(RegistryError::InvalidManifest(_))
+        ));
         assert!(layer_compression("application/vnd.example.layer").is_err());
         assert_eq!(layer_compression(OCI_LAYER_TAR).unwrap(), Compression::None);
-        assert_eq!(layer_compression(DOCKER_FOREIGN_LAYER_GZIP).unwrap(), Compression::Gzip);
-        assert_eq!(layer_compression(OCI_LAYER_NONDIST_ZSTD).unwrap(), Compression::Zstd);
+        assert_eq!(
+            layer_compression(DOCKER_FOREIGN_LAYER_GZIP).unwrap(),
+            Compression::Gzip
+        );
+        assert_eq!(
+            layer_compression(OCI_LAYER_NONDIST_ZSTD).unwrap(),
+            Compression::Zstd
+        );
     }
 
     fn index(entries: &[(&str, &str, Option<&str>)]) -> ImageIndex {
@@ -514,7 +663,12 @@ mod tests {
     }
 
     fn pick(i: &ImageIndex, os: &str, arch: &str, v: Option<&str>) -> Option<usize> {
-        select_platform(i, os, arch, v).map(|d| i.manifests.iter().position(|x| x.digest == d.digest).unwrap())
+        select_platform(i, os, arch, v).map(|d| {
+            i.manifests
+                .iter()
+                .position(|x| x.digest == d.digest)
+                .unwrap()
+        })
     }
 
     #[test]
@@ -551,7 +705,10 @@ mod tests {
     #[test]
     fn attestation_annotation_skipped() {
         let mut i = index(&[("linux", "amd64", None), ("linux", "amd64", None)]);
-        i.manifests[0].annotations.insert("vnd.docker.reference.type".into(), "attestation-manifest".into());
+        i.manifests[0].annotations.insert(
+            "vnd.docker.reference.type".into(),
+            "attestation-manifest".into(),
+        );
         assert_eq!(pick(&i, "linux", "amd64", None), Some(1));
     }
 

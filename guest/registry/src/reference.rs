@@ -39,7 +39,9 @@ fn is_alnum(b: u8) -> bool {
 /// Checks a repository name ("library/busybox").
 pub fn validate_repository_name(name: &str) -> Result<(), RegistryError> {
     if name.is_empty() || name.len() > 255 || !name.split('/').all(valid_component) {
-        return Err(RegistryError::InvalidReference(format!("invalid repository name {name:?}")));
+        return Err(RegistryError::InvalidReference(format!(
+            "invalid repository name {name:?}"
+        )));
     }
     Ok(())
 }
@@ -50,7 +52,8 @@ pub fn is_tag(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// Checks a manifest reference (tag or `sha256:` digest); returns true if it is a digest.
@@ -60,7 +63,9 @@ pub fn validate_manifest_reference(r: &str) -> Result<bool, RegistryError> {
     } else if is_tag(r) {
         Ok(false)
     } else {
-        Err(RegistryError::InvalidReference(format!("invalid tag or digest {r:?}")))
+        Err(RegistryError::InvalidReference(format!(
+            "invalid tag or digest {r:?}"
+        )))
     }
 }
 
@@ -69,12 +74,17 @@ pub fn validate_manifest_reference(r: &str) -> Result<bool, RegistryError> {
 /// all Docker Hub spellings become "docker.io".
 pub fn normalize_registry(server_address: &str) -> String {
     let s = server_address.trim();
-    let s = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).unwrap_or(s);
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
     let host = s.split('/').next().unwrap_or("").to_ascii_lowercase();
     match host.as_str() {
-        "" | "docker.io" | "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
-            "docker.io".to_string()
-        }
+        ""
+        | "docker.io"
+        | "index.docker.io"
+        | "registry-1.docker.io"
+        | "registry.hub.docker.com" => "docker.io".to_string(),
         _ => host,
     }
 }
@@ -85,10 +95,27 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["library/busybox", "a", "foo/bar_baz/x.y", "a__b", "a---b", "127.0.0.1/x"] {
+        for ok in [
+            "library/busybox",
+            "a",
+            "foo/bar_baz/x.y",
+            "a__b",
+            "a---b",
+            "127.0.0.1/x",
+        ] {
             assert!(validate_repository_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Library/x", "a/../b", "a//b", "-a", "a_", "a/b?x", "a%2f", "a...b"] {
+        for bad in [
+            "",
+            "Library/x",
+            "a/../b",
+            "a//b",
+            "-a",
+            "a_",
+            "a/b?x",
+            "a%2f",
+            "a...b",
+        ] {
             assert!(validate_repository_name(bad).is_err(), "{bad}");
         }
     }
@@ -105,9 +132,15 @@ mod tests {
 
     #[test]
     fn registry_normalisation() {
-        assert_eq!(normalize_registry("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(
+            normalize_registry("https://index.docker.io/v1/"),
+            "docker.io"
+        );
         assert_eq!(normalize_registry("registry-1.docker.io"), "docker.io");
-        assert_eq!(normalize_registry("http://127.0.0.1:5000/"), "127.0.0.1:5000");
+        assert_eq!(
+            normalize_registry("http://127.0.0.1:5000/"),
+            "127.0.0.1:5000"
+        );
         assert_eq!(normalize_registry("LocalHost:5000"), "localhost:5000");
     }
 }

@@ -27,18 +27,26 @@ async fn serve(h: Handler) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((sock, _)) = listener.accept().await else { return };
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
             let h = h.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let h = h.clone();
                     async move {
                         let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
                         Ok::<_, Infallible>(h(&parts, &body))
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(sock), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
             });
         }
     });
@@ -54,11 +62,18 @@ fn resp(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Respon
 }
 
 fn client() -> Client {
-    Client::new(ClientConfig { insecure_registries: vec![], user_agent: "berth-test".into() }).unwrap()
+    Client::new(ClientConfig {
+        insecure_registries: vec![],
+        user_agent: "berth-test".into(),
+    })
+    .unwrap()
 }
 
 fn repo(addr: SocketAddr) -> Repository {
-    Repository { registry: addr.to_string(), name: "library/busybox".into() }
+    Repository {
+        registry: addr.to_string(),
+        name: "library/busybox".into(),
+    }
 }
 
 fn sha(b: &[u8]) -> String {
@@ -94,10 +109,19 @@ async fn anonymous_manifest_fetch() {
     let b2 = body.clone();
     let addr = serve(Arc::new(move |p, _| {
         if p.uri.path() != "/v2/library/busybox/manifests/latest" {
-            return resp(404, &[], r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#);
+            return resp(
+                404,
+                &[],
+                r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#,
+            );
         }
         let accept = header(p, "accept").unwrap_or("");
-        for mt in [manifest::DOCKER_MANIFEST_SCHEMA2, manifest::DOCKER_MANIFEST_LIST, manifest::OCI_MANIFEST, manifest::OCI_INDEX] {
+        for mt in [
+            manifest::DOCKER_MANIFEST_SCHEMA2,
+            manifest::DOCKER_MANIFEST_LIST,
+            manifest::OCI_MANIFEST,
+            manifest::OCI_INDEX,
+        ] {
             if !accept.contains(mt) {
                 return resp(406, &[], "bad accept");
             }
@@ -107,11 +131,17 @@ async fn anonymous_manifest_fetch() {
     }))
     .await;
     let c = client();
-    let m = c.get_manifest(&repo(addr), "latest", &Auth::Anonymous).await.unwrap();
+    let m = c
+        .get_manifest(&repo(addr), "latest", &Auth::Anonymous)
+        .await
+        .unwrap();
     assert_eq!(m.media_type, manifest::OCI_MANIFEST);
     assert_eq!(m.digest, sha(&body));
     assert_eq!(m.bytes, body);
-    assert!(matches!(manifest::parse(&m.media_type, &m.bytes).unwrap(), ParsedManifest::Image(_)));
+    assert!(matches!(
+        manifest::parse(&m.media_type, &m.bytes).unwrap(),
+        ParsedManifest::Image(_)
+    ));
 
     match c.get_manifest(&repo(addr), "nope", &Auth::Anonymous).await {
         Err(RegistryError::NotFound(msg)) => assert_eq!(msg, "manifest unknown: manifest unknown"),
@@ -193,7 +223,10 @@ async fn bearer_flow_with_basic_credentials() {
     let hits = Arc::new(AtomicUsize::new(0));
     let addr = bearer_registry(hits.clone()).await;
     let c = client();
-    let alice = Auth::Basic { username: "alice".into(), password: "s3cret".into() };
+    let alice = Auth::Basic {
+        username: "alice".into(),
+        password: "s3cret".into(),
+    };
     let m = c.get_manifest(&repo(addr), "latest", &alice).await.unwrap();
     assert_eq!(m.digest, sha(&manifest_body()));
     assert_eq!(hits.load(Ordering::SeqCst), 1);
@@ -201,23 +234,40 @@ async fn bearer_flow_with_basic_credentials() {
     let c2 = c.clone();
     let r = repo(addr);
     let a2 = alice.clone();
-    tokio::spawn(async move { c2.get_manifest(&r, "latest", &a2).await.map(|_| ()) }).await.unwrap().unwrap();
+    tokio::spawn(async move { c2.get_manifest(&r, "latest", &a2).await.map(|_| ()) })
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     // Anonymous gets no token from this endpoint and ends Unauthorized.
     assert!(matches!(
-        c.get_manifest(&repo(addr), "latest", &Auth::Anonymous).await,
+        c.get_manifest(&repo(addr), "latest", &Auth::Anonymous)
+            .await,
         Err(RegistryError::Unauthorized(_))
     ));
     // login follows the challenge too.
     c.login(&addr.to_string(), &alice).await.unwrap();
     // Identity token: OAuth refresh_token POST.
-    c.get_manifest(&repo(addr), "latest", &Auth::IdentityToken("refresh-me".into())).await.unwrap();
+    c.get_manifest(
+        &repo(addr),
+        "latest",
+        &Auth::IdentityToken("refresh-me".into()),
+    )
+    .await
+    .unwrap();
     // Registry token used directly, without the token endpoint.
     let before = hits.load(Ordering::SeqCst);
-    c.get_manifest(&repo(addr), "latest", &Auth::RegistryToken("good-token".into())).await.unwrap();
+    c.get_manifest(
+        &repo(addr),
+        "latest",
+        &Auth::RegistryToken("good-token".into()),
+    )
+    .await
+    .unwrap();
     assert_eq!(hits.load(Ordering::SeqCst), before);
     assert!(matches!(
-        c.get_manifest(&repo(addr), "latest", &Auth::RegistryToken("bad".into())).await,
+        c.get_manifest(&repo(addr), "latest", &Auth::RegistryToken("bad".into()))
+            .await,
         Err(RegistryError::Unauthorized(_))
     ));
 }
@@ -226,9 +276,14 @@ async fn bearer_flow_with_basic_credentials() {
 async fn wrong_password_is_unauthorized() {
     let addr = bearer_registry(Arc::new(AtomicUsize::new(0))).await;
     let c = client();
-    let bad = Auth::Basic { username: "alice".into(), password: "wrong".into() };
+    let bad = Auth::Basic {
+        username: "alice".into(),
+        password: "wrong".into(),
+    };
     match c.login(&addr.to_string(), &bad).await {
-        Err(RegistryError::Unauthorized(m)) => assert_eq!(m, "unauthorized: incorrect username or password"),
+        Err(RegistryError::Unauthorized(m)) => {
+            assert_eq!(m, "unauthorized: incorrect username or password")
+        }
         other => panic!("{other:?}"),
     }
     assert!(matches!(
@@ -236,7 +291,8 @@ async fn wrong_password_is_unauthorized() {
         Err(RegistryError::Unauthorized(_))
     ));
     assert!(matches!(
-        c.get_manifest(&repo(addr), "latest", &Auth::IdentityToken("stale".into())).await,
+        c.get_manifest(&repo(addr), "latest", &Auth::IdentityToken("stale".into()))
+            .await,
         Err(RegistryError::Unauthorized(_))
     ));
 }
@@ -257,22 +313,50 @@ async fn basic_challenge_registry() {
     }))
     .await;
     let c = client();
-    c.login(&addr.to_string(), &Auth::Basic { username: "bob".into(), password: "pw".into() }).await.unwrap();
-    match c.login(&addr.to_string(), &Auth::Basic { username: "bob".into(), password: "nope".into() }).await {
-        Err(RegistryError::Unauthorized(m)) => assert_eq!(m, "unauthorized: authentication required"),
+    c.login(
+        &addr.to_string(),
+        &Auth::Basic {
+            username: "bob".into(),
+            password: "pw".into(),
+        },
+    )
+    .await
+    .unwrap();
+    match c
+        .login(
+            &addr.to_string(),
+            &Auth::Basic {
+                username: "bob".into(),
+                password: "nope".into(),
+            },
+        )
+        .await
+    {
+        Err(RegistryError::Unauthorized(m)) => {
+            assert_eq!(m, "unauthorized: authentication required")
+        }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(c.login(&addr.to_string(), &Auth::Anonymous).await, Err(RegistryError::Unauthorized(_))));
+    assert!(matches!(
+        c.login(&addr.to_string(), &Auth::Anonymous).await,
+        Err(RegistryError::Unauthorized(_))
+    ));
 }
 
 #[tokio::test]
 async fn digest_mismatch_by_digest() {
     let body = manifest_body();
     let b2 = body.clone();
-    let addr = serve(Arc::new(move |_, _| resp(200, &[("content-type", manifest::OCI_MANIFEST)], b2.clone()))).await;
+    let addr = serve(Arc::new(move |_, _| {
+        resp(200, &[("content-type", manifest::OCI_MANIFEST)], b2.clone())
+    }))
+    .await;
     let c = client();
     let good = sha(&body);
-    let m = c.get_manifest(&repo(addr), &good, &Auth::Anonymous).await.unwrap();
+    let m = c
+        .get_manifest(&repo(addr), &good, &Auth::Anonymous)
+        .await
+        .unwrap();
     assert_eq!(m.digest, good);
     let wrong = format!("sha256:{}", "0".repeat(64));
     match c.get_manifest(&repo(addr), &wrong, &Auth::Anonymous).await {
@@ -287,9 +371,18 @@ async fn digest_mismatch_by_digest() {
 #[tokio::test]
 async fn oversized_manifest_rejected() {
     let big = Bytes::from(vec![b' '; (crate::client::MAX_MANIFEST_SIZE + 1) as usize]);
-    let addr = serve(Arc::new(move |_, _| resp(200, &[("content-type", manifest::OCI_MANIFEST)], big.clone()))).await;
+    let addr = serve(Arc::new(move |_, _| {
+        resp(
+            200,
+            &[("content-type", manifest::OCI_MANIFEST)],
+            big.clone(),
+        )
+    }))
+    .await;
     assert!(matches!(
-        client().get_manifest(&repo(addr), "latest", &Auth::Anonymous).await,
+        client()
+            .get_manifest(&repo(addr), "latest", &Auth::Anonymous)
+            .await,
         Err(RegistryError::TooLarge(_))
     ));
 }
@@ -303,12 +396,18 @@ async fn retries_503_then_200() {
         if n2.fetch_add(1, Ordering::SeqCst) == 0 {
             resp(503, &[], "")
         } else {
-            resp(200, &[("content-type", manifest::OCI_MANIFEST)], body.clone())
+            resp(
+                200,
+                &[("content-type", manifest::OCI_MANIFEST)],
+                body.clone(),
+            )
         }
     }))
     .await;
     let c = client();
-    c.get_manifest(&repo(addr), "latest", &Auth::Anonymous).await.unwrap();
+    c.get_manifest(&repo(addr), "latest", &Auth::Anonymous)
+        .await
+        .unwrap();
     assert_eq!(n.load(Ordering::SeqCst), 2);
 
     // Always failing: gives up after 3 attempts with the real status.
@@ -316,11 +415,21 @@ async fn retries_503_then_200() {
     let m2 = m.clone();
     let addr = serve(Arc::new(move |_, _| {
         m2.fetch_add(1, Ordering::SeqCst);
-        resp(429, &[("retry-after", "0")], r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#)
+        resp(
+            429,
+            &[("retry-after", "0")],
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+        )
     }))
     .await;
-    match c.get_manifest(&repo(addr), "latest", &Auth::Anonymous).await {
-        Err(RegistryError::Http { status: 429, message }) => assert_eq!(message, "toomanyrequests: slow down"),
+    match c
+        .get_manifest(&repo(addr), "latest", &Auth::Anonymous)
+        .await
+    {
+        Err(RegistryError::Http {
+            status: 429,
+            message,
+        }) => assert_eq!(message, "toomanyrequests: slow down"),
         other => panic!("{:?}", other.err()),
     }
     assert_eq!(m.load(Ordering::SeqCst), 3);
@@ -329,9 +438,15 @@ async fn retries_503_then_200() {
 #[tokio::test]
 async fn connection_refused_is_transport_error() {
     // Bind then drop to get a port that is (almost certainly) closed.
-    let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     assert!(matches!(
-        client().get_manifest(&repo(addr), "latest", &Auth::Anonymous).await,
+        client()
+            .get_manifest(&repo(addr), "latest", &Auth::Anonymous)
+            .await,
         Err(RegistryError::Transport(_))
     ));
 }
@@ -353,31 +468,53 @@ async fn blob_range_resume_and_redirect() {
         }
         if path == "/storage/blob" || path == "/norange/blob" {
             if let (Some(r), "/storage/blob") = (header(p, "range"), path) {
-                let start: usize = r.strip_prefix("bytes=").unwrap().trim_end_matches('-').parse().unwrap();
+                let start: usize = r
+                    .strip_prefix("bytes=")
+                    .unwrap()
+                    .trim_end_matches('-')
+                    .parse()
+                    .unwrap();
                 let cr = format!("bytes {}-{}/{}", start, d2.len() - 1, d2.len());
                 return resp(206, &[("content-range", cr.as_str())], d2.slice(start..));
             }
             return resp(200, &[], d2.clone());
         }
-        resp(404, &[], r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#)
+        resp(
+            404,
+            &[],
+            r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#,
+        )
     }))
     .await;
     let c = client();
-    let full = c.get_blob(&repo(addr), &digest, &Auth::Anonymous, 0).await.unwrap();
+    let full = c
+        .get_blob(&repo(addr), &digest, &Auth::Anonymous, 0)
+        .await
+        .unwrap();
     assert_eq!(full.offset, 0);
     assert_eq!(full.total_size, Some(1000));
     let got: Vec<Bytes> = full.stream.try_collect().await.unwrap();
     assert_eq!(got.concat(), data.to_vec());
 
-    let part = c.get_blob(&repo(addr), &digest, &Auth::Anonymous, 400).await.unwrap();
+    let part = c
+        .get_blob(&repo(addr), &digest, &Auth::Anonymous, 400)
+        .await
+        .unwrap();
     assert_eq!(part.offset, 400);
     assert_eq!(part.total_size, Some(1000));
     let got: Vec<Bytes> = part.stream.try_collect().await.unwrap();
     assert_eq!(got.concat(), data[400..].to_vec());
 
     let other = format!("sha256:{}", "c".repeat(64));
-    assert!(matches!(c.get_blob(&repo(addr), &other, &Auth::Anonymous, 0).await, Err(RegistryError::NotFound(_))));
-    assert!(matches!(c.get_blob(&repo(addr), "sha256:zz", &Auth::Anonymous, 0).await, Err(RegistryError::InvalidReference(_))));
+    assert!(matches!(
+        c.get_blob(&repo(addr), &other, &Auth::Anonymous, 0).await,
+        Err(RegistryError::NotFound(_))
+    ));
+    assert!(matches!(
+        c.get_blob(&repo(addr), "sha256:zz", &Auth::Anonymous, 0)
+            .await,
+        Err(RegistryError::InvalidReference(_))
+    ));
 }
 
 #[tokio::test]
@@ -386,7 +523,10 @@ async fn blob_range_ignored_by_server() {
     let d2 = data.clone();
     let addr = serve(Arc::new(move |_, _| resp(200, &[], d2.clone()))).await;
     let digest = sha(&data);
-    let r = client().get_blob(&repo(addr), &digest, &Auth::Anonymous, 500).await.unwrap();
+    let r = client()
+        .get_blob(&repo(addr), &digest, &Auth::Anonymous, 500)
+        .await
+        .unwrap();
     assert_eq!(r.offset, 0, "server ignored Range: stream starts at 0");
     let got: Vec<Bytes> = r.stream.try_collect().await.unwrap();
     assert_eq!(got.concat(), data.to_vec());
