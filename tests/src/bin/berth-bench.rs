@@ -261,7 +261,11 @@ impl Daemon {
                 }
             }
             if Instant::now() > deadline {
-                bail!("{} did not answer /_ping:\n{}", self.kind.name(), self.log_tail());
+                bail!(
+                    "{} did not answer /_ping:\n{}",
+                    self.kind.name(),
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -271,7 +275,12 @@ impl Daemon {
     /// the namespace with a private config dir. Returns wall time and stdout; errors on failure.
     fn docker(&self, args: &[&str]) -> Result<(Duration, String)> {
         let mut cmd = command_in(&self.ns_path, "docker");
-        for var in ["DOCKER_API_VERSION", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"] {
+        for var in [
+            "DOCKER_API_VERSION",
+            "DOCKER_CONTEXT",
+            "DOCKER_TLS_VERIFY",
+            "DOCKER_CERT_PATH",
+        ] {
             cmd.env_remove(var);
         }
         cmd.env("DOCKER_HOST", self.host())
@@ -361,7 +370,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -442,7 +454,11 @@ fn bench_image(cache: &Path) -> Result<BenchImage> {
         let meta: serde_json::Value = serde_json::from_slice(&meta)?;
         let digest = berth_tests::sha256_digest(&blob);
         if meta["digest"] == digest.as_str() {
-            eprintln!("bench image: cached layer {} ({} bytes)", digest, blob.len());
+            eprintln!(
+                "bench image: cached layer {} ({} bytes)",
+                digest,
+                blob.len()
+            );
             return finish_image(
                 Layer {
                     compression: Compression::Gzip,
@@ -460,11 +476,17 @@ fn bench_image(cache: &Path) -> Result<BenchImage> {
     let (tar, source) = match debootstrap(&rootfs) {
         Ok(()) => (
             tar_tree(&rootfs, EXCLUDED_DIR_CONTENTS)?,
-            "debootstrap --variant=minbase bookworm (docs, man, locales, apt lists removed)".to_string(),
+            "debootstrap --variant=minbase bookworm (docs, man, locales, apt lists removed)"
+                .to_string(),
         ),
         Err(e) => {
-            eprintln!("debootstrap failed ({e:#}); falling back to a synthetic layer of host files");
-            (synthetic_tar()?, "synthetic: host /usr/bin + /usr/lib files (debootstrap failed)".to_string())
+            eprintln!(
+                "debootstrap failed ({e:#}); falling back to a synthetic layer of host files"
+            );
+            (
+                synthetic_tar()?,
+                "synthetic: host /usr/bin + /usr/lib files (debootstrap failed)".to_string(),
+            )
         }
     };
     eprintln!("bench image: gzipping {} bytes of tar", tar.len());
@@ -514,7 +536,10 @@ fn debootstrap(rootfs: &Path) -> Result<()> {
         unmount_under(&tmp);
         fs::remove_dir_all(&tmp)?;
     }
-    eprintln!("debootstrap --variant=minbase bookworm {} ...", tmp.display());
+    eprintln!(
+        "debootstrap --variant=minbase bookworm {} ...",
+        tmp.display()
+    );
     let out = Command::new("debootstrap")
         .args(["--variant=minbase", "bookworm"])
         .arg(&tmp)
@@ -554,7 +579,10 @@ fn walk(
     skipped: &mut usize,
 ) -> Result<()> {
     let dir = root.join(rel);
-    let mut names: Vec<_> = fs::read_dir(&dir)?.flatten().map(|e| e.file_name()).collect();
+    let mut names: Vec<_> = fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     names.sort();
     for name in names {
         let r = rel.join(&name);
@@ -588,7 +616,9 @@ fn synthetic_tar() -> Result<Vec<u8>> {
             let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
             entries.sort();
             for p in entries {
-                let Ok(md) = fs::symlink_metadata(&p) else { continue };
+                let Ok(md) = fs::symlink_metadata(&p) else {
+                    continue;
+                };
                 if md.is_dir() {
                     stack.push(p);
                 } else if md.is_file() && total + md.size() <= CAP {
@@ -691,7 +721,8 @@ impl ScenarioResult {
         for p in self.peers.iter().filter(|p| p.peer != PeerKind::Berthd) {
             if let (Some(b), Some(m)) = (berthd, p.median) {
                 if m > 0.0 {
-                    self.ratio_berthd_over_peer.insert(p.peer.name().into(), b / m);
+                    self.ratio_berthd_over_peer
+                        .insert(p.peer.name().into(), b / m);
                 }
                 if let Goal::SpeedupAtLeast(x) = self.goal {
                     verdicts.push(b > 0.0 && m / b >= x);
@@ -758,7 +789,10 @@ fn markdown(header: &str, results: &[ScenarioResult]) -> String {
                 }
             }
         }
-        s.push_str(&format!("\nGoal: {goal}.{speedups} Verdict: **{}**\n", r.verdict));
+        s.push_str(&format!(
+            "\nGoal: {goal}.{speedups} Verdict: **{}**\n",
+            r.verdict
+        ));
         for p in r.peers.iter().filter(|p| p.error.is_some()) {
             let e = p.error.as_deref().unwrap_or_default();
             let first: String = e.lines().take(3).collect::<Vec<_>>().join(" / ");
@@ -786,7 +820,12 @@ impl Bench<'_> {
         self.opts
             .peers
             .iter()
-            .map(|&k| (k, Daemon::start(k, self.opts, self.ns, self.registry.addr())))
+            .map(|&k| {
+                (
+                    k,
+                    Daemon::start(k, self.opts, self.ns, self.registry.addr()),
+                )
+            })
             .collect()
     }
 
@@ -833,7 +872,12 @@ impl Bench<'_> {
             description,
             unit: "s",
             goal: Goal::SpeedupAtLeast(1.5),
-            peers: self.opts.peers.iter().map(|&k| PeerResult::new(k)).collect(),
+            peers: self
+                .opts
+                .peers
+                .iter()
+                .map(|&k| PeerResult::new(k))
+                .collect(),
             ratio_berthd_over_peer: BTreeMap::new(),
             verdict: String::new(),
         };
@@ -863,13 +907,21 @@ impl Bench<'_> {
                     if cold {
                         self.clean_images(d)?;
                     }
+                    // Flush the previous run's writes (and deletions) first, so one run's
+                    // writeback is not billed to the next one.
+                    nix::unistd::sync();
                     let (t, _) = d.docker(&["pull", &self.reference])?;
                     self.check_pulled(d)?;
                     Ok(t.as_secs_f64())
                 })();
                 match sample {
                     Ok(s) => {
-                        eprintln!("{name} run {}/{} {}: {s:.3} s", run + 1, self.opts.runs, kind.name());
+                        eprintln!(
+                            "{name} run {}/{} {}: {s:.3} s",
+                            run + 1,
+                            self.opts.runs,
+                            kind.name()
+                        );
                         result.peers[i].samples.push(s);
                     }
                     Err(e) => {
@@ -887,12 +939,18 @@ impl Bench<'_> {
     fn idle_rss(&self) -> ScenarioResult {
         let mut result = ScenarioResult {
             name: "idle-rss".into(),
-            description: "Summed VmRSS of the daemon's whole process tree (dockerd + its containerd) \
+            description:
+                "Summed VmRSS of the daemon's whole process tree (dockerd + its containerd) \
                           after a fresh start, one `docker version` and 2 s of idle, in MiB."
-                .into(),
+                    .into(),
             unit: "MiB",
             goal: Goal::BerthdBelow(20.0),
-            peers: self.opts.peers.iter().map(|&k| PeerResult::new(k)).collect(),
+            peers: self
+                .opts
+                .peers
+                .iter()
+                .map(|&k| PeerResult::new(k))
+                .collect(),
             ratio_berthd_over_peer: BTreeMap::new(),
             verdict: String::new(),
         };
@@ -920,7 +978,12 @@ impl Bench<'_> {
                 })();
                 match sample {
                     Ok((mib, detail)) => {
-                        eprintln!("idle-rss run {}/{} {}: {mib:.1} MiB {detail}", run + 1, self.opts.runs, kind.name());
+                        eprintln!(
+                            "idle-rss run {}/{} {}: {mib:.1} MiB {detail}",
+                            run + 1,
+                            self.opts.runs,
+                            kind.name()
+                        );
                         result.peers[i].samples.push(mib);
                         result.peers[i].details.push(detail);
                     }
@@ -942,7 +1005,14 @@ fn version_of(program: &Path, arg: &str) -> String {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
         .unwrap_or_else(|| "unavailable".into())
 }
 
@@ -969,7 +1039,12 @@ fn run(args: &[String]) -> Result<()> {
         addr: registry.addr(),
         auth: None,
     }
-    .push_image(IMAGE_REPO, IMAGE_TAG, &img.image, ManifestFormat::DockerSchema2)
+    .push_image(
+        IMAGE_REPO,
+        IMAGE_TAG,
+        &img.image,
+        ManifestFormat::DockerSchema2,
+    )
     .map_err(|e| anyhow!("push: {e}"))?;
     let reference = format!("{}/{IMAGE_REPO}:{IMAGE_TAG}", registry.addr());
     eprintln!("pushed {reference} ({} bytes compressed)", layer.blob.len());
@@ -1052,7 +1127,10 @@ mod tests {
     fn stats_median_min_max() {
         assert_eq!(stats(&[]), (None, None, None));
         assert_eq!(stats(&[3.0, 1.0, 2.0]), (Some(2.0), Some(1.0), Some(3.0)));
-        assert_eq!(stats(&[4.0, 1.0, 2.0, 3.0]), (Some(2.5), Some(1.0), Some(4.0)));
+        assert_eq!(
+            stats(&[4.0, 1.0, 2.0, 3.0]),
+            (Some(2.5), Some(1.0), Some(4.0))
+        );
     }
 
     #[test]
@@ -1074,7 +1152,10 @@ mod tests {
                 description: String::new(),
                 unit: "s",
                 goal,
-                peers: vec![PeerResult::new(PeerKind::Berthd), PeerResult::new(PeerKind::Dockerd)],
+                peers: vec![
+                    PeerResult::new(PeerKind::Berthd),
+                    PeerResult::new(PeerKind::Dockerd),
+                ],
                 ratio_berthd_over_peer: BTreeMap::new(),
                 verdict: String::new(),
             };
@@ -1087,12 +1168,27 @@ mod tests {
         assert_eq!(r.verdict, "pass");
         assert_eq!(r.ratio_berthd_over_peer["dockerd"], 0.5);
         let md = markdown("", std::slice::from_ref(&r));
-        assert!(md.contains("| dockerd | 2 | 2.000 | 2.000 | 2.000 | 0.50 |"), "{md}");
-        assert!(md.contains("dockerd/berthd = 2.00x. Verdict: **pass**"), "{md}");
-        assert_eq!(mk(Goal::SpeedupAtLeast(1.5), &[1.0], &[1.2]).verdict, "fail");
+        assert!(
+            md.contains("| dockerd | 2 | 2.000 | 2.000 | 2.000 | 0.50 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("dockerd/berthd = 2.00x. Verdict: **pass**"),
+            "{md}"
+        );
+        assert_eq!(
+            mk(Goal::SpeedupAtLeast(1.5), &[1.0], &[1.2]).verdict,
+            "fail"
+        );
         assert_eq!(mk(Goal::SpeedupAtLeast(1.5), &[], &[1.2]).verdict, "n/a");
-        assert_eq!(mk(Goal::BerthdBelow(20.0), &[12.0], &[100.0]).verdict, "pass");
-        assert_eq!(mk(Goal::BerthdBelow(20.0), &[25.0], &[100.0]).verdict, "fail");
+        assert_eq!(
+            mk(Goal::BerthdBelow(20.0), &[12.0], &[100.0]).verdict,
+            "pass"
+        );
+        assert_eq!(
+            mk(Goal::BerthdBelow(20.0), &[25.0], &[100.0]).verdict,
+            "fail"
+        );
     }
 
     #[test]
@@ -1108,11 +1204,34 @@ mod tests {
         let names: Vec<String> = a
             .entries()
             .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().trim_end_matches('/').to_string())
+            .map(|e| {
+                e.unwrap()
+                    .path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .trim_end_matches('/')
+                    .to_string()
+            })
             .collect();
-        assert_eq!(names, ["etc", "etc/hostname", "link", "usr", "usr/share", "usr/share/doc"]);
+        assert_eq!(
+            names,
+            [
+                "etc",
+                "etc/hostname",
+                "link",
+                "usr",
+                "usr/share",
+                "usr/share/doc"
+            ]
+        );
         assert!(parse_args(&["--runs".into(), "0".into()]).is_err());
-        let o = parse_args(&["--peers".into(), "dockerd".into(), "--runs".into(), "3".into()]).unwrap();
+        let o = parse_args(&[
+            "--peers".into(),
+            "dockerd".into(),
+            "--runs".into(),
+            "3".into(),
+        ])
+        .unwrap();
         assert_eq!((o.peers, o.runs), (vec![PeerKind::Dockerd], 3));
     }
 }
