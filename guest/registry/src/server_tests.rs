@@ -531,3 +531,43 @@ async fn blob_range_ignored_by_server() {
     let got: Vec<Bytes> = r.stream.try_collect().await.unwrap();
     assert_eq!(got.concat(), data.to_vec());
 }
+
+#[tokio::test]
+async fn stale_cached_token_is_replaced() {
+    // Every token request issues a new token and revokes the previous one, as if it expired.
+    let issued = Arc::new(AtomicUsize::new(0));
+    let cell: Arc<std::sync::OnceLock<SocketAddr>> = Arc::new(std::sync::OnceLock::new());
+    let (i2, c2) = (issued.clone(), cell.clone());
+    let addr = serve(Arc::new(move |p, _| {
+        if p.uri.path() == "/token" {
+            let n = i2.fetch_add(1, Ordering::SeqCst) + 1;
+            return resp(200, &[], format!(r#"{{"token":"tok-{n}"}}"#));
+        }
+        let current = format!("Bearer tok-{}", i2.load(Ordering::SeqCst));
+        if header(p, "authorization") != Some(current.as_str()) {
+            let chal = format!(
+                "Bearer realm=\"http://{}/token\",service=\"s\"",
+                c2.get().unwrap()
+            );
+            return resp(401, &[("www-authenticate", chal.as_str())], "");
+        }
+        resp(
+            200,
+            &[("content-type", manifest::OCI_MANIFEST)],
+            manifest_body(),
+        )
+    }))
+    .await;
+    cell.set(addr).unwrap();
+    let c = client();
+    c.get_manifest(&repo(addr), "latest", &Auth::Anonymous)
+        .await
+        .unwrap();
+    assert_eq!(issued.load(Ordering::SeqCst), 1);
+    // Revoke tok-1 behind the client's back: the cached token gets a 401 and is replaced.
+    issued.fetch_add(1, Ordering::SeqCst);
+    c.get_manifest(&repo(addr), "latest", &Auth::Anonymous)
+        .await
+        .unwrap();
+    assert_eq!(issued.load(Ordering::SeqCst), 3);
+}
