@@ -1,0 +1,30 @@
+//! Daemon configuration, with dockerd's flag meanings and Berth's defaults.
+
+use std::path::PathBuf;
+
+pub const DEFAULT_HOST: &str = "unix:///run/berth/docker.sock";
+pub const DEFAULT_DATA_ROOT: &str = "/var/lib/berth";
+pub const DEFAULT_EXEC_ROOT: &str = "/run/berth";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen addresses, dockerd style: `unix:///path`. TCP is never opened unless asked for.
+    pub hosts: Vec<String>,
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    pub pidfile: Option<PathBuf>,
+    /// Registries reached over plain HTTP besides loopback (`host:port` or `host`).
+    pub insecure_registries: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hosts: vec![DEFAULT_HOST.to_string()],
+            data_root: DEFAULT_DATA_ROOT.into(),
+            exec_root: DEFAULT_EXEC_ROOT.into(),
+            pidfile: None,
+            insecure_registries: Vec::new(),
+        }
+    }
+}

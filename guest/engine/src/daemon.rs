@@ -1,0 +1,235 @@
+//! Process-level concerns of berthd: the data-root lock, the pidfile, the listening sockets, and a
+//! clean shutdown. The API itself lives in `router` and the handler modules.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::UnixListener;
+
+use crate::config::Config;
+use crate::engine::Engine;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("another berthd is already running on data root {root} (pid {pid}); stop it first or use a different --data-root")]
+    AlreadyRunning { root: PathBuf, pid: String },
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("unsupported --host {0:?}: Berth listens on unix:///path sockets")]
+    UnsupportedHost(String),
+    #[error("cannot prepare {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot start the engine: {0}")]
+    Engine(#[from] crate::error::ApiError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io { path: path.to_path_buf(), source }
+}
+
+/// Holds the exclusive lock on the data root for as long as the daemon runs.
+pub struct RootLock {
+    _file: std::fs::File,
+}
+
+/// A second berthd on the same data root must refuse to start: two daemons would corrupt the
+/// store. flock is released by the kernel when the process dies, so a kill -9 leaves no stale lock.
+pub fn lock_data_root(root: &Path) -> Result<RootLock, DaemonError> {
+    let path = root.join("berthd.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // SAFETY: flock on a valid, owned descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let pid = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+        return Err(DaemonError::AlreadyRunning { root: root.to_path_buf(), pid });
+    }
+    file.set_len(0).map_err(io_err(&path))?;
+    write!(file, "{}", std::process::id()).map_err(io_err(&path))?;
+    Ok(RootLock { _file: file })
+}
+
+/// Bind a unix socket safely: never through a symlink, never over a live daemon's socket, and
+/// with mode 0660 (the socket is root-equivalent).
+pub fn bind_unix(path: &Path) -> Result<UnixListener, DaemonError> {
+    let addr = format!("unix://{}", path.display());
+    let fail = |reason: String| DaemonError::Listen { addr: addr.clone(), reason };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(fail("the path is a symlink; refusing to bind through it".into()))
+        }
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(fail("another daemon is listening on it".into()));
+            }
+            std::fs::remove_file(path).map_err(io_err(path))?;
+        }
+        Ok(_) => return Err(fail("the path exists and is not a socket".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    let l = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_err(path))?;
+    Ok(l)
+}
+
+fn unix_path(host: &str) -> Result<PathBuf, DaemonError> {
+    match host.strip_prefix("unix://") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => Err(DaemonError::UnsupportedHost(host.to_string())),
+    }
+}
+
+/// Run the daemon until `shutdown` resolves, then stop accepting, give open requests a few
+/// seconds, and remove the sockets and pidfile.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    for dir in [&config.data_root, &config.exec_root] {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    std::fs::set_permissions(&config.data_root, std::fs::Permissions::from_mode(0o711))
+        .map_err(io_err(&config.data_root))?;
+    let _lock = lock_data_root(&config.data_root)?;
+
+    let paths: Vec<PathBuf> = config.hosts.iter().map(|h| unix_path(h)).collect::<Result<_, _>>()?;
+    let engine = Engine::new(config.clone())?;
+    let mut listeners = Vec::new();
+    for p in &paths {
+        listeners.push(bind_unix(p)?);
+    }
+    if let Some(pidfile) = &config.pidfile {
+        std::fs::write(pidfile, format!("{}\n", std::process::id())).map_err(io_err(pidfile))?;
+    }
+    tracing::info!(hosts = ?config.hosts, data_root = %config.data_root.display(), "berthd is serving the Docker Engine API");
+
+    // Every connection task holds a clone of `alive`; when the last one is dropped, `all_done`
+    // yields None. `stop` tells accept loops and connections to wind down.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let mut accept_tasks = Vec::new();
+    for l in listeners {
+        let engine = Arc::clone(&engine);
+        let mut stop = stop_rx.clone();
+        let conn_stop = stop_rx.clone();
+        let alive = alive.clone();
+        accept_tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    r = l.accept() => match r {
+                        Ok((stream, _)) => serve_conn(Arc::clone(&engine), stream, conn_stop.clone(), alive.clone()),
+                        Err(e) => {
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    drop(alive);
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for t in accept_tasks {
+        let _ = t.await;
+    }
+    // Streams such as `docker events` never end on their own; do not wait for them forever.
+    if tokio::time::timeout(Duration::from_secs(5), all_done.recv()).await.is_err() {
+        tracing::warn!("some connections were still open after 5 s; closing them");
+    }
+    for p in &paths {
+        let _ = std::fs::remove_file(p);
+    }
+    if let Some(pidfile) = &config.pidfile {
+        let _ = std::fs::remove_file(pidfile);
+    }
+    Ok(())
+}
+
+fn serve_conn(
+    engine: Arc<Engine>,
+    stream: tokio::net::UnixStream,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    alive: tokio::sync::mpsc::Sender<()>,
+) {
+    let svc = service_fn(move |req| {
+        let engine = Arc::clone(&engine);
+        async move { Ok::<_, Infallible>(crate::router::handle(engine, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        // A client that never finishes its headers (slowloris) is dropped.
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    tokio::spawn(async move {
+        let _alive = alive;
+        let mut conn = std::pin::pin!(conn);
+        let r = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = r {
+            tracing::debug!("connection ended: {e}");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = lock_data_root(dir.path()).unwrap();
+        match lock_data_root(dir.path()) {
+            Err(DaemonError::AlreadyRunning { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
+            other => panic!("expected AlreadyRunning, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[tokio::test]
+    async fn socket_is_0660_and_symlinks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("d.sock");
+        let l = bind_unix(&sock).unwrap();
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        // A live socket is not stolen.
+        assert!(matches!(bind_unix(&sock), Err(DaemonError::Listen { .. })));
+        drop(l);
+        // A dead one is replaced.
+        bind_unix(&sock).unwrap();
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &link).unwrap();
+        assert!(matches!(bind_unix(&link), Err(DaemonError::Listen { .. })));
+        assert!(!dir.path().join("elsewhere").exists());
+    }
+
+    #[test]
+    fn only_unix_hosts() {
+        assert!(unix_path("tcp://0.0.0.0:2375").is_err());
+        assert_eq!(unix_path("unix:///x/y.sock").unwrap(), PathBuf::from("/x/y.sock"));
+    }
+}

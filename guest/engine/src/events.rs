@@ -1,0 +1,171 @@
+//! The daemon's event bus behind `GET /events`.
+//!
+//! A bounded ring of recent events serves `since`, and a broadcast channel serves live followers.
+//! A slow follower that falls behind the channel's capacity loses events instead of growing the
+//! daemon's memory: Docker's promise is the same (its event queue drops for stalled readers).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bollard_stubs::models::{EventActor, EventMessage, EventMessageScopeEnum, EventMessageTypeEnum};
+use tokio::sync::broadcast;
+
+use crate::http_util::Filters;
+
+const HISTORY: usize = 1024;
+const CHANNEL: usize = 1024;
+
+pub struct EventBus {
+    history: Mutex<VecDeque<EventMessage>>,
+    tx: broadcast::Sender<EventMessage>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(CHANNEL);
+        EventBus { history: Mutex::new(VecDeque::with_capacity(HISTORY)), tx }
+    }
+
+    /// Publish an event. `id` is what the CLI shows as the actor (an image reference or ID).
+    pub fn publish(
+        &self,
+        typ: EventMessageTypeEnum,
+        action: &str,
+        id: &str,
+        attributes: HashMap<String, String>,
+    ) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let ev = EventMessage {
+            typ: Some(typ),
+            action: Some(action.to_string()),
+            actor: Some(EventActor { id: Some(id.to_string()), attributes: Some(attributes) }),
+            scope: Some(EventMessageScopeEnum::LOCAL),
+            time: Some(now.as_secs() as i64),
+            time_nano: Some(now.as_nanos() as i64),
+        };
+        {
+            let mut h = self.history.lock().expect("event history lock");
+            if h.len() == HISTORY {
+                h.pop_front();
+            }
+            h.push_back(ev.clone());
+        }
+        // No receivers is fine: nobody is following.
+        let _ = self.tx.send(ev);
+    }
+
+    pub fn image(&self, action: &str, id: &str, name: Option<&str>) {
+        let mut attrs = HashMap::new();
+        if let Some(n) = name {
+            attrs.insert("name".to_string(), n.to_string());
+        }
+        self.publish(EventMessageTypeEnum::IMAGE, action, id, attrs);
+    }
+
+    /// Past events with `time_nano` in [since, until] and a receiver for what comes next, taken
+    /// under one lock so nothing falls between the two.
+    pub fn subscribe(&self, since_nano: Option<i64>, until_nano: Option<i64>) -> (Vec<EventMessage>, broadcast::Receiver<EventMessage>) {
+        let h = self.history.lock().expect("event history lock");
+        let rx = self.tx.subscribe();
+        let past = match since_nano {
+            None => Vec::new(),
+            Some(s) => h
+                .iter()
+                .filter(|e| {
+                    let t = e.time_nano.unwrap_or(0);
+                    t >= s && until_nano.map(|u| t <= u).unwrap_or(true)
+                })
+                .cloned()
+                .collect(),
+        };
+        (past, rx)
+    }
+}
+
+/// Docker's `since`/`until` values: unix seconds with optional fraction, or an RFC 3339 time.
+pub fn parse_time_nanos(v: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+        return t.timestamp_nanos_opt();
+    }
+    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let mut nanos = 0i64;
+    if !frac.is_empty() {
+        let digits: String = frac.chars().take(9).collect();
+        let n: i64 = digits.parse().ok()?;
+        nanos = n * 10i64.pow(9 - digits.len() as u32);
+    }
+    Some(secs * 1_000_000_000 + nanos)
+}
+
+/// Docker's event filters: type, event/action, image, container, label, scope.
+pub fn matches(f: &Filters, e: &EventMessage) -> bool {
+    let typ = e
+        .typ
+        .and_then(|t| serde_json::to_value(t).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let action = e.action.clone().unwrap_or_default();
+    let id = e.actor.as_ref().and_then(|a| a.id.clone()).unwrap_or_default();
+    let attrs = e.actor.as_ref().and_then(|a| a.attributes.clone()).unwrap_or_default();
+    let any = |k: &str, ok: &dyn Fn(&str) -> bool| {
+        let vals = f.get(k);
+        vals.is_empty() || vals.iter().any(|v| ok(v))
+    };
+    any("type", &|v| v == typ)
+        && any("event", &|v| v == action || action.starts_with(&format!("{v}:")))
+        && any("scope", &|v| v == "local")
+        && any("image", &|v| {
+            typ == "image" && (id == v || attrs.get("name").map(|n| n == v).unwrap_or(false))
+                || attrs.get("image").map(|i| i == v).unwrap_or(false)
+        })
+        && any("container", &|v| {
+            typ == "container" && (id.starts_with(v) || attrs.get("name").map(|n| n == v).unwrap_or(false))
+        })
+        && any("label", &|v| crate::http_util::label_matches(&attrs, v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time_nanos("10"), Some(10_000_000_000));
+        assert_eq!(parse_time_nanos("10.5"), Some(10_500_000_000));
+        assert_eq!(parse_time_nanos("1970-01-01T00:00:02Z"), Some(2_000_000_000));
+        assert_eq!(parse_time_nanos("x"), None);
+    }
+
+    #[test]
+    fn history_and_filters() {
+        let bus = EventBus::new();
+        bus.image("pull", "busybox:latest", Some("busybox"));
+        bus.image("tag", "sha256:abc", Some("x:1"));
+        let (past, _rx) = bus.subscribe(Some(0), None);
+        assert_eq!(past.len(), 2);
+        let f = Filters::parse(Some(r#"{"event":["tag"]}"#)).unwrap();
+        let hits: Vec<_> = past.iter().filter(|e| matches(&f, e)).collect();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].action.as_deref(), Some("tag"));
+        let f = Filters::parse(Some(r#"{"type":["container"]}"#)).unwrap();
+        assert!(past.iter().all(|e| !matches(&f, e)));
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let bus = EventBus::new();
+        for i in 0..(HISTORY + 10) {
+            bus.image("tag", &format!("i{i}"), None);
+        }
+        let (past, _) = bus.subscribe(Some(0), None);
+        assert_eq!(past.len(), HISTORY);
+    }
+}
