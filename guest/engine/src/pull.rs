@@ -194,26 +194,43 @@ pub async fn fetch(e: Arc<Engine>, r: Reference, auth: Auth, res: Resolved, prog
         let (e2, repo, auth2, layer, progress2, slots) =
             (Arc::clone(&e), res.repo.clone(), auth.clone(), layer.clone(), progress.clone(), Arc::clone(&slots));
         let (diff_id, chain_id, parent) = (diff_ids[i].clone(), chain[i].clone(), if i > 0 { Some(chain[i - 1].clone()) } else { None });
-        tasks.push(tokio::spawn(async move {
-            let short = short_id(&layer.digest);
-            {
+        // Downloads run in parallel; extraction follows in layer order, because a layer is
+        // recorded on top of its parent.
+        tasks.push((
+            i,
+            compression,
+            tokio::spawn(async move {
+                let short = short_id(&layer.digest);
                 let _slot = slots.acquire().await.map_err(ApiError::internal)?;
-                download(&e2, &repo, &auth2, &layer, Some(&short), &progress2).await?;
-            }
-            progress2.layer(&short, "Extracting").await;
-            unpack(&e2, Digest::parse(&layer.digest)?, compression, diff_id, chain_id, parent).await?;
-            progress2.layer(&short, "Pull complete").await;
-            Ok::<(), ApiError>(())
-        }));
+                download(&e2, &repo, &auth2, &layer, Some(&short), &progress2).await
+            }),
+            (diff_id, chain_id, parent),
+        ));
     }
     let mut first_err = None;
-    for t in tasks {
-        let r = match t.await {
+    for (i, compression, task, (diff_id, chain_id, parent)) in tasks {
+        let r = match task.await {
             Ok(r) => r,
             Err(j) => Err(ApiError::from(j)),
         };
+        if first_err.is_some() {
+            continue;
+        }
+        let layer = &m.layers[i];
+        let short = short_id(&layer.digest);
+        let r = match r {
+            Ok(()) => {
+                progress.layer(&short, "Extracting").await;
+                let r = unpack(&e, Digest::parse(&layer.digest)?, compression, diff_id, chain_id, parent).await;
+                if r.is_ok() {
+                    progress.layer(&short, "Pull complete").await;
+                }
+                r
+            }
+            Err(err) => Err(err),
+        };
         if let Err(err) = r {
-            first_err.get_or_insert(err);
+            first_err = Some(err);
         }
     }
     if let Some(err) = first_err {

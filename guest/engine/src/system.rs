@@ -101,14 +101,14 @@ fn os_name() -> String {
 
 pub async fn info(e: &Arc<Engine>) -> Result<Response<Body>, ApiError> {
     let images = e.blocking(|s| s.list_images().map_err(ApiError::from)).await?.len();
-    let mut insecure = vec!["127.0.0.0/8".to_string(), "::1/128".to_string()];
+    // CIDRs only: the CLI parses these as networks. Named insecure registries go in IndexConfigs.
+    let insecure = vec!["127.0.0.0/8".to_string(), "::1/128".to_string()];
     let mut index_configs = serde_json::Map::new();
     index_configs.insert(
         "docker.io".into(),
         json!({"Name": "docker.io", "Mirrors": [], "Secure": true, "Official": true}),
     );
     for r in &e.config.insecure_registries {
-        insecure.push(r.clone());
         index_configs.insert(r.clone(), json!({"Name": r, "Mirrors": [], "Secure": false, "Official": false}));
     }
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
