@@ -227,7 +227,7 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Resul
             .or_else(|| reference.tag.clone())
             .unwrap_or_default();
         let _ = tx
-            .send(json!({ "status": format!("Pulling from {}", reference.familiar_name()), "id": id }))
+            .send(json!({ "status": format!("Pulling from {}", reference.repository), "id": id }))
             .await;
         if let Err(err) = pull::fetch(e2, reference, auth, resolved, progress).await {
             tracing::warn!("pull failed: {err}");
