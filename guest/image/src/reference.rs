@@ -170,8 +170,9 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty() && b.len() <= 128 && w(b[0]) && b[1..].iter().all(|&c| w(c) || c == b'.' || c == b'-')
 }
 
-/// path component: [a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*
-fn valid_path_component(c: &str) -> bool {
+/// Distribution's path-component grammar: `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`.
+/// Shared with the registry client, which checks names before they go into URLs.
+pub fn valid_path_component(c: &str) -> bool {
     let b = c.as_bytes();
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
     if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {

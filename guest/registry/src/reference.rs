@@ -1,44 +1,16 @@
 //! Validation of the pieces that go into request URLs (repository names, tags, digests) and
 //! normalisation of registry host names. Strict validation keeps path tricks out of URLs.
 
+use berth_image::reference::valid_path_component;
+
 use crate::RegistryError;
 
 /// Registry host Docker Hub is reached at, whatever name the user typed.
 pub const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
 
-/// Distribution's path-component grammar: `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`.
-fn valid_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if is_alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        // separator run
-        let start = i;
-        while i < b.len() && !is_alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-fn is_alnum(b: u8) -> bool {
-    b.is_ascii_lowercase() || b.is_ascii_digit()
-}
-
 /// Checks a repository name ("library/busybox").
 pub fn validate_repository_name(name: &str) -> Result<(), RegistryError> {
-    if name.is_empty() || name.len() > 255 || !name.split('/').all(valid_component) {
+    if name.is_empty() || name.len() > 255 || !name.split('/').all(valid_path_component) {
         return Err(RegistryError::InvalidReference(format!(
             "invalid repository name {name:?}"
         )));
