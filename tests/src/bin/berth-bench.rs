@@ -416,6 +416,26 @@ fn parse_ppid(stat: &str) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU seconds (user + system, including reaped children such as dockerd's untar helper)
+/// used so far by the process tree of `root`: shows whether a slow pull is CPU-bound.
+fn tree_cpu_seconds(root: u32) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    process_tree(root)
+        .into_iter()
+        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter_map(|s| parse_cpu_ticks(&s))
+        .sum::<u64>() as f64
+        / hz
+}
+
+/// utime + stime + cutime + cstime (fields 14-17 of /proc/PID/stat), in clock ticks.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (11..15).map(|i| f.get(i)?.parse::<u64>().ok()).sum()
+}
+
 /// VmRSS of one process in KiB (0 for kernel threads or exited processes).
 fn vm_rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
@@ -903,21 +923,25 @@ impl Bench<'_> {
                 if result.peers[i].error.is_some() {
                     continue;
                 }
-                let sample = (|| -> Result<f64> {
+                let sample = (|| -> Result<(f64, f64)> {
                     if cold {
                         self.clean_images(d)?;
                     }
                     // Flush the previous run's writes (and deletions) first, so one run's
                     // writeback is not billed to the next one.
                     nix::unistd::sync();
+                    let pid = d.pid().ok_or_else(|| anyhow!("daemon exited"))?;
+                    let cpu0 = tree_cpu_seconds(pid);
                     let (t, _) = d.docker(&["pull", &self.reference])?;
+                    let cpu = tree_cpu_seconds(pid) - cpu0;
                     self.check_pulled(d)?;
-                    Ok(t.as_secs_f64())
+                    Ok((t.as_secs_f64(), cpu))
                 })();
                 match sample {
-                    Ok(s) => {
+                    Ok((s, cpu)) => {
+                        result.peers[i].details.push(json!({ "daemon_cpu_s": cpu }));
                         eprintln!(
-                            "{name} run {}/{} {}: {s:.3} s",
+                            "{name} run {}/{} {}: {s:.3} s (daemon CPU {cpu:.2} s)",
                             run + 1,
                             self.opts.runs,
                             kind.name()
@@ -1138,6 +1162,9 @@ mod tests {
         assert_eq!(parse_ppid("42 (a) b) S 7 42 42 0"), Some(7));
         assert_eq!(parse_vm_rss("Name:\tx\nVmRSS:\t  1234 kB\n"), Some(1234));
         assert_eq!(parse_vm_rss("Name:\tkthread\n"), None);
+        let stat = "9 (x) S 1 9 9 0 -1 4194560 10 0 0 0 7 3 2 1 20 0 1 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(13));
+        assert_eq!(parse_cpu_ticks("9 (x) S 1"), None);
         assert_eq!(unescape_mountinfo("/a\\040b/c"), "/a b/c");
         let me = std::process::id();
         assert_eq!(process_tree(me)[0], me);
