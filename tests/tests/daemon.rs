@@ -117,7 +117,13 @@ fn raw_request(socket: &Path, method: &str, path: &str) -> RawResponse {
             .unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
         RawResponse {
             status,
             headers,
@@ -137,7 +143,10 @@ fn assert_api_error(r: &RawResponse, status: u16, needle: &str, what: &str) -> S
         String::from_utf8_lossy(&r.body)
     );
     let ct = r.header("content-type").unwrap_or_default();
-    assert!(ct.contains("application/json"), "{what}: content-type {ct:?}");
+    assert!(
+        ct.contains("application/json"),
+        "{what}: content-type {ct:?}"
+    );
     let msg = r.json()["message"]
         .as_str()
         .unwrap_or_else(|| panic!("{what}: no message in {}", String::from_utf8_lossy(&r.body)))
@@ -393,7 +402,11 @@ fn api_version_negotiation_and_unknown_paths() {
             String::from_utf8_lossy(&r.body)
         );
         let v = r.json();
-        assert_eq!(v["ApiVersion"].as_str(), Some(api_version.as_str()), "{path}");
+        assert_eq!(
+            v["ApiVersion"].as_str(),
+            Some(api_version.as_str()),
+            "{path}"
+        );
         assert_eq!(v["Os"], "linux", "{path}");
         let min = v["MinAPIVersion"].as_str().unwrap_or_default();
         assert!(min.starts_with("1."), "{path}: MinAPIVersion {min:?}");
@@ -470,9 +483,15 @@ fn errors_map_to_docker_statuses() {
         "POST",
         &format!("/v1.47/images/{id}/tag?repo=good&tag=bad%20tag"),
     );
-    assert_eq!(r.status, 400, "bad tag: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        400,
+        "bad tag: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     // Nothing was tagged by the refused calls.
-    let tags = w.d.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let tags =
+        w.d.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert_eq!(lines(&tags), vec![reference.clone()], "{tags}");
 
     // Two tags on one ID: removing by ID needs force.
@@ -490,7 +509,11 @@ fn errors_map_to_docker_statuses() {
     assert_api_error(&r, 409, "must be forced", "DELETE with two tags");
     let r = raw_request(&sock, "DELETE", &format!("/v1.47/images/{id}"));
     assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(lines(&w.d.docker_ok(&["images", "-q"])).len(), 2, "both tags kept");
+    assert_eq!(
+        lines(&w.d.docker_ok(&["images", "-q"])).len(),
+        2,
+        "both tags kept"
+    );
 
     let out = w.d.docker_ok(&["rmi", "-f", short]);
     assert!(out.contains(&format!("Untagged: {reference}")), "{out}");
@@ -508,6 +531,11 @@ fn events_stream_replay_and_filter() {
     let t0 = unix_now();
     // Live follower: subscribed before anything happens.
     let live = EventStream::start(&w.d.socket(), "");
+    // And one that filters on the server side (filters={"event":["untag"]}).
+    let untags = EventStream::start(
+        &w.d.socket(),
+        "?filters=%7B%22event%22%3A%5B%22untag%22%5D%7D",
+    );
 
     let reference = w.fx.reference("busybox:latest");
     let id = w.fx.pushed("busybox:latest").config_digest.clone();
@@ -538,6 +566,20 @@ fn events_stream_replay_and_filter() {
         assert!(e["timeNano"].as_i64().unwrap_or(0) > 0, "{e}");
     }
     drop(live);
+    let only_untag = untags.collect_until(Duration::from_secs(5), |evs| evs.len() >= 2);
+    assert_eq!(
+        image_events(&only_untag),
+        vec![
+            ("untag".to_string(), id.clone(), extra.clone()),
+            ("untag".to_string(), id.clone(), reference.clone()),
+        ],
+        "server-side filter: {only_untag:?}"
+    );
+    // Nothing else arrives on the filtered stream.
+    assert!(untags
+        .collect_until(Duration::from_millis(300), |e| !e.is_empty())
+        .is_empty());
+    drop(untags);
 
     // Replay through the CLI: --since/--until returns the same events and then exits.
     let until = unix_now();
@@ -603,11 +645,13 @@ fn events_stream_replay_and_filter() {
     }
     kill_child(&mut child);
     assert!(
-        seen.iter().any(|l| l.contains(" image pull ") && l.contains(&reference)),
+        seen.iter()
+            .any(|l| l.contains(" image pull ") && l.contains(&reference)),
         "CLI follower: {seen:?}"
     );
     assert!(
-        seen.iter().any(|l| l.contains(" image tag ") && l.contains(&extra)),
+        seen.iter()
+            .any(|l| l.contains(" image tag ") && l.contains(&extra)),
         "CLI follower: {seen:?}"
     );
 }
@@ -646,7 +690,8 @@ impl SlowProxy {
                 };
                 client.set_nonblocking(false).unwrap();
                 let server = connect_in(&ns_path, &upstream);
-                let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c_read, mut s_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
                 std::thread::spawn(move || {
                     let _ = std::io::copy(&mut c_read, &mut s_write);
                     let _ = s_write.shutdown(std::net::Shutdown::Write);
@@ -711,8 +756,8 @@ fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
         .collect();
     let img = Image::new(layers, &RunConfig::cmd(&["sh"]), "amd64").unwrap();
     let blobs = img.layers.len() + 1;
-    let srv = EvilRegistry::start(&ns, EvilContent::for_image("big", "latest", &img, false))
-        .unwrap();
+    let srv =
+        EvilRegistry::start(&ns, EvilContent::for_image("big", "latest", &img, false)).unwrap();
     // 32 KiB every 10 ms: ~3 MB/s, so each layer takes about a second.
     let proxy = SlowProxy::start(&ns, srv.addr(), 32 * 1024, Duration::from_millis(10));
     let d = Berthd::start(&ns, &[&proxy.addr]).expect("start berthd");
@@ -748,7 +793,11 @@ fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
         "pull took only {total:?}: the throttle did not work, overlap is not proven"
     );
     let (end_a, end_b) = (results[0].1, results[1].1);
-    let gap = if end_a > end_b { end_a - end_b } else { end_b - end_a };
+    let gap = if end_a > end_b {
+        end_a - end_b
+    } else {
+        end_b - end_a
+    };
     eprintln!("two pulls: {total:?} in all, ended {gap:?} apart");
     assert!(
         gap < total / 2,
@@ -768,7 +817,11 @@ fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
     d.docker_ok(&["rmi", &reference]);
     d.docker_ok(&["pull", &reference]);
     eprintln!("blob GETs after rmi + pull: {}", srv.blob_requests());
-    assert_eq!(srv.blob_requests(), 2 * blobs, "a fresh pull fetches every blob");
+    assert_eq!(
+        srv.blob_requests(),
+        2 * blobs,
+        "a fresh pull fetches every blob"
+    );
     drop(d);
     drop(proxy);
 }
@@ -797,13 +850,8 @@ fn system_df_and_prune_of_a_dangling_image() {
     let out = w.d.docker_ok(&["pull", &reference]);
     assert!(out.contains("Downloaded newer image"), "{out}");
 
-    let dangling = w.d.docker_ok(&[
-        "images",
-        "-q",
-        "--no-trunc",
-        "--filter",
-        "dangling=true",
-    ]);
+    let dangling =
+        w.d.docker_ok(&["images", "-q", "--no-trunc", "--filter", "dangling=true"]);
     assert_eq!(lines(&dangling), vec![busybox.config_digest.clone()]);
     let all = w.d.docker_ok(&["images", "-q", "--no-trunc"]);
     assert_eq!(lines(&all).len(), 3, "{all}");
@@ -818,10 +866,19 @@ fn system_df_and_prune_of_a_dangling_image() {
     assert_eq!(images["TotalCount"], "3", "{df}");
     assert_eq!(images["Active"], "0", "{df}");
     let size = images["Size"].as_str().unwrap_or_default();
-    assert!(size.ends_with("MB"), "busybox, web and layered are a few MB: {size}");
+    assert!(
+        size.ends_with("MB"),
+        "busybox, web and layered are a few MB: {size}"
+    );
     let verbose = w.d.docker_ok(&["system", "df", "-v"]);
-    assert!(verbose.contains(&format!("{}/moving", w.fx.registry.addr())), "{verbose}");
-    assert!(verbose.contains(&format!("{}/layered", w.fx.registry.addr())), "{verbose}");
+    assert!(
+        verbose.contains(&format!("{}/moving", w.fx.registry.addr())),
+        "{verbose}"
+    );
+    assert!(
+        verbose.contains(&format!("{}/layered", w.fx.registry.addr())),
+        "{verbose}"
+    );
     assert!(verbose.contains(&busybox.short_id()[..12]), "{verbose}");
     let api = w.d.api_get("/v1.47/system/df").unwrap();
     assert_eq!(api.status, 200);
@@ -836,7 +893,8 @@ fn system_df_and_prune_of_a_dangling_image() {
         "prune output:\n{out}"
     );
     assert!(out.contains("Total reclaimed space"), "{out}");
-    let dangling = w.d.docker_ok(&["images", "-q", "--filter", "dangling=true"]);
+    let dangling =
+        w.d.docker_ok(&["images", "-q", "--filter", "dangling=true"]);
     assert!(lines(&dangling).is_empty(), "{dangling}");
     let left = w.d.docker_ok(&["images", "-q", "--no-trunc"]);
     let mut left = lines(&left);
