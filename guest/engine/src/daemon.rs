@@ -147,6 +147,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    let _ = engine.shutdown.send(true);
     for t in accept_tasks {
         let _ = t.await;
     }

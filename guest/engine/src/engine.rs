@@ -7,6 +7,7 @@ use berth_image::Store;
 use berth_registry::{Client, ClientConfig};
 
 use crate::config::Config;
+use crate::containers::store::ContainerStore;
 use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::singleflight::SingleFlight;
@@ -18,6 +19,7 @@ pub const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Engine {
     pub config: Config,
     pub store: Arc<Store>,
+    pub containers: Arc<ContainerStore>,
     pub registry: Client,
     pub events: EventBus,
     /// One download per blob digest across concurrent pulls.
@@ -29,6 +31,8 @@ pub struct Engine {
     /// A stable daemon ID, kept in the data root (what `docker info` shows as ID).
     pub id: String,
     pub started: SystemTime,
+    /// Flips to true when the daemon shuts down, so never-ending streams (events, logs -f) end.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Engine {
@@ -39,11 +43,13 @@ impl Engine {
             user_agent: format!("berth/{ENGINE_VERSION}"),
         })
         .map_err(ApiError::from)?;
+        let containers = ContainerStore::open(&config.data_root.join("containers"))?;
         let id = load_or_create_id(&config.data_root)?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Ok(Arc::new(Engine {
             config,
             store: Arc::new(store),
+            containers: Arc::new(containers),
             registry,
             events: EventBus::new(),
             downloads: SingleFlight::default(),
@@ -51,6 +57,7 @@ impl Engine {
             unpack_slots: tokio::sync::Semaphore::new(cores),
             id,
             started: SystemTime::now(),
+            shutdown: tokio::sync::watch::channel(false).0,
         }))
     }
 

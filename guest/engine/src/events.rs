@@ -69,6 +69,19 @@ impl EventBus {
         self.publish(EventMessageTypeEnum::IMAGE, action, id, attrs);
     }
 
+    pub fn container(&self, action: &str, c: &crate::containers::store::Container) {
+        self.container_with(action, c, HashMap::new());
+    }
+
+    /// A container event with Docker's standard attributes (name, image, labels) plus `extra`.
+    pub fn container_with(&self, action: &str, c: &crate::containers::store::Container, extra: HashMap<String, String>) {
+        let mut attrs: HashMap<String, String> = c.config.labels.clone().unwrap_or_default();
+        attrs.insert("name".into(), c.name.clone());
+        attrs.insert("image".into(), c.image_name.clone());
+        attrs.extend(extra);
+        self.publish(EventMessageTypeEnum::CONTAINER, action, &c.id, attrs);
+    }
+
     /// Past events with `time_nano` in [since, until] and a receiver for what comes next, taken
     /// under one lock so nothing falls between the two.
     pub fn subscribe(&self, since_nano: Option<i64>, until_nano: Option<i64>) -> (Vec<EventMessage>, broadcast::Receiver<EventMessage>) {

@@ -373,7 +373,8 @@ pub async fn tag(e: &Arc<Engine>, name: &str, q: &Query) -> Result<Response<Body
 pub async fn remove(e: &Arc<Engine>, name: &str, q: &Query) -> Result<Response<Body>, ApiError> {
     let force = q.bool("force")?;
     let name = name.to_string();
-    let (items, events) = e.blocking(move |s| remove_blocking(s, &name, force)).await?;
+    let in_use = e.containers.images_in_use();
+    let (items, events) = e.blocking(move |s| remove_blocking(s, &name, force, &in_use)).await?;
     for (action, id, n) in events {
         e.events.image(action, &id, n.as_deref());
     }
@@ -382,9 +383,17 @@ pub async fn remove(e: &Arc<Engine>, name: &str, q: &Query) -> Result<Response<B
 
 type Events = Vec<(&'static str, String, Option<String>)>;
 
-fn remove_blocking(s: &Store, name: &str, force: bool) -> Result<(Vec<ImageDeleteResponseItem>, Events), ApiError> {
+/// `in_use`: image IDs that containers were created from. Such an image is never deleted: without
+/// force the request is refused, with force only its tags go (it stays, dangling), as in Docker.
+fn remove_blocking(
+    s: &Store,
+    name: &str,
+    force: bool,
+    in_use: &[String],
+) -> Result<(Vec<ImageDeleteResponseItem>, Events), ApiError> {
     let v = lookup(s, name)?;
     let id = v.rec.id.clone();
+    let used = in_use.iter().any(|u| *u == id.to_string());
     let mut items = Vec::new();
     let mut events: Events = Vec::new();
     let untag = |items: &mut Vec<ImageDeleteResponseItem>, events: &mut Events, r: &Reference| -> Result<(), ApiError> {
@@ -395,8 +404,18 @@ fn remove_blocking(s: &Store, name: &str, force: bool) -> Result<(Vec<ImageDelet
         Ok(())
     };
     let by_id = looks_like_id(name) && Reference::parse(name).map(|r| s.resolve(&r.to_string()).is_err()).unwrap_or(true);
+    let refuse_in_use = || {
+        ApiError::Conflict(format!(
+            "conflict: unable to delete {} (must be forced) - image is being used by a container",
+            id.short()
+        ))
+    };
     if !by_id {
         let r = Reference::parse(name)?;
+        let others_tagged = s.references_to(&id)?.iter().any(|o| o.digest.is_none() && *o != r);
+        if used && !force && !others_tagged {
+            return Err(refuse_in_use());
+        }
         untag(&mut items, &mut events, &r)?;
         let remaining = s.references_to(&id)?;
         if remaining.iter().any(|r| r.digest.is_none()) {
@@ -406,6 +425,9 @@ fn remove_blocking(s: &Store, name: &str, force: bool) -> Result<(Vec<ImageDelet
             untag(&mut items, &mut events, &r)?;
         }
     } else {
+        if used && !force {
+            return Err(refuse_in_use());
+        }
         let refs = s.references_to(&id)?;
         let tags = refs.iter().filter(|r| r.digest.is_none()).count();
         if tags > 1 && !force {
@@ -417,6 +439,10 @@ fn remove_blocking(s: &Store, name: &str, force: bool) -> Result<(Vec<ImageDelet
         for r in refs {
             untag(&mut items, &mut events, &r)?;
         }
+    }
+    if used {
+        // Forced: the tags are gone, the image stays for its containers.
+        return Ok((items, events));
     }
     for d in &v.rec.repo_digests {
         items.push(ImageDeleteResponseItem { untagged: Some(d.clone()), deleted: None });
@@ -456,13 +482,14 @@ pub async fn prune(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiErro
         None => None,
     };
     let label_specs: Vec<String> = f.get("label").to_vec();
+    let in_use = e.containers.images_in_use();
     let (items, reclaimed, events) = e
         .blocking(move |s| {
             let mut items = Vec::new();
             let mut events: Events = Vec::new();
             let mut reclaimed = 0u64;
             for v in views(s)? {
-                if dangling_only && !v.tags.is_empty() {
+                if (dangling_only && !v.tags.is_empty()) || in_use.contains(&v.rec.id.to_string()) {
                     continue;
                 }
                 if until.map(|u| created_unix(&v.config) >= u).unwrap_or(false) {
@@ -472,7 +499,7 @@ pub async fn prune(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiErro
                 if !label_specs.iter().all(|spec| label_matches(&l, spec)) {
                     continue;
                 }
-                let (mut its, mut evs) = remove_blocking(s, &v.rec.id.to_string(), true)?;
+                let (mut its, mut evs) = remove_blocking(s, &v.rec.id.to_string(), true, &in_use)?;
                 reclaimed += v.rec.size;
                 items.append(&mut its);
                 events.append(&mut evs);

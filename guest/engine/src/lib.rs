@@ -7,6 +7,7 @@
 //! failures into Docker's HTTP statuses.
 
 pub mod config;
+pub mod containers;
 pub mod daemon;
 pub mod engine;
 pub mod error;

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use crate::engine::{Engine, API_VERSION, MIN_API_VERSION};
 use crate::error::ApiError;
 use crate::http_util::{error_response, Body, Query};
-use crate::{images, system};
+use crate::{containers, images, system};
 
 /// A parsed `/vX.Y` prefix, compared numerically (1.9 < 1.41).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -102,6 +102,29 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Respons
         (&Method::POST, "/images/prune") => images::prune(&engine, &query).await,
         (&Method::GET, "/images/search") => {
             Err(ApiError::NotImplemented("image search is not supported by Berth yet".into()))
+        }
+        (&Method::POST, "/containers/create") => containers::create(&engine, req, &query).await,
+        (&Method::GET, "/containers/json") => containers::list(&engine, &query).await,
+        (_, p) if p.starts_with("/containers/") => {
+            let rest = &p["/containers/".len()..];
+            let (id, action) = match rest.split_once('/') {
+                Some((id, a)) => (id, a),
+                None => (rest, ""),
+            };
+            match (&m, action) {
+                (&Method::GET, "json") => containers::inspect(&engine, id).await,
+                (&Method::POST, "rename") => containers::rename(&engine, id, &query).await,
+                (&Method::DELETE, "") => containers::lifecycle::remove(&engine, id, &query).await,
+                (&Method::POST, "start") => containers::lifecycle::start(&engine, id).await,
+                (&Method::POST, "wait") => containers::lifecycle::wait(&engine, id, &query).await,
+                (&Method::POST, "stop") => containers::lifecycle::stop(&engine, id, &query).await,
+                (&Method::POST, "restart") => containers::lifecycle::restart(&engine, id, &query).await,
+                (&Method::POST, "kill") => containers::lifecycle::kill(&engine, id, &query).await,
+                (&Method::GET, "logs") => containers::lifecycle::logs(&engine, id, &query).await,
+                (&Method::POST, "attach") => containers::lifecycle::attach(&engine, id, req, &query).await,
+                (&Method::POST, "resize") => containers::lifecycle::resize(&engine, id, &query).await,
+                _ => Err(ApiError::NotFound(format!("page not found: {m} {p}"))),
+            }
         }
         (_, p) if p.starts_with("/images/") => {
             let rest = &p["/images/".len()..];

@@ -178,6 +178,7 @@ pub fn events(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError> {
     let since = parse("since")?;
     let until = parse("until")?;
     let (past, mut rx) = e.events.subscribe(since, until);
+    let mut stopping = e.shutdown.subscribe();
     let s = async_stream::stream! {
         for ev in past.into_iter().filter(|ev| events::matches(&filters, ev)) {
             yield Ok(line(&ev));
@@ -191,12 +192,19 @@ pub fn events(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError> {
                 let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
                 std::time::Duration::from_nanos((u - now).max(0) as u64)
             });
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout(d, rx.recv()).await {
-                    Ok(r) => r,
-                    Err(_) => return,
+            let recv = async {
+                match deadline {
+                    Some(d) => tokio::time::timeout(d, rx.recv()).await.ok(),
+                    None => Some(rx.recv().await),
+                }
+            };
+            let next = tokio::select! {
+                r = recv => match r {
+                    Some(r) => r,
+                    None => return,
                 },
-                None => rx.recv().await,
+                // The daemon is stopping: end the stream instead of holding shutdown up.
+                _ = stopping.wait_for(|s| *s) => return,
             };
             match next {
                 Ok(ev) => {

@@ -1,0 +1,322 @@
+//! Container endpoints. `store` keeps the records; the runtime side (bundle, monitor process,
+//! runc) is driven from `lifecycle`.
+
+pub mod lifecycle;
+pub mod store;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bollard_stubs::models::{
+    ContainerConfig, ContainerCreateResponse, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
+    ContainerSummary, DriverData, HostConfig,
+};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::engine::Engine;
+use crate::error::ApiError;
+use crate::http_util::{json, label_matches, ok_json, status_only, Body, Query};
+use store::{valid_name, Container, State, Status};
+
+const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The body of POST /containers/create: Config fields at the top level plus HostConfig.
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateBody {
+    #[serde(flatten)]
+    pub config: ContainerConfig,
+    #[serde(rename = "HostConfig", default)]
+    pub host_config: Option<HostConfig>,
+    #[serde(rename = "NetworkingConfig", default)]
+    pub networking_config: Option<Value>,
+}
+
+/// Fill the request's gaps with the image's config, the way Docker does: environment merged by
+/// key, an explicit Entrypoint drops the image's Cmd, working dir and user fall back to the image.
+pub fn merge_image_config(req: &ContainerConfig, image: &Value) -> ContainerConfig {
+    let img: ContainerConfig = serde_json::from_value(image.clone()).unwrap_or_default();
+    let mut c = req.clone();
+    let mut env: Vec<String> = img.env.clone().unwrap_or_default();
+    for kv in req.env.clone().unwrap_or_default() {
+        let key = kv.split('=').next().unwrap_or("").to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+    c.env = Some(env);
+    let entry_overridden = req.entrypoint.is_some();
+    if !entry_overridden {
+        c.entrypoint = img.entrypoint.clone();
+    }
+    if req.cmd.is_none() && !entry_overridden {
+        c.cmd = img.cmd.clone();
+    }
+    if c.working_dir.as_deref().unwrap_or("").is_empty() {
+        c.working_dir = img.working_dir.clone().filter(|w| !w.is_empty());
+    }
+    if c.user.as_deref().unwrap_or("").is_empty() {
+        c.user = img.user.clone();
+    }
+    let mut labels = img.labels.clone().unwrap_or_default();
+    labels.extend(req.labels.clone().unwrap_or_default());
+    c.labels = Some(labels);
+    if c.stop_signal.is_none() {
+        c.stop_signal = img.stop_signal.clone();
+    }
+    if c.healthcheck.is_none() {
+        c.healthcheck = img.healthcheck.clone();
+    }
+    let mut ports = img.exposed_ports.clone().unwrap_or_default();
+    ports.extend(req.exposed_ports.clone().unwrap_or_default());
+    c.exposed_ports = Some(ports);
+    let mut vols = img.volumes.clone().unwrap_or_default();
+    vols.extend(req.volumes.clone().unwrap_or_default());
+    c.volumes = Some(vols);
+    c
+}
+
+fn random_id() -> Result<String, ApiError> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).map_err(ApiError::internal)?;
+    Ok(hex::encode(b))
+}
+
+/// A readable random name, like Docker's "adjective_surname".
+fn generated_name(id: &str) -> String {
+    const ADJ: &[&str] = &[
+        "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nifty", "proud",
+        "quiet", "sharp", "tender", "vivid", "wise", "zen", "bold", "crisp",
+    ];
+    const NOUN: &[&str] = &[
+        "anchor", "beacon", "buoy", "cove", "dock", "ferry", "harbor", "jetty", "keel", "lagoon", "mast", "pier",
+        "quay", "reef", "sail", "tide", "wharf", "mooring", "bollard", "hull",
+    ];
+    let n = u64::from_str_radix(&id[..12], 16).unwrap_or(0);
+    format!("{}_{}", ADJ[(n % ADJ.len() as u64) as usize], NOUN[((n / 97) % NOUN.len() as u64) as usize])
+}
+
+/// POST /containers/create
+pub async fn create(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Result<Response<Body>, ApiError> {
+    let body: CreateBody = crate::images::read_json(req, 4 * 1024 * 1024).await?;
+    let image_name = body.config.image.clone().filter(|i| !i.is_empty()).ok_or_else(|| ApiError::bad("config.Image is required"))?;
+    let name = match q.get("name").filter(|n| !n.is_empty()) {
+        Some(n) => {
+            let n = n.strip_prefix('/').unwrap_or(n);
+            if !valid_name(n) {
+                return Err(ApiError::bad(format!("Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")));
+            }
+            Some(n.to_string())
+        }
+        None => None,
+    };
+    let image_name2 = image_name.clone();
+    let (image_id, image_cfg) = e
+        .blocking(move |s| {
+            let id = s.resolve(&image_name2).map_err(|err| match err {
+                berth_image::ImageError::NotFound(_) => ApiError::NotFound(format!("No such image: {image_name2}")),
+                other => other.into(),
+            })?;
+            let cfg: Value = serde_json::from_slice(&s.read_blob(&id, MAX_CONFIG_BYTES)?).unwrap_or(Value::Null);
+            Ok((id, cfg))
+        })
+        .await?;
+    let mut config = merge_image_config(&body.config, &image_cfg["config"]);
+    let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
+    argv.extend(config.cmd.clone().unwrap_or_default());
+    if argv.is_empty() {
+        return Err(ApiError::bad("no command specified"));
+    }
+    let host_config = body.host_config.unwrap_or_default();
+    crate::containers::validate_host_config(&host_config)?;
+    let id = random_id()?;
+    if config.hostname.as_deref().unwrap_or("").is_empty() {
+        config.hostname = Some(id[..12].to_string());
+    }
+    config.image = Some(image_name.clone());
+    let c = Container {
+        name: name.unwrap_or_else(|| generated_name(&id)),
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        image_name,
+        image_id: image_id.to_string(),
+        path: argv[0].clone(),
+        args: argv[1..].to_vec(),
+        config,
+        host_config,
+        state: State::default(),
+        id: id.clone(),
+    };
+    let store = Arc::clone(&e.containers);
+    let c2 = c.clone();
+    tokio::task::spawn_blocking(move || store.insert(c2)).await??;
+    e.events.container("create", &c);
+    Ok(json(StatusCode::CREATED, &ContainerCreateResponse { id, warnings: vec![] }))
+}
+
+/// Refuse what Berth cannot honour yet, clearly, instead of silently ignoring it.
+pub fn validate_host_config(h: &HostConfig) -> Result<(), ApiError> {
+    if let Some(m) = h.network_mode.as_deref() {
+        if !matches!(m, "" | "default" | "none" | "host" | "bridge") {
+            return Err(ApiError::bad(format!("network mode {m:?} is not supported by Berth yet")));
+        }
+    }
+    if let Some(m) = h.memory {
+        if m != 0 && m < 6 * 1024 * 1024 {
+            return Err(ApiError::bad("Minimum memory limit allowed is 6MB"));
+        }
+    }
+    Ok(())
+}
+
+fn state_view(c: &Container) -> ContainerState {
+    let status = match c.state.status {
+        Status::Created => ContainerStateStatusEnum::CREATED,
+        Status::Running => ContainerStateStatusEnum::RUNNING,
+        Status::Paused => ContainerStateStatusEnum::PAUSED,
+        Status::Restarting => ContainerStateStatusEnum::RESTARTING,
+        Status::Removing => ContainerStateStatusEnum::REMOVING,
+        Status::Exited => ContainerStateStatusEnum::EXITED,
+        Status::Dead => ContainerStateStatusEnum::DEAD,
+    };
+    ContainerState {
+        status: Some(status),
+        running: Some(matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting)),
+        paused: Some(c.state.status == Status::Paused),
+        restarting: Some(c.state.status == Status::Restarting),
+        oom_killed: Some(c.state.oom_killed),
+        dead: Some(c.state.status == Status::Dead),
+        pid: Some(c.state.pid),
+        exit_code: Some(c.state.exit_code),
+        error: Some(c.state.error.clone()),
+        started_at: Some(c.state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into())),
+        finished_at: Some(c.state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into())),
+        health: None,
+    }
+}
+
+/// GET /containers/{id}/json
+pub async fn inspect(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiError> {
+    let c = e.containers.get(key)?;
+    let dir = e.containers.dir(&c.id);
+    let out = ContainerInspectResponse {
+        id: Some(c.id.clone()),
+        created: Some(c.created.clone()),
+        path: Some(c.path.clone()),
+        args: Some(c.args.clone()),
+        state: Some(state_view(&c)),
+        image: Some(c.image_id.clone()),
+        resolv_conf_path: Some(String::new()),
+        hostname_path: Some(String::new()),
+        hosts_path: Some(String::new()),
+        log_path: Some(dir.join("container.log").display().to_string()),
+        name: Some(format!("/{}", c.name)),
+        restart_count: Some(c.state.restart_count),
+        driver: Some("overlay2".into()),
+        platform: Some("linux".into()),
+        mount_label: Some(String::new()),
+        process_label: Some(String::new()),
+        app_armor_profile: Some(String::new()),
+        exec_ids: None,
+        host_config: Some(c.host_config.clone()),
+        graph_driver: Some(DriverData { name: "overlay2".into(), data: HashMap::new() }),
+        size_rw: None,
+        size_root_fs: None,
+        mounts: Some(vec![]),
+        config: Some(c.config.clone()),
+        network_settings: None,
+    };
+    Ok(ok_json(&out))
+}
+
+fn status_text(c: &Container) -> String {
+    let since = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| human_duration(chrono::Utc::now().signed_duration_since(t).num_seconds()))
+            .unwrap_or_else(|| "Less than a second".into())
+    };
+    match c.state.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", since(&c.state.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(&c.state.started_at)),
+        Status::Restarting => format!("Restarting ({}) {} ago", c.state.exit_code, since(&c.state.finished_at)),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Exited => format!("Exited ({}) {} ago", c.state.exit_code, since(&c.state.finished_at)),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+/// Docker's "About a minute", "3 hours" style.
+fn human_duration(secs: i64) -> String {
+    match secs {
+        s if s < 1 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 48 * 3600 => format!("{} hours", s / 3600),
+        s => format!("{} days", s / 86400),
+    }
+}
+
+/// GET /containers/json
+pub async fn list(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError> {
+    let all = q.bool("all")?;
+    let limit = q.i64("limit")?.filter(|l| *l > 0);
+    let f = q.filters()?;
+    f.only(&["id", "name", "label", "status", "ancestor", "exited", "before", "since", "health", "network", "volume", "publish", "expose", "isolation", "is-task"])?;
+    let mut out = Vec::new();
+    for c in e.containers.list() {
+        let running = matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting);
+        if !all && f.get("status").is_empty() && !running {
+            continue;
+        }
+        let labels = c.config.labels.clone().unwrap_or_default();
+        let ok = |k: &str, p: &dyn Fn(&str) -> bool| f.get(k).is_empty() || f.get(k).iter().any(|v| p(v));
+        if !(ok("id", &|v| c.id.starts_with(v))
+            && ok("name", &|v| c.name.contains(v.trim_start_matches('/')))
+            && f.get("label").iter().all(|v| label_matches(&labels, v))
+            && ok("status", &|v| v == c.state.status.as_str())
+            && ok("ancestor", &|v| v == c.image_name || v == c.image_id || c.image_id.trim_start_matches("sha256:").starts_with(v))
+            && ok("exited", &|v| c.state.status == Status::Exited && v.parse::<i64>().ok() == Some(c.state.exit_code)))
+        {
+            continue;
+        }
+        let command = std::iter::once(c.path.clone()).chain(c.args.iter().cloned()).collect::<Vec<_>>().join(" ");
+        out.push(ContainerSummary {
+            id: Some(c.id.clone()),
+            names: Some(vec![format!("/{}", c.name)]),
+            image: Some(c.image_name.clone()),
+            image_id: Some(c.image_id.clone()),
+            command: Some(command),
+            created: chrono::DateTime::parse_from_rfc3339(&c.created).ok().map(|t| t.timestamp()),
+            ports: Some(vec![]),
+            size_rw: None,
+            size_root_fs: None,
+            labels: Some(labels),
+            state: Some(c.state.status.as_str().into()),
+            status: Some(status_text(&c)),
+            host_config: None,
+            network_settings: None,
+            mounts: Some(vec![]),
+        });
+        if limit.map(|l| out.len() as i64 >= l).unwrap_or(false) {
+            break;
+        }
+    }
+    Ok(ok_json(&out))
+}
+
+/// POST /containers/{id}/rename?name=
+pub async fn rename(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
+    let new = q.get("name").filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad("name is required"))?;
+    let c = e.containers.get(key)?;
+    e.containers.rename(&c.id, new)?;
+    let mut attrs = HashMap::new();
+    attrs.insert("oldName".to_string(), format!("/{}", c.name));
+    e.events.container_with("rename", &e.containers.get(&c.id)?, attrs);
+    Ok(status_only(StatusCode::NO_CONTENT))
+}
