@@ -1,0 +1,379 @@
+//! Container log files: append-only JSON lines like Docker's json-file driver
+//! (`{"log":"...","stream":"stdout","time":"RFC3339Nano"}`), rotated as
+//! `log`, `log.1` … `log.N-1` so disk use is capped at about size × files.
+//!
+//! Hand-written rather than a logging crate: the format and rotation scheme
+//! are dictated by Docker compatibility, and the reader has to follow a file
+//! across rotations, which generic log crates don't do.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Longest piece of a line without newline that is kept back before being
+/// written as its own record (bounds memory for output without newlines).
+pub const MAX_PARTIAL: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("log I/O on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("corrupt log record in {path}: {source}")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record<'a> {
+    log: std::borrow::Cow<'a, str>,
+    stream: std::borrow::Cow<'a, str>,
+    time: String,
+}
+
+/// Writes records and rotates files.
+pub struct LogWriter {
+    path: PathBuf,
+    max_size: u64,
+    max_files: u32,
+    out: BufWriter<File>,
+    size: u64,
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
+}
+
+fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+impl LogWriter {
+    pub fn open(path: &Path, max_size: u64, max_files: u32) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let f = open_append(path)?;
+        let size = f.metadata()?.len();
+        Ok(LogWriter { path: path.to_owned(), max_size: max_size.max(1), max_files: max_files.max(1), out: BufWriter::new(f), size })
+    }
+
+    /// Append one record (`data` is a full line including its newline, or a chunk).
+    pub fn write_entry(&mut self, stream: &str, data: &[u8], time: DateTime<Utc>) -> io::Result<()> {
+        let rec = Record {
+            log: String::from_utf8_lossy(data),
+            stream: stream.into(),
+            time: time.to_rfc3339_opts(SecondsFormat::Nanos, true),
+        };
+        let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
+        line.push(b'\n');
+        if self.size > 0 && self.size + line.len() as u64 > self.max_size {
+            self.rotate()?;
+        }
+        self.out.write_all(&line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        if self.max_files > 1 {
+            let _ = fs::remove_file(rotated(&self.path, self.max_files - 1));
+            for n in (1..self.max_files - 1).rev() {
+                let from = rotated(&self.path, n);
+                if from.exists() {
+                    fs::rename(&from, rotated(&self.path, n + 1))?;
+                }
+            }
+            fs::rename(&self.path, rotated(&self.path, 1))?;
+        } else {
+            fs::remove_file(&self.path)?;
+        }
+        self.out = BufWriter::new(open_append(&self.path)?);
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// Cuts a byte stream into lines; pieces longer than [`MAX_PARTIAL`] without a
+/// newline are emitted as chunks of their own.
+#[derive(Default)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8])) {
+        let mut data = data;
+        while let Some(i) = data.iter().position(|&b| b == b'\n') {
+            if self.buf.is_empty() {
+                emit(&data[..=i]);
+            } else {
+                self.buf.extend_from_slice(&data[..=i]);
+                emit(&self.buf);
+                self.buf.clear();
+            }
+            data = &data[i + 1..];
+        }
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= MAX_PARTIAL {
+            emit(&self.buf[..MAX_PARTIAL]);
+            self.buf.drain(..MAX_PARTIAL);
+        }
+    }
+
+    /// Emit what is left at end of stream.
+    pub fn finish(&mut self, mut emit: impl FnMut(&[u8])) {
+        if !self.buf.is_empty() {
+            emit(&self.buf);
+            self.buf.clear();
+        }
+    }
+}
+
+/// Which records to read and how.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    pub stdout: bool,
+    pub stderr: bool,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Only the last N matching records (of what exists when reading starts).
+    pub tail: Option<usize>,
+    /// Used by [`LogEntry::render`] callers; kept here so berthd passes one struct.
+    pub timestamps: bool,
+    /// Keep reading as the file grows (and across rotations).
+    pub follow: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    /// `"stdout"` or `"stderr"`.
+    pub stream: String,
+    pub time: DateTime<Utc>,
+    pub log: Vec<u8>,
+}
+
+impl LogEntry {
+    /// Docker stream type for [`crate::frame`].
+    pub fn stream_type(&self) -> u8 {
+        if self.stream == "stderr" {
+            crate::protocol::STDERR
+        } else {
+            crate::protocol::STDOUT
+        }
+    }
+
+    /// Payload as `docker logs` prints it, optionally prefixed by the timestamp.
+    pub fn render(&self, timestamps: bool) -> Vec<u8> {
+        if !timestamps {
+            return self.log.clone();
+        }
+        let mut out = self.time.to_rfc3339_opts(SecondsFormat::Nanos, true).into_bytes();
+        out.push(b' ');
+        out.extend_from_slice(&self.log);
+        out
+    }
+}
+
+struct Source {
+    path: PathBuf,
+    reader: BufReader<File>,
+    ino: u64,
+}
+
+impl Source {
+    fn open(path: &Path) -> io::Result<Source> {
+        let f = File::open(path)?;
+        let ino = f.metadata()?.ino();
+        Ok(Source { path: path.to_owned(), reader: BufReader::new(f), ino })
+    }
+}
+
+/// Blocking iterator over log records, oldest first; see [`read_logs`].
+pub struct LogReader {
+    opts: LogOptions,
+    live_path: PathBuf,
+    pending: VecDeque<LogEntry>,
+    /// Files still to read; the last one is the live file.
+    sources: VecDeque<Source>,
+    partial: Vec<u8>,
+    /// Complete lines read in one go at a rotation or at the end.
+    drained: VecDeque<Vec<u8>>,
+    stop_file: Option<PathBuf>,
+    poll: Duration,
+}
+
+/// Open the log at `log_path` (with its rotated siblings) for reading.
+pub fn read_logs(log_path: &Path, opts: LogOptions) -> Result<LogReader, LogError> {
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| LogError::Io { path, source }
+    };
+    // Open every file up front: a rotation while we read only renames them,
+    // and an open handle keeps following the same data.
+    let mut sources = VecDeque::new();
+    let mut n = 1;
+    while rotated(log_path, n).exists() {
+        n += 1;
+    }
+    for k in (1..n).rev() {
+        match Source::open(&rotated(log_path, k)) {
+            Ok(s) => sources.push_back(s),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&rotated(log_path, k))(e)),
+        }
+    }
+    match Source::open(log_path) {
+        Ok(s) => sources.push_back(s),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if opts.follow {
+                // Follow a log that does not exist yet: create it empty.
+                let f = open_append(log_path).map_err(io_err(log_path))?;
+                drop(f);
+                sources.push_back(Source::open(log_path).map_err(io_err(log_path))?);
+            }
+        }
+        Err(e) => return Err(io_err(log_path)(e)),
+    }
+    let mut reader = LogReader {
+        opts,
+        live_path: log_path.to_owned(),
+        pending: VecDeque::new(),
+        sources,
+        partial: Vec::new(),
+        drained: VecDeque::new(),
+        stop_file: None,
+        poll: Duration::from_millis(50),
+    };
+    if let Some(n) = reader.opts.tail {
+        // Read everything that exists now, keep the last n; following then
+        // continues from the end of the live file.
+        let follow = std::mem::replace(&mut reader.opts.follow, false);
+        let mut ring = VecDeque::with_capacity(n.min(4096));
+        while let Some(e) = reader.next_record(false) {
+            let e = e?;
+            if n == 0 {
+                continue;
+            }
+            if ring.len() == n {
+                ring.pop_front();
+            }
+            ring.push_back(e);
+        }
+        reader.pending = ring;
+        reader.opts.follow = follow;
+    }
+    Ok(reader)
+}
+
+impl LogReader {
+    /// In follow mode, stop once `path` exists (e.g. the container's
+    /// `exit.json`) and everything written so far has been returned.
+    pub fn stop_when_exists(mut self, path: PathBuf) -> Self {
+        self.stop_file = Some(path);
+        self
+    }
+
+    fn wanted(&self, e: &LogEntry) -> bool {
+        let stream_ok = match e.stream.as_str() {
+            "stderr" => self.opts.stderr,
+            _ => self.opts.stdout,
+        };
+        stream_ok && self.opts.since.is_none_or(|s| e.time >= s) && self.opts.until.is_none_or(|u| e.time <= u)
+    }
+
+    fn parse(&self, path: &Path, line: &[u8]) -> Result<LogEntry, LogError> {
+        let rec: Record = serde_json::from_slice(line).map_err(|source| LogError::Corrupt { path: path.to_owned(), source })?;
+        let time = DateTime::parse_from_rfc3339(&rec.time)
+            .map_err(|e| LogError::Corrupt { path: path.to_owned(), source: serde::de::Error::custom(e) })?
+            .with_timezone(&Utc);
+        Ok(LogEntry { stream: rec.stream.into_owned(), time, log: rec.log.into_owned().into_bytes() })
+    }
+
+    /// Next raw line from the sources, following the live file if asked.
+    fn next_line(&mut self, follow: bool) -> Option<Result<(PathBuf, Vec<u8>), LogError>> {
+        loop {
+            if let Some(line) = self.drained.pop_front() {
+                return Some(Ok((self.live_path.clone(), line)));
+            }
+            let n_sources = self.sources.len();
+            let src = self.sources.front_mut()?;
+            match src.reader.read_until(b'\n', &mut self.partial) {
+                Err(source) => return Some(Err(LogError::Io { path: src.path.clone(), source })),
+                Ok(_) if self.partial.last() == Some(&b'\n') => {
+                    return Some(Ok((src.path.clone(), std::mem::take(&mut self.partial))));
+                }
+                Ok(_) => {
+                    // End of file; `partial` may hold a record being written.
+                    if n_sources > 1 {
+                        // A rotated file never grows again: drop a torn record.
+                        self.partial.clear();
+                        self.sources.pop_front();
+                        continue;
+                    }
+                    if !follow {
+                        return None;
+                    }
+                    let rotated = fs::metadata(&self.live_path).map(|m| m.ino()).is_ok_and(|ino| ino != src.ino);
+                    let stopping = !rotated && self.stop_file.as_ref().is_some_and(|p| p.exists());
+                    if rotated || stopping {
+                        // Whatever was appended before the rename / exit.
+                        let _ = src.reader.read_to_end(&mut self.partial);
+                        let end = self.partial.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                        let done: Vec<u8> = self.partial.drain(..end).collect();
+                        self.drained.extend(done.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec));
+                        self.partial.clear();
+                        if rotated {
+                            if let Ok(s) = Source::open(&self.live_path) {
+                                self.sources[0] = s;
+                            }
+                            continue;
+                        }
+                        if self.drained.is_empty() {
+                            return None;
+                        }
+                        continue;
+                    }
+                    std::thread::sleep(self.poll);
+                }
+            }
+        }
+    }
+
+    fn next_record(&mut self, follow: bool) -> Option<Result<LogEntry, LogError>> {
+        loop {
+            let (path, line) = match self.next_line(follow)? {
+                Ok(l) => l,
+                Err(e) => return Some(Err(e)),
+            };
+            match self.parse(&path, &line) {
+                Ok(e) if self.wanted(&e) => return Some(Ok(e)),
+                Ok(_) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl Iterator for LogReader {
+    type Item = Result<LogEntry, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.pending.pop_front() {
+            return Some(Ok(e));
+        }
+        let follow = self.opts.follow;
+        self.next_record(follow)
+    }
+}

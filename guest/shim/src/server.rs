@@ -1,0 +1,593 @@
+//! The shim process: runs one container with an OCI runtime binary and stays
+//! its parent (child subreaper) until it exits.
+//!
+//! Plain threads rather than tokio: the process forks itself at start and
+//! its work is a handful of blocking pipes and sockets; a runtime would add
+//! nothing but another thing that must not exist before `fork`.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::logs::{LineSplitter, LogWriter};
+use crate::protocol::{frame, Request, Response, ShimStatus, STDERR, STDOUT};
+use crate::state::{self, ExitStatus, ShimInfo, EXIT_JSON, SHIM_JSON, SHIM_SOCK};
+
+/// Output chunks queued per attached client before its output is dropped:
+/// bounds memory for a client that stopped reading (≤ ~2 MiB each).
+pub const CLIENT_QUEUE: usize = 64;
+
+/// Command line of the shim.
+#[derive(Debug, Clone)]
+pub struct ShimArgs {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub state_dir: PathBuf,
+    pub runtime: PathBuf,
+    pub runtime_root: PathBuf,
+    pub log_path: PathBuf,
+    pub log_max_size: u64,
+    pub log_max_files: u32,
+    pub tty: bool,
+    pub stdin: bool,
+    /// Pipe to the launcher: one JSON line (`Response`-like) once running or failed.
+    pub ready_fd: Option<RawFd>,
+}
+
+/// Readiness line sent over the ready fd.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Ready {
+    pub ok: bool,
+    #[serde(default)]
+    pub shim_pid: i32,
+    #[serde(default)]
+    pub init_pid: i32,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Entry point of the binary; returns the process exit code.
+pub fn run(args: ShimArgs) -> i32 {
+    // Safety: called first thing in main, before any thread exists.
+    if let Err(e) = unsafe { daemonize(args.ready_fd) } {
+        let mut ready = args.ready_fd.map(|fd| unsafe { File::from_raw_fd(fd) });
+        fail(&args, &mut ready, format!("shim: daemonize: {e}"));
+        return 1;
+    }
+    let mut ready = args.ready_fd.map(|fd| unsafe { File::from_raw_fd(fd) });
+    match start(&args) {
+        Ok(running) => {
+            send_ready(&mut ready, &Ready { ok: true, shim_pid: running.shared.shim_pid, init_pid: running.shared.init_pid, error: None });
+            drop(ready);
+            supervise(&args, running);
+            0
+        }
+        Err(msg) => {
+            fail(&args, &mut ready, msg);
+            1
+        }
+    }
+}
+
+fn send_ready(ready: &mut Option<File>, r: &Ready) {
+    if let Some(f) = ready.as_mut() {
+        let mut line = serde_json::to_vec(r).unwrap_or_default();
+        line.push(b'\n');
+        let _ = f.write_all(&line);
+    }
+}
+
+/// Record a failure to start: exit.json with the error, tell the launcher,
+/// clean the runtime state.
+fn fail(args: &ShimArgs, ready: &mut Option<File>, msg: String) {
+    let exit = ExitStatus { exit_code: 128, signal: None, finished_at: Utc::now(), oom_killed: false, error: Some(msg.clone()) };
+    let _ = fs::create_dir_all(&args.state_dir);
+    let _ = state::write_atomic(&args.state_dir.join(EXIT_JSON), &serde_json::to_vec(&exit).unwrap_or_default());
+    send_ready(ready, &Ready { ok: false, shim_pid: std::process::id() as i32, init_pid: 0, error: Some(msg) });
+    let _ = runtime_cmd(args).args(["delete", "-f", &args.id]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let _ = fs::remove_file(args.state_dir.join(SHIM_SOCK));
+}
+
+/// Detach from the launcher: fork (the parent exits at once so the launcher
+/// can reap it), new session, cwd /, stdio on /dev/null, and every other fd
+/// closed so nothing of berthd's leaks into the shim or the container.
+///
+/// # Safety
+/// Must be called while the process is single-threaded.
+unsafe fn daemonize(keep: Option<RawFd>) -> io::Result<()> {
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Parent { .. } => unsafe { libc::_exit(0) },
+        nix::unistd::ForkResult::Child => {}
+    }
+    nix::unistd::setsid().map_err(io::Error::from)?;
+    std::env::set_current_dir("/")?;
+    let null = OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    for fd in 0..3 {
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    drop(null);
+    // Collect first, close after: the directory handle itself is in the list.
+    let fds: Vec<RawFd> = fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd > 2 && Some(fd) != keep {
+            unsafe { libc::close(fd) };
+        }
+    }
+    if let Some(fd) = keep {
+        // The runtime and the container must not inherit the ready pipe.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // The container's init is a child of `runc create`, which exits: as a
+    // subreaper the shim inherits it and gets its exit status.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn runtime_cmd(args: &ShimArgs) -> Command {
+    let mut c = Command::new(&args.runtime);
+    c.arg("--root").arg(&args.runtime_root);
+    c
+}
+
+/// The last error message of a runc-style JSON log (`{"level":"error","msg":…}`).
+fn runtime_error(log: &Path) -> Option<String> {
+    let text = fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "error" || v["level"] == "fatal")
+        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
+        .last()
+}
+
+/// Everything the threads share.
+struct Shared {
+    id: String,
+    tty: bool,
+    shim_pid: i32,
+    init_pid: i32,
+    log: Mutex<LogState>,
+    clients: Mutex<Clients>,
+    stdin: Mutex<Option<File>>,
+    master: Option<File>,
+    exit: Mutex<Option<ExitStatus>>,
+    exit_cv: Condvar,
+    conns: AtomicUsize,
+}
+
+struct LogState {
+    writer: Option<LogWriter>,
+    split: HashMap<u8, LineSplitter>,
+}
+
+struct Client {
+    tx: SyncSender<Vec<u8>>,
+    stdout: bool,
+    stderr: bool,
+}
+
+#[derive(Default)]
+struct Clients {
+    closed: bool,
+    list: Vec<Client>,
+}
+
+impl Shared {
+    fn output(&self, stream: u8, data: &[u8]) {
+        {
+            let mut log = self.log.lock().unwrap();
+            let LogState { writer, split } = &mut *log;
+            if let Some(w) = writer.as_mut() {
+                let name = if stream == STDERR { "stderr" } else { "stdout" };
+                let now = Utc::now();
+                split.entry(stream).or_default().push(data, |piece| {
+                    let _ = w.write_entry(name, piece, now);
+                });
+                let _ = w.flush();
+            }
+        }
+        let payload = if self.tty { data.to_vec() } else { frame(stream, data) };
+        let mut clients = self.clients.lock().unwrap();
+        clients.list.retain(|c| {
+            let wants = if stream == STDERR { c.stderr } else { c.stdout };
+            if !wants {
+                return true;
+            }
+            // Never block the container on a client: a full queue drops output.
+            !matches!(c.tx.try_send(payload.clone()), Err(TrySendError::Disconnected(_)))
+        });
+    }
+
+    fn output_eof(&self, stream: u8) {
+        let mut log = self.log.lock().unwrap();
+        let LogState { writer, split } = &mut *log;
+        if let (Some(w), Some(s)) = (writer.as_mut(), split.get_mut(&stream)) {
+            let name = if stream == STDERR { "stderr" } else { "stdout" };
+            let now = Utc::now();
+            s.finish(|piece| {
+                let _ = w.write_entry(name, piece, now);
+            });
+            let _ = w.flush();
+        }
+    }
+
+    fn status(&self) -> ShimStatus {
+        let exit = self.exit.lock().unwrap().clone();
+        ShimStatus { id: self.id.clone(), shim_pid: self.shim_pid, init_pid: self.init_pid, tty: self.tty, running: exit.is_none(), exit }
+    }
+}
+
+struct Running {
+    shared: Arc<Shared>,
+    pumps: Vec<std::thread::JoinHandle<()>>,
+    cgroup: Option<PathBuf>,
+}
+
+fn pipe() -> Result<(File, File), String> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("shim: pipe: {e}"))?;
+    Ok((File::from(r), File::from(w)))
+}
+
+/// Receive the pty master the runtime sends over the console socket.
+fn recv_console(listener: UnixListener) -> io::Result<File> {
+    let (conn, _) = listener.accept()?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let msg = nix::sys::socket::recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                for &extra in &fds[1..] {
+                    unsafe { libc::close(extra) };
+                }
+                return Ok(unsafe { File::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(io::Error::other("no fd received on the console socket"))
+}
+
+/// Create and start the container; on success its output is being pumped.
+fn start(args: &ShimArgs) -> Result<Running, String> {
+    fs::create_dir_all(&args.state_dir).map_err(|e| format!("shim: state dir: {e}"))?;
+    for f in [EXIT_JSON, SHIM_JSON, SHIM_SOCK, "console.sock", "init.pid", "runtime.log"] {
+        let _ = fs::remove_file(args.state_dir.join(f));
+    }
+    let writer = LogWriter::open(&args.log_path, args.log_max_size, args.log_max_files)
+        .map_err(|e| format!("shim: open log {}: {e}", args.log_path.display()))?;
+    let pid_file = args.state_dir.join("init.pid");
+    let runtime_log = args.state_dir.join("runtime.log");
+
+    let mut create = runtime_cmd(args);
+    create.arg("--log").arg(&runtime_log).args(["--log-format", "json", "create", "--bundle"]).arg(&args.bundle);
+    create.arg("--pid-file").arg(&pid_file);
+
+    let mut stdin_w = None;
+    let mut outputs: Vec<(u8, File)> = Vec::new();
+    let mut console = None;
+    if args.tty {
+        let sock = args.state_dir.join("console.sock");
+        let listener = UnixListener::bind(&sock).map_err(|e| format!("shim: console socket: {e}"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(recv_console(listener));
+        });
+        console = Some(rx);
+        create.arg("--console-socket").arg(&sock);
+        create.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    } else {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        if args.stdin {
+            let (in_r, in_w) = pipe()?;
+            create.stdin(Stdio::from(in_r));
+            stdin_w = Some(in_w);
+        } else {
+            create.stdin(Stdio::null());
+        }
+        create.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+        outputs.push((STDOUT, out_r));
+        outputs.push((STDERR, err_r));
+    }
+    create.arg(&args.id);
+    let status = create.status();
+    // Drop our copies of the container's ends, or EOF would never come.
+    drop(create);
+    let status = status.map_err(|e| format!("shim: run {}: {e}", args.runtime.display()))?;
+    if !status.success() {
+        return Err(runtime_error(&runtime_log).unwrap_or_else(|| format!("runtime create failed: {status}")));
+    }
+    let mut master = None;
+    if let Some(rx) = console {
+        let _ = fs::remove_file(args.state_dir.join("console.sock"));
+        let m = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "shim: runtime sent no console".to_string())?
+            .map_err(|e| format!("shim: console: {e}"))?;
+        if args.stdin {
+            stdin_w = Some(m.try_clone().map_err(|e| format!("shim: dup console: {e}"))?);
+        }
+        outputs.push((STDOUT, m.try_clone().map_err(|e| format!("shim: dup console: {e}"))?));
+        master = Some(m);
+    }
+    let init_pid: i32 = fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| "shim: runtime wrote no init pid".to_string())?;
+    let cgroup = find_memory_cgroup(init_pid);
+
+    let shared = Arc::new(Shared {
+        id: args.id.clone(),
+        tty: args.tty,
+        shim_pid: std::process::id() as i32,
+        init_pid,
+        log: Mutex::new(LogState { writer: Some(writer), split: HashMap::new() }),
+        clients: Mutex::new(Clients::default()),
+        stdin: Mutex::new(stdin_w),
+        master,
+        exit: Mutex::new(None),
+        exit_cv: Condvar::new(),
+        conns: AtomicUsize::new(0),
+    });
+    let pumps = outputs
+        .into_iter()
+        .map(|(stream, file)| {
+            let shared = shared.clone();
+            std::thread::spawn(move || pump(file, stream, &shared))
+        })
+        .collect();
+
+    let sock_path = args.state_dir.join(SHIM_SOCK);
+    let listener = UnixListener::bind(&sock_path).map_err(|e| format!("shim: control socket: {e}"))?;
+    fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o600)).map_err(|e| format!("shim: chmod socket: {e}"))?;
+    {
+        let shared = shared.clone();
+        std::thread::spawn(move || serve(listener, shared));
+    }
+
+    let start = runtime_cmd(args)
+        .arg("--log")
+        .arg(&runtime_log)
+        .args(["--log-format", "json", "start", &args.id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("shim: run {}: {e}", args.runtime.display()))?;
+    if !start.success() {
+        let _ = kill(Pid::from_raw(init_pid), Signal::SIGKILL);
+        return Err(runtime_error(&runtime_log).unwrap_or_else(|| format!("runtime start failed: {start}")));
+    }
+    let info = ShimInfo {
+        id: args.id.clone(),
+        shim_pid: shared.shim_pid,
+        init_pid,
+        started_at: Utc::now(),
+        shim_start_ticks: state::proc_start_ticks(shared.shim_pid).unwrap_or(0),
+        tty: args.tty,
+    };
+    state::write_atomic(&args.state_dir.join(SHIM_JSON), &serde_json::to_vec(&info).unwrap_or_default())
+        .map_err(|e| format!("shim: write shim.json: {e}"))?;
+    Ok(Running { shared, pumps, cgroup })
+}
+
+fn pump(mut file: File, stream: u8, shared: &Shared) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => shared.output(stream, &buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // EIO on a pty master once the last slave is closed.
+            Err(_) => break,
+        }
+    }
+    shared.output_eof(stream);
+}
+
+/// The container's memory cgroup directory (v1 memory controller or v2 unified).
+fn find_memory_cgroup(pid: i32) -> Option<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let rel = path.trim_start_matches('/');
+        if ctrls.split(',').any(|c| c == "memory") {
+            return Some(Path::new("/sys/fs/cgroup/memory").join(rel));
+        }
+        if ctrls.is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            return Some(Path::new("/sys/fs/cgroup").join(rel));
+        }
+    }
+    None
+}
+
+/// Whether the kernel OOM-killed something in the cgroup.
+fn oom_killed(cgroup: &Path) -> bool {
+    ["memory.events", "memory.oom_control"].iter().any(|f| {
+        fs::read_to_string(cgroup.join(f)).is_ok_and(|t| {
+            t.lines().any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+        })
+    })
+}
+
+/// Wait for the init to exit, then record, notify, clean up.
+fn supervise(args: &ShimArgs, running: Running) {
+    let Running { shared, pumps, cgroup } = running;
+    let init = Pid::from_raw(shared.init_pid);
+    let (exit_code, signal) = loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == init => break (code, None),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => break (128 + sig as i32, Some(sig as i32)),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => {
+                // Not our child after all (subreaper not effective): poll.
+                while kill(init, None).is_ok() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                break (255, None);
+            }
+        }
+    };
+    // Drain output: with a pid namespace every holder of the pipes is gone;
+    // without one a leftover process could keep them open, so don't wait forever.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for p in pumps {
+        while !p.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    if let Some(mut w) = shared.log.lock().unwrap().writer.take() {
+        let _ = w.flush();
+    }
+    {
+        let mut clients = shared.clients.lock().unwrap();
+        clients.closed = true;
+        clients.list.clear();
+    }
+    let exit = ExitStatus {
+        exit_code,
+        signal,
+        finished_at: Utc::now(),
+        oom_killed: cgroup.as_deref().is_some_and(oom_killed),
+        error: None,
+    };
+    let _ = state::write_atomic(&args.state_dir.join(EXIT_JSON), &serde_json::to_vec(&exit).unwrap_or_default());
+    *shared.exit.lock().unwrap() = Some(exit);
+    shared.exit_cv.notify_all();
+    let _ = fs::remove_file(args.state_dir.join(SHIM_SOCK));
+    let _ = runtime_cmd(args).args(["delete", "-f", &args.id]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    // Let attached clients get the last output and waiters their answer.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while shared.conns.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let shared = shared.clone();
+        shared.conns.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(move || {
+            let _ = handle(conn, &shared);
+            shared.conns.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+fn reply(mut conn: &UnixStream, r: &Response) -> io::Result<()> {
+    let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;
+    line.push(b'\n');
+    conn.write_all(&line)
+}
+
+fn handle(conn: UnixStream, shared: &Shared) -> io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let req: Request = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => return reply(&conn, &Response::err(format!("bad request: {e}"))),
+    };
+    match req {
+        Request::State => reply(&conn, &Response { state: Some(shared.status()), ..Response::ok() }),
+        Request::Wait => {
+            let mut exit = shared.exit.lock().unwrap();
+            while exit.is_none() {
+                exit = shared.exit_cv.wait(exit).unwrap();
+            }
+            let exit = exit.clone();
+            reply(&conn, &Response { exit, ..Response::ok() })
+        }
+        Request::Kill { signal } => {
+            if shared.exit.lock().unwrap().is_some() {
+                return reply(&conn, &Response::err("container is not running"));
+            }
+            let r = Signal::try_from(signal)
+                .map_err(|e| e.to_string())
+                .and_then(|s| kill(Pid::from_raw(shared.init_pid), s).map_err(|e| e.to_string()));
+            reply(&conn, &r.map_or_else(Response::err, |_| Response::ok()))
+        }
+        Request::Resize { h, w } => {
+            let Some(m) = shared.master.as_ref() else {
+                return reply(&conn, &Response::err("container has no TTY"));
+            };
+            let ws = libc::winsize { ws_row: h, ws_col: w, ws_xpixel: 0, ws_ypixel: 0 };
+            let r = unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            if r < 0 {
+                return reply(&conn, &Response::err(io::Error::last_os_error().to_string()));
+            }
+            reply(&conn, &Response::ok())
+        }
+        Request::Attach { stdin, stdout, stderr } => attach(conn, reader, shared, stdin, stdout, stderr),
+    }
+}
+
+fn attach(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, stdin: bool, stdout: bool, stderr: bool) -> io::Result<()> {
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CLIENT_QUEUE);
+    {
+        let mut clients = shared.clients.lock().unwrap();
+        if clients.closed {
+            drop(clients);
+            return reply(&conn, &Response::err("container is not running"));
+        }
+        reply(&conn, &Response::ok())?;
+        if stdout || stderr {
+            clients.list.push(Client { tx, stdout, stderr });
+        }
+    }
+    let mut out = conn.try_clone()?;
+    let writer = std::thread::spawn(move || {
+        for chunk in rx {
+            if out.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = out.shutdown(std::net::Shutdown::Write);
+    });
+    if stdin && shared.stdin.lock().unwrap().is_some() {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut guard = shared.stdin.lock().unwrap();
+            let Some(f) = guard.as_mut() else { break };
+            if f.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        if !shared.tty {
+            // Client closed its side: the container sees EOF on stdin.
+            shared.stdin.lock().unwrap().take();
+        }
+    }
+    let _ = writer.join();
+    Ok(())
+}
