@@ -377,3 +377,109 @@ impl Iterator for LogReader {
         self.next_record(follow)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> LogOptions {
+        LogOptions { stdout: true, stderr: true, ..Default::default() }
+    }
+
+    fn texts(r: LogReader) -> Vec<String> {
+        r.map(|e| String::from_utf8(e.unwrap().log).unwrap()).collect()
+    }
+
+    #[test]
+    fn splitter_lines_and_partial_chunks() {
+        let mut s = LineSplitter::default();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        s.push(b"a\nb", |p| out.push(p.to_vec()));
+        s.push(b"c\nd", |p| out.push(p.to_vec()));
+        assert_eq!(out, vec![b"a\n".to_vec(), b"bc\n".to_vec()]);
+        s.push(&vec![b'x'; MAX_PARTIAL * 2 + 5], |p| out.push(p.to_vec()));
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[2].len(), MAX_PARTIAL);
+        assert_eq!(out[2][0], b'd');
+        s.finish(|p| out.push(p.to_vec()));
+        assert_eq!(out[4].len(), 6);
+        assert_eq!(out.iter().map(Vec::len).sum::<usize>(), 2 + 3 + 1 + MAX_PARTIAL * 2 + 5);
+    }
+
+    #[test]
+    fn rotation_caps_files_and_reader_reads_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut w = LogWriter::open(&path, 1000, 3).unwrap();
+        for i in 0..200 {
+            let stream = if i % 2 == 0 { "stdout" } else { "stderr" };
+            w.write_entry(stream, format!("line {i}\n").as_bytes(), Utc::now()).unwrap();
+        }
+        w.flush().unwrap();
+        let mut names: Vec<String> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["c.log", "c.log.1", "c.log.2"]);
+        for n in &names {
+            assert!(fs::metadata(dir.path().join(n)).unwrap().len() <= 1000);
+        }
+        let all = texts(read_logs(&path, opts()).unwrap());
+        assert!(all.len() > 10 && all.len() < 200, "{}", all.len());
+        let nums: Vec<usize> = all.iter().map(|l| l.trim()[5..].parse().unwrap()).collect();
+        assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "in order across files");
+        assert_eq!(*nums.last().unwrap(), 199);
+
+        let tail = texts(read_logs(&path, LogOptions { tail: Some(3), ..opts() }).unwrap());
+        assert_eq!(tail, ["line 197\n", "line 198\n", "line 199\n"]);
+        let errs = read_logs(&path, LogOptions { stdout: false, tail: Some(2), ..opts() }).unwrap();
+        let errs: Vec<LogEntry> = errs.map(Result::unwrap).collect();
+        assert_eq!(errs.iter().map(|e| e.stream.as_str()).collect::<Vec<_>>(), ["stderr", "stderr"]);
+        assert_eq!(errs[1].log, b"line 199\n");
+        assert!(texts(read_logs(&path, LogOptions { tail: Some(0), ..opts() }).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn since_until_and_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut w = LogWriter::open(&path, 1 << 20, 2).unwrap();
+        let t0 = DateTime::parse_from_rfc3339("2024-01-01T00:00:00.5Z").unwrap().with_timezone(&Utc);
+        for i in 0..5 {
+            w.write_entry("stdout", format!("{i}\n").as_bytes(), t0 + chrono::Duration::seconds(i)).unwrap();
+        }
+        w.flush().unwrap();
+        let r = read_logs(&path, LogOptions { since: Some(t0 + chrono::Duration::seconds(1)), until: Some(t0 + chrono::Duration::seconds(3)), ..opts() }).unwrap();
+        assert_eq!(texts(r), ["1\n", "2\n", "3\n"]);
+        let first = read_logs(&path, opts()).unwrap().next().unwrap().unwrap();
+        assert_eq!(first.render(true), b"2024-01-01T00:00:00.500000000Z 0\n");
+        assert_eq!(first.render(false), b"0\n");
+    }
+
+    #[test]
+    fn follow_across_rotation_until_stop_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let stop = dir.path().join("exit.json");
+        let mut w = LogWriter::open(&path, 300, 2).unwrap();
+        w.write_entry("stdout", b"first\n", Utc::now()).unwrap();
+        w.flush().unwrap();
+        let r = read_logs(&path, LogOptions { follow: true, ..opts() }).unwrap().stop_when_exists(stop.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            for e in r {
+                tx.send(String::from_utf8(e.unwrap().log).unwrap()).unwrap();
+            }
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "first\n");
+        for i in 0..20 {
+            w.write_entry("stdout", format!("n{i}\n").as_bytes(), Utc::now()).unwrap();
+            w.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        fs::write(&stop, "{}").unwrap();
+        t.join().unwrap();
+        let got: Vec<String> = rx.try_iter().collect();
+        let want: Vec<String> = (0..20).map(|i| format!("n{i}\n")).collect();
+        assert_eq!(got, want, "every record once, across several rotations");
+        assert!(rotated(&path, 1).exists());
+    }
+}
