@@ -1,0 +1,307 @@
+//! End-to-end tests of the shim with the real runc and a busybox rootfs.
+//! They need root and runc; without them they print why and pass trivially.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_shim::{connect, is_alive, read_exit, read_logs, spawn, LogOptions, ShimError, ShimHandle, ShimOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const RUNC: &str = "/usr/sbin/runc";
+
+fn can_run() -> bool {
+    if unsafe { libc::geteuid() } != 0 || !Path::new(RUNC).exists() || !Path::new("/bin/busybox").exists() {
+        eprintln!("skipping: needs root, {RUNC} and /bin/busybox");
+        return false;
+    }
+    true
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    bundle: PathBuf,
+    state: PathBuf,
+    root: PathBuf,
+    log: PathBuf,
+    id: String,
+}
+
+fn env(name: &str, script: &str, tty: bool) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    let rootfs = bundle.join("rootfs");
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    for d in ["proc", "dev", "tmp"] {
+        fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for app in ["sh", "echo", "cat", "sleep", "yes", "head", "ls", "stty", "seq"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(app)).unwrap();
+    }
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": tty,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/sh", "-c", script],
+            "env": ["PATH=/bin", "TERM=xterm"],
+            "cwd": "/"
+        },
+        "root": {"path": "rootfs"},
+        "hostname": "shimtest",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}
+        ],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "ipc"}]}
+    });
+    fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let state = dir.path().join("state");
+    let root = dir.path().join("runc");
+    let log = dir.path().join("logs/container.log");
+    let id = format!("shimtest-{name}-{}", std::process::id());
+    Env { _dir: dir, bundle, state, root, log, id }
+}
+
+fn opts(e: &Env) -> ShimOptions {
+    let mut o = ShimOptions::new(
+        PathBuf::from(env!("CARGO_BIN_EXE_berth-shim")),
+        e.id.clone(),
+        e.bundle.clone(),
+        e.state.clone(),
+        PathBuf::from(RUNC),
+        e.root.clone(),
+        e.log.clone(),
+    );
+    o.timeout = Duration::from_secs(20);
+    o
+}
+
+/// After exit: the shim is gone, runc has no state, the init is gone.
+fn assert_cleaned_up(e: &Env, h: Option<ShimHandle>) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while (is_alive(&e.state) || e.root.join(&e.id).exists() || e.state.join("shim.sock").exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!is_alive(&e.state), "shim still alive");
+    assert!(!e.root.join(&e.id).exists(), "runc state left behind");
+    assert!(!e.state.join("shim.sock").exists(), "control socket left behind");
+    if let Some(h) = h {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", h.init_pid)).unwrap_or_default();
+        assert!(stat.is_empty() || !stat.contains("(sh)"), "container init still exists: {stat}");
+    }
+}
+
+fn stdout_text(e: &Env, stdout: bool, stderr: bool) -> String {
+    read_logs(&e.log, LogOptions { stdout, stderr, ..Default::default() })
+        .unwrap()
+        .map(|r| String::from_utf8(r.unwrap().log).unwrap())
+        .collect()
+}
+
+/// Read Docker-framed chunks until `pred` holds on the (stream, text) collected or EOF.
+async fn read_frames(s: &mut berth_shim::client::AttachStream, mut pred: impl FnMut(&[(u8, String)]) -> bool) -> Vec<(u8, String)> {
+    let mut got = Vec::new();
+    loop {
+        let mut hdr = [0u8; 8];
+        if s.read_exact(&mut hdr).await.is_err() {
+            return got;
+        }
+        let len = u32::from_be_bytes(hdr[4..8].try_into().unwrap()) as usize;
+        assert_eq!(&hdr[1..4], &[0, 0, 0]);
+        let mut data = vec![0u8; len];
+        s.read_exact(&mut data).await.unwrap();
+        got.push((hdr[0], String::from_utf8(data).unwrap()));
+        if pred(&got) {
+            return got;
+        }
+    }
+}
+
+#[tokio::test]
+async fn exit_code_logs_and_cleanup() {
+    if !can_run() {
+        return;
+    }
+    let e = env("exit", "echo hi; echo err >&2; exit 3", false);
+    let h = spawn(&opts(&e)).unwrap();
+    assert!(h.shim_pid > 0 && h.init_pid > 0);
+    let exit = connect(&e.state).wait().await.unwrap();
+    assert_eq!(exit.exit_code, 3);
+    assert_eq!(exit.signal, None);
+    assert!(!exit.oom_killed);
+    assert_cleaned_up(&e, Some(h));
+    assert_eq!(read_exit(&e.state).unwrap().exit_code, 3);
+    assert_eq!(stdout_text(&e, true, false), "hi\n");
+    assert_eq!(stdout_text(&e, false, true), "err\n");
+    let streams: Vec<String> = read_logs(&e.log, LogOptions { stdout: true, stderr: true, ..Default::default() }).unwrap().map(|r| r.unwrap().stream).collect();
+    assert_eq!(streams.len(), 2);
+}
+
+#[tokio::test]
+async fn no_fd_leaks_into_container() {
+    if !can_run() {
+        return;
+    }
+    // An inheritable fd in the launcher must not reach the container.
+    let leak = fs::File::open("/dev/null").unwrap();
+    unsafe { libc::fcntl(leak.as_raw_fd(), libc::F_SETFD, 0) };
+    let e = env("fds", "ls /proc/self/fd", false);
+    let h = spawn(&opts(&e)).unwrap();
+    let exit = connect(&e.state).wait().await.unwrap();
+    assert_eq!(exit.exit_code, 0);
+    assert_cleaned_up(&e, Some(h));
+    let listed: Vec<String> = stdout_text(&e, true, false).split_whitespace().map(str::to_owned).collect();
+    assert_eq!(listed, ["0", "1", "2", "3"], "only stdio and ls's own directory fd");
+    drop(leak);
+}
+
+#[tokio::test]
+async fn start_failure_is_reported() {
+    if !can_run() {
+        return;
+    }
+    let e = env("fail", "true", false);
+    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(e.bundle.join("config.json")).unwrap()).unwrap();
+    cfg["process"]["args"] = serde_json::json!(["/nonexistent-binary"]);
+    fs::write(e.bundle.join("config.json"), cfg.to_string()).unwrap();
+    match spawn(&opts(&e)) {
+        Err(ShimError::Start(msg)) => assert!(msg.contains("nonexistent-binary"), "{msg}"),
+        other => panic!("expected a start error, got {other:?}"),
+    }
+    let exit = read_exit(&e.state).expect("exit.json on failure");
+    assert!(exit.error.unwrap().contains("nonexistent-binary"));
+    assert_cleaned_up(&e, None);
+}
+
+#[tokio::test]
+async fn survives_its_launcher() {
+    if !can_run() {
+        return;
+    }
+    let e = env("survive", "sleep 1; echo done; exit 7", false);
+    // The launcher is a shell that starts the shim and is then killed -9.
+    let shim = env!("CARGO_BIN_EXE_berth-shim");
+    let script = format!(
+        "{shim} --id {} --bundle {} --state-dir {} --runtime {RUNC} --runtime-root {} --log-path {} & sleep 0.3; kill -9 $$",
+        e.id,
+        e.bundle.display(),
+        e.state.display(),
+        e.root.display(),
+        e.log.display()
+    );
+    let status = std::process::Command::new("/bin/sh").arg("-c").arg(&script).status().unwrap();
+    assert!(!status.success(), "launcher was killed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while berth_shim::read_shim_info(&e.state).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info = berth_shim::read_shim_info(&e.state).expect("shim.json");
+    assert!(is_alive(&e.state));
+    let client = connect(&e.state);
+    let st = client.state().await.unwrap();
+    assert!(st.running);
+    assert_eq!(st.init_pid, info.init_pid);
+    let exit = client.wait().await.unwrap();
+    assert_eq!(exit.exit_code, 7);
+    assert_eq!(stdout_text(&e, true, true), "done\n");
+    assert_cleaned_up(&e, None);
+}
+
+#[tokio::test]
+async fn attach_streams_output_and_forwards_stdin() {
+    if !can_run() {
+        return;
+    }
+    let e = env("attach", "echo ready; cat; echo bye >&2", false);
+    let mut o = opts(&e);
+    o.stdin = true;
+    let h = spawn(&o).unwrap();
+    let client = connect(&e.state);
+    let mut a = client.attach(true, true, true).await.unwrap();
+    a.get_mut().write_all(b"ping\n").await.unwrap();
+    let got = read_frames(&mut a, |g| g.iter().any(|(_, t)| t.contains("ping"))).await;
+    assert!(got.contains(&(1, "ping\n".to_string())), "{got:?}");
+    // Closing our stdin closes the container's: cat ends.
+    a.get_mut().shutdown().await.unwrap();
+    let rest = read_frames(&mut a, |_| false).await;
+    assert!(rest.contains(&(2, "bye\n".to_string())), "{rest:?}");
+    let exit = client.wait().await.unwrap();
+    assert_eq!(exit.exit_code, 0);
+    assert_cleaned_up(&e, Some(h));
+    assert!(stdout_text(&e, true, true).contains("ping\n"));
+}
+
+#[tokio::test]
+async fn kill_reports_signal_exit_code() {
+    if !can_run() {
+        return;
+    }
+    let e = env("kill", "echo up; sleep 100", false);
+    let h = spawn(&opts(&e)).unwrap();
+    let client = connect(&e.state);
+    assert!(client.resize(10, 10).await.is_err(), "no TTY to resize");
+    client.kill(9).await.unwrap();
+    let exit = client.wait().await.unwrap();
+    assert_eq!((exit.exit_code, exit.signal), (137, Some(9)));
+    assert_cleaned_up(&e, Some(h));
+}
+
+#[tokio::test]
+async fn tty_with_resize() {
+    if !can_run() {
+        return;
+    }
+    let e = env("tty", "read x; stty size; echo got-$x", true);
+    let mut o = opts(&e);
+    o.tty = true;
+    o.stdin = true;
+    let h = spawn(&o).unwrap();
+    let client = connect(&e.state);
+    assert!(client.state().await.unwrap().tty);
+    client.resize(33, 101).await.unwrap();
+    let mut a = client.attach(true, true, true).await.unwrap();
+    a.get_mut().write_all(b"go\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), a.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out).to_string();
+    assert!(out.contains("33 101"), "{out:?}");
+    assert!(out.contains("got-go\r\n"), "raw TTY output with CRLF: {out:?}");
+    let exit = client.wait().await.unwrap();
+    assert_eq!(exit.exit_code, 0);
+    assert_cleaned_up(&e, Some(h));
+    assert!(stdout_text(&e, true, false).contains("33 101"));
+}
+
+#[tokio::test]
+async fn stalled_client_does_not_block_and_logs_are_capped() {
+    if !can_run() {
+        return;
+    }
+    // Long lines keep the record count (and debug-build CPU time) moderate.
+    let line = "x".repeat(200);
+    let e = env("stall", &format!("yes {line} | head -c 50000000; echo end"), false);
+    let mut o = opts(&e);
+    o.log_max_size = 1 << 20;
+    o.log_max_files = 3;
+    let h = spawn(&o).unwrap();
+    let client = connect(&e.state);
+    // Attached but never reading.
+    let _stalled = client.attach(false, true, true).await.unwrap();
+    let started = Instant::now();
+    let exit = tokio::time::timeout(Duration::from_secs(120), client.wait()).await.expect("container blocked by a stalled client").unwrap();
+    assert_eq!(exit.exit_code, 0);
+    eprintln!("50 MB through the shim in {:?}", started.elapsed());
+    assert_cleaned_up(&e, Some(h));
+    let mut total = 0;
+    for entry in fs::read_dir(e.log.parent().unwrap()).unwrap() {
+        total += entry.unwrap().metadata().unwrap().len();
+    }
+    assert!(total <= 3 * (1 << 20), "log disk use {total} above cap");
+    let tail: Vec<_> = read_logs(&e.log, LogOptions { stdout: true, stderr: true, tail: Some(1), ..Default::default() }).unwrap().map(Result::unwrap).collect();
+    // head cut the last line short, so "end" completes it.
+    assert!(tail[0].log.ends_with(b"xxend\n"), "{:?}", String::from_utf8_lossy(&tail[0].log));
+}
