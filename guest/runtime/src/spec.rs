@@ -25,6 +25,16 @@ const DEFAULT_CPU_PERIOD: u64 = 100_000;
 /// Docker's default open-files limit (soft and hard).
 const DEFAULT_NOFILE: u64 = 1_048_576;
 
+/// The default RLIMIT_NOFILE: Docker's 1048576, lowered to our own hard limit
+/// when that is smaller, since raising past it needs CAP_SYS_RESOURCE, which
+/// a sandboxed berthd may lack (runc would then fail to start every container).
+pub fn default_nofile() -> u64 {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((_, hard)) if hard < DEFAULT_NOFILE => hard,
+        _ => DEFAULT_NOFILE,
+    }
+}
+
 /// Paths hidden from non-privileged containers (they leak host information or
 /// expose kernel interfaces).
 pub const MASKED_PATHS: [&str; 12] = [
@@ -243,8 +253,8 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
         rlimits.push(
             PosixRlimitBuilder::default()
                 .typ(PosixRlimitType::RlimitNofile)
-                .soft(DEFAULT_NOFILE)
-                .hard(DEFAULT_NOFILE)
+                .soft(default_nofile())
+                .hard(default_nofile())
                 .build()?,
         );
     }
@@ -583,7 +593,8 @@ mod tests {
         assert_eq!(proc_.oom_score_adj(), Some(500));
         let rl = proc_.rlimits().as_ref().unwrap();
         assert!(rl.iter().any(|r| r.typ() == PosixRlimitType::RlimitNproc && r.hard() == 20));
-        assert!(rl.iter().any(|r| r.typ() == PosixRlimitType::RlimitNofile && r.soft() == 1_048_576));
+        assert!(rl.iter().any(|r| r.typ() == PosixRlimitType::RlimitNofile && r.soft() == default_nofile()));
+        assert!(default_nofile() <= 1_048_576 && default_nofile() > 0);
         // Default device cgroup denies first, then allows the standard nodes.
         let d = r.devices().as_ref().unwrap();
         assert!(!d[0].allow());
