@@ -16,6 +16,6 @@ pub mod state;
 
 pub use client::{connect, ClientError, ShimClient};
 pub use launch::{spawn, ShimError, ShimHandle, ShimOptions};
-pub use logs::{read_logs, LogEntry, LogError, LogOptions, LogReader};
+pub use logs::{read_logs, stream_logs, LogEntry, LogError, LogOptions, LogReader};
 pub use protocol::{frame, Request, Response, ShimStatus};
 pub use state::{is_alive, read_exit, read_shim_info, ExitStatus, ShimInfo};

@@ -211,6 +211,8 @@ pub struct LogReader {
     /// Complete lines read in one go at a rotation or at the end.
     drained: VecDeque<Vec<u8>>,
     stop_file: Option<PathBuf>,
+    /// Checked while waiting for more data in follow mode.
+    cancel: Option<Box<dyn Fn() -> bool + Send>>,
     poll: Duration,
 }
 
@@ -254,6 +256,7 @@ pub fn read_logs(log_path: &Path, opts: LogOptions) -> Result<LogReader, LogErro
         partial: Vec::new(),
         drained: VecDeque::new(),
         stop_file: None,
+        cancel: None,
         poll: Duration::from_millis(50),
     };
     if let Some(n) = reader.opts.tail {
@@ -282,6 +285,13 @@ impl LogReader {
     /// `exit.json`) and everything written so far has been returned.
     pub fn stop_when_exists(mut self, path: PathBuf) -> Self {
         self.stop_file = Some(path);
+        self
+    }
+
+    /// In follow mode, give up waiting for more data once `cancelled` returns
+    /// true (e.g. the HTTP client went away).
+    pub fn cancel_when(mut self, cancelled: impl Fn() -> bool + Send + 'static) -> Self {
+        self.cancel = Some(Box::new(cancelled));
         self
     }
 
@@ -345,6 +355,9 @@ impl LogReader {
                         }
                         continue;
                     }
+                    if self.cancel.as_ref().is_some_and(|c| c()) {
+                        return None;
+                    }
                     std::thread::sleep(self.poll);
                 }
             }
@@ -364,6 +377,32 @@ impl LogReader {
             }
         }
     }
+}
+
+/// Async form of [`read_logs`] for berthd: records arrive on a channel fed by
+/// a blocking task, which stops when the receiver is dropped. `stop_file` is
+/// passed to [`LogReader::stop_when_exists`] (usually the container's `exit.json`).
+/// Must be called inside a tokio runtime.
+pub fn stream_logs(
+    log_path: &Path,
+    opts: LogOptions,
+    stop_file: Option<PathBuf>,
+) -> Result<tokio::sync::mpsc::Receiver<Result<LogEntry, LogError>>, LogError> {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let mut reader = read_logs(log_path, opts)?;
+    if let Some(p) = stop_file {
+        reader = reader.stop_when_exists(p);
+    }
+    let closed = tx.clone();
+    let reader = reader.cancel_when(move || closed.is_closed());
+    tokio::task::spawn_blocking(move || {
+        for entry in reader {
+            if tx.blocking_send(entry).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 impl Iterator for LogReader {
@@ -452,6 +491,24 @@ mod tests {
         let first = read_logs(&path, opts()).unwrap().next().unwrap().unwrap();
         assert_eq!(first.render(true), b"2024-01-01T00:00:00.500000000Z 0\n");
         assert_eq!(first.render(false), b"0\n");
+    }
+
+    #[tokio::test]
+    async fn async_stream_follows_and_stops_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut w = LogWriter::open(&path, 1 << 20, 2).unwrap();
+        w.write_entry("stderr", b"one\n", Utc::now()).unwrap();
+        w.flush().unwrap();
+        let mut rx = stream_logs(&path, LogOptions { follow: true, ..opts() }, None).unwrap();
+        assert_eq!(rx.recv().await.unwrap().unwrap().log, b"one\n");
+        w.write_entry("stdout", b"two\n", Utc::now()).unwrap();
+        w.flush().unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap().unwrap();
+        assert_eq!((e.stream.as_str(), e.log.as_slice()), ("stdout", &b"two\n"[..]));
+        drop(rx);
+        // The blocking reader notices the closed channel and ends; the runtime
+        // shutting down at the end of the test would hang otherwise.
     }
 
     #[test]

@@ -155,10 +155,10 @@ fn runtime_cmd(args: &ShimArgs) -> Command {
 fn runtime_error(log: &Path) -> Option<String> {
     let text = fs::read_to_string(log).ok()?;
     text.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["level"] == "error" || v["level"] == "fatal")
-        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
-        .last()
+        .find_map(|v| v["msg"].as_str().map(str::to_owned))
 }
 
 /// Everything the threads share.
