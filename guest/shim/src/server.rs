@@ -352,6 +352,15 @@ fn start(args: &ShimArgs) -> Result<Running, String> {
         exit_cv: Condvar::new(),
         conns: AtomicUsize::new(0),
     });
+    let sock_path = args.state_dir.join(SHIM_SOCK);
+    // Created 0600 from the start (umask) rather than chmod-ed afterwards, so
+    // there is no window in which others may connect; no other thread
+    // creates files at this point.
+    let old_mask = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(&sock_path);
+    unsafe { libc::umask(old_mask) };
+    let listener = bound.map_err(|e| format!("shim: control socket: {e}"))?;
+    fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o600)).map_err(|e| format!("shim: chmod socket: {e}"))?;
     let pumps = outputs
         .into_iter()
         .map(|(stream, file)| {
@@ -360,9 +369,6 @@ fn start(args: &ShimArgs) -> Result<Running, String> {
         })
         .collect();
 
-    let sock_path = args.state_dir.join(SHIM_SOCK);
-    let listener = UnixListener::bind(&sock_path).map_err(|e| format!("shim: control socket: {e}"))?;
-    fs::set_permissions(&sock_path, fs::Permissions::from_mode(0o600)).map_err(|e| format!("shim: chmod socket: {e}"))?;
     {
         let shared = shared.clone();
         std::thread::spawn(move || serve(listener, shared));

@@ -37,7 +37,7 @@ fn env(name: &str, script: &str, tty: bool) -> Env {
         fs::create_dir_all(rootfs.join(d)).unwrap();
     }
     fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for app in ["sh", "echo", "cat", "sleep", "yes", "head", "ls", "stty", "seq"] {
+    for app in ["sh", "echo", "cat", "sleep", "yes", "head", "ls", "stty", "seq", "tr"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(app)).unwrap();
     }
     let config = serde_json::json!({
@@ -244,6 +244,8 @@ async fn kill_reports_signal_exit_code() {
     let h = spawn(&opts(&e)).unwrap();
     let client = connect(&e.state);
     assert!(client.resize(10, 10).await.is_err(), "no TTY to resize");
+    let mode = fs::metadata(e.state.join("shim.sock")).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions())).unwrap();
+    assert_eq!(mode & 0o777, 0o600);
     client.kill(9).await.unwrap();
     let exit = client.wait().await.unwrap();
     assert_eq!((exit.exit_code, exit.signal), (137, Some(9)));
@@ -304,4 +306,23 @@ async fn stalled_client_does_not_block_and_logs_are_capped() {
     let tail: Vec<_> = read_logs(&e.log, LogOptions { stdout: true, stderr: true, tail: Some(1), ..Default::default() }).unwrap().map(Result::unwrap).collect();
     // head cut the last line short, so "end" completes it.
     assert!(tail[0].log.ends_with(b"xxend\n"), "{:?}", String::from_utf8_lossy(&tail[0].log));
+}
+
+#[tokio::test]
+async fn oom_kill_is_recorded() {
+    if !can_run() || !Path::new("/sys/fs/cgroup/memory/memory.oom_control").exists() {
+        eprintln!("skipping: needs the v1 memory controller");
+        return;
+    }
+    // The shell grows a variable far beyond the 32 MiB limit.
+    let e = env("oom", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived", false);
+    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(e.bundle.join("config.json")).unwrap()).unwrap();
+    cfg["linux"]["resources"] = serde_json::json!({"memory": {"limit": 33554432, "swap": 33554432}});
+    fs::write(e.bundle.join("config.json"), cfg.to_string()).unwrap();
+    let h = spawn(&opts(&e)).unwrap();
+    let exit = connect(&e.state).wait().await.unwrap();
+    assert!(exit.oom_killed, "{exit:?}");
+    assert_ne!(exit.exit_code, 0);
+    assert_cleaned_up(&e, Some(h));
+    assert!(!stdout_text(&e, true, false).contains("survived"));
 }
