@@ -47,14 +47,23 @@ pub struct SysMounter;
 
 impl Mounter for SysMounter {
     fn mount_overlay(&self, target: &Path, options: &str) -> Result<(), BundleError> {
-        mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options))
-            .map_err(|e| BundleError::Mount(target.display().to_string(), e.desc().to_string()))
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options),
+        )
+        .map_err(|e| BundleError::Mount(target.display().to_string(), e.desc().to_string()))
     }
 
     fn unmount(&self, target: &Path) -> Result<(), BundleError> {
         match umount2(target, MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()), // not mounted
-            Err(e) => Err(BundleError::Mount(target.display().to_string(), e.desc().to_string())),
+            Err(e) => Err(BundleError::Mount(
+                target.display().to_string(),
+                e.desc().to_string(),
+            )),
         }
     }
 }
@@ -78,9 +87,21 @@ fn check(p: &Path) -> Result<String, BundleError> {
 }
 
 /// The overlay options for `lowers` (top layer first).
-pub fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<String, BundleError> {
-    let lows = lowers.iter().map(|p| check(p)).collect::<Result<Vec<_>, _>>()?;
-    Ok(format!("lowerdir={},upperdir={},workdir={}", lows.join(":"), check(upper)?, check(work)?))
+pub fn overlay_options(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> Result<String, BundleError> {
+    let lows = lowers
+        .iter()
+        .map(|p| check(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lows.join(":"),
+        check(upper)?,
+        check(work)?
+    ))
 }
 
 impl Bundle {
@@ -104,7 +125,8 @@ impl Bundle {
     /// Writes config.json atomically (temp file, fsync, rename), so runc
     /// never sees a half-written spec after a crash.
     pub fn write_config(&self, spec: &oci_spec::runtime::Spec) -> Result<(), BundleError> {
-        let data = serde_json::to_vec_pretty(spec).map_err(|e| BundleError::Encode(e.to_string()))?;
+        let data =
+            serde_json::to_vec_pretty(spec).map_err(|e| BundleError::Encode(e.to_string()))?;
         let tmp = self.dir.join(".config.json.tmp");
         {
             let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
@@ -177,11 +199,15 @@ mod tests {
 
     impl Mounter for Recorder {
         fn mount_overlay(&self, target: &Path, options: &str) -> Result<(), BundleError> {
-            self.0.borrow_mut().push((target.to_path_buf(), options.to_string()));
+            self.0
+                .borrow_mut()
+                .push((target.to_path_buf(), options.to_string()));
             Ok(())
         }
         fn unmount(&self, target: &Path) -> Result<(), BundleError> {
-            self.0.borrow_mut().push((target.to_path_buf(), "umount".into()));
+            self.0
+                .borrow_mut()
+                .push((target.to_path_buf(), "umount".into()));
             Ok(())
         }
     }
@@ -192,12 +218,16 @@ mod tests {
         let b = Bundle::create(d.path().join("b")).unwrap();
         let r = Recorder::default();
         let layers = vec![PathBuf::from("/s/top"), PathBuf::from("/s/base")];
-        b.mount_rootfs(&r, &layers, &d.path().join("up"), &d.path().join("wk")).unwrap();
+        b.mount_rootfs(&r, &layers, &d.path().join("up"), &d.path().join("wk"))
+            .unwrap();
         let calls = r.0.borrow();
         assert_eq!(calls[0].0, b.rootfs());
         assert_eq!(
             calls[0].1,
-            format!("lowerdir=/s/top:/s/base,upperdir={0}/up,workdir={0}/wk", d.path().display())
+            format!(
+                "lowerdir=/s/top:/s/base,upperdir={0}/up,workdir={0}/wk",
+                d.path().display()
+            )
         );
         assert!(d.path().join("up").is_dir() && d.path().join("wk").is_dir());
     }
@@ -207,13 +237,26 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let b = Bundle::create(d.path().join("b")).unwrap();
         let r = Recorder::default();
-        let layers: Vec<PathBuf> =
-            (0..80).map(|i| PathBuf::from(format!("/var/lib/berth/image/layers/sha256/{i:064x}/diff"))).collect();
-        assert!(overlay_options(&layers, Path::new("/u"), Path::new("/w")).unwrap().len() > MAX_MOUNT_DATA);
-        b.mount_rootfs(&r, &layers, &d.path().join("up"), &d.path().join("wk")).unwrap();
+        let layers: Vec<PathBuf> = (0..80)
+            .map(|i| PathBuf::from(format!("/var/lib/berth/image/layers/sha256/{i:064x}/diff")))
+            .collect();
+        assert!(
+            overlay_options(&layers, Path::new("/u"), Path::new("/w"))
+                .unwrap()
+                .len()
+                > MAX_MOUNT_DATA
+        );
+        b.mount_rootfs(&r, &layers, &d.path().join("up"), &d.path().join("wk"))
+            .unwrap();
         let opts = r.0.borrow()[0].1.clone();
         assert!(opts.len() < MAX_MOUNT_DATA);
-        let first = opts.strip_prefix("lowerdir=").unwrap().split(':').next().unwrap().to_string();
+        let first = opts
+            .strip_prefix("lowerdir=")
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap()
+            .to_string();
         assert_eq!(fs::read_link(&first).unwrap(), layers[0]);
         let last_link = b.dir.join("l").join(format!("{:x}", 79));
         assert_eq!(fs::read_link(last_link).unwrap(), layers[79]);
@@ -223,7 +266,9 @@ mod tests {
     fn far_too_many_layers_is_an_error() {
         let d = tempfile::tempdir().unwrap();
         let b = Bundle::create(d.path().join("b".repeat(200))).unwrap();
-        let layers: Vec<PathBuf> = (0..400).map(|i| PathBuf::from(format!("/x/{i:0>100}"))).collect();
+        let layers: Vec<PathBuf> = (0..400)
+            .map(|i| PathBuf::from(format!("/x/{i:0>100}")))
+            .collect();
         let r = Recorder::default();
         assert!(matches!(
             b.mount_rootfs(&r, &layers, &d.path().join("u"), &d.path().join("w")),
@@ -236,10 +281,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let b = Bundle::create(d.path().join("b")).unwrap();
         let r = Recorder::default();
-        b.mount_rootfs(&r, &[], &d.path().join("u"), &d.path().join("w")).unwrap();
-        assert!(r.0.borrow()[0].1.starts_with(&format!("lowerdir={}/empty,", b.dir.display())));
+        b.mount_rootfs(&r, &[], &d.path().join("u"), &d.path().join("w"))
+            .unwrap();
+        assert!(r.0.borrow()[0]
+            .1
+            .starts_with(&format!("lowerdir={}/empty,", b.dir.display())));
         assert!(matches!(
-            b.mount_rootfs(&r, &[PathBuf::from("/a:b")], &d.path().join("u"), &d.path().join("w")),
+            b.mount_rootfs(
+                &r,
+                &[PathBuf::from("/a:b")],
+                &d.path().join("u"),
+                &d.path().join("w")
+            ),
             Err(BundleError::BadPath(_))
         ));
     }

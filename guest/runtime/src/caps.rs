@@ -82,7 +82,11 @@ pub fn normalize(name: &str) -> Result<String, CapsError> {
     if upper == "ALL" {
         return Ok(upper);
     }
-    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
     if ALL_CAPS.contains(&full.as_str()) {
         Ok(full)
     } else {
@@ -101,8 +105,14 @@ pub fn effective_caps(
     if privileged {
         return Ok(ALL_CAPS.iter().map(|s| s.to_string()).collect());
     }
-    let adds = cap_add.iter().map(|c| normalize(c)).collect::<Result<Vec<_>, _>>()?;
-    let drops = cap_drop.iter().map(|c| normalize(c)).collect::<Result<Vec<_>, _>>()?;
+    let adds = cap_add
+        .iter()
+        .map(|c| normalize(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let drops = cap_drop
+        .iter()
+        .map(|c| normalize(c))
+        .collect::<Result<Vec<_>, _>>()?;
     let has_all = |v: &[String]| v.iter().any(|c| c == "ALL");
     let mut out: Vec<String> = Vec::new();
     let push = |c: &str, out: &mut Vec<String>| {

@@ -17,7 +17,12 @@ use serde::Deserialize;
 pub enum RuncError {
     /// The runtime ran and failed; `message` is its last logged error.
     #[error("{runtime} {command} {id}: {message}")]
-    Failed { runtime: String, command: String, id: String, message: String },
+    Failed {
+        runtime: String,
+        command: String,
+        id: String,
+        message: String,
+    },
     #[error("running {0}: {1}")]
     Spawn(String, std::io::Error),
     #[error("decoding {0} output: {1}")]
@@ -103,19 +108,29 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Runc {
     pub fn new(binary: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
-        Runc { binary: binary.into(), root: root.into() }
+        Runc {
+            binary: binary.into(),
+            root: root.into(),
+        }
     }
 
     /// A unique log/scratch path under the state root for one invocation.
     fn scratch(&self, what: &str) -> Result<PathBuf, RuncError> {
         fs::create_dir_all(&self.root)?;
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        Ok(self.root.join(format!(".berth-{what}-{}-{n}", std::process::id())))
+        Ok(self
+            .root
+            .join(format!(".berth-{what}-{}-{n}", std::process::id())))
     }
 
     fn command(&self, log: &Path) -> Command {
         let mut c = Command::new(&self.binary);
-        c.arg("--root").arg(&self.root).arg("--log").arg(log).arg("--log-format").arg("json");
+        c.arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(log)
+            .arg("--log-format")
+            .arg("json");
         c
     }
 
@@ -139,7 +154,14 @@ impl Runc {
         result
     }
 
-    fn failure(&self, command: &str, id: &str, log: &Path, stderr: &[u8], status: ExitStatus) -> RuncError {
+    fn failure(
+        &self,
+        command: &str,
+        id: &str,
+        log: &Path,
+        stderr: &[u8],
+        status: ExitStatus,
+    ) -> RuncError {
         let message = last_error(log)
             .or_else(|| {
                 let s = String::from_utf8_lossy(stderr).trim().to_string();
@@ -156,12 +178,19 @@ impl Runc {
 
     /// `runc run` in the foreground: create+start+wait in one call; the
     /// container uses `stdio`. Useful for one-shot containers and tests.
-    pub fn run_foreground(&self, id: &str, bundle: &Path, stdio: ContainerStdio) -> Result<ExitStatus, RuncError> {
+    pub fn run_foreground(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: ContainerStdio,
+    ) -> Result<ExitStatus, RuncError> {
         let log = self.scratch("log")?;
         let mut c = self.command(&log);
         c.arg("run").arg("--bundle").arg(bundle).arg(id);
         apply_stdio(&mut c, stdio);
-        let status = c.status().map_err(|e| RuncError::Spawn(self.binary.display().to_string(), e))?;
+        let status = c
+            .status()
+            .map_err(|e| RuncError::Spawn(self.binary.display().to_string(), e))?;
         // runc run exits with the container's status; only a logged error
         // means runc itself failed.
         let err = last_error(&log);
@@ -202,9 +231,9 @@ struct LogLine {
 pub fn last_error(log: &Path) -> Option<String> {
     let text = fs::read_to_string(log).ok()?;
     text.lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<LogLine>(l).ok())
-        .filter(|l| l.level == "error" || l.level == "fatal")
-        .last()
+        .find(|l| l.level == "error" || l.level == "fatal")
         .map(|l| l.msg)
 }
 
@@ -219,7 +248,11 @@ impl OciRuntime for Runc {
     ) -> Result<(), RuncError> {
         let log = self.scratch("log")?;
         let mut c = self.command(&log);
-        c.arg("create").arg("--bundle").arg(bundle).arg("--pid-file").arg(pid_file);
+        c.arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file);
         if let Some(s) = console_socket {
             c.arg("--console-socket").arg(s);
         }
@@ -227,7 +260,9 @@ impl OciRuntime for Runc {
         apply_stdio(&mut c, stdio);
         // status(), not output(): the container keeps runc's stdout open, so
         // reading it to EOF here would wait for the container to exit.
-        let status = c.status().map_err(|e| RuncError::Spawn(self.binary.display().to_string(), e));
+        let status = c
+            .status()
+            .map_err(|e| RuncError::Spawn(self.binary.display().to_string(), e));
         let result = match status {
             Ok(s) if s.success() => Ok(()),
             Ok(s) => Err(self.failure("create", id, &log, b"", s)),
@@ -283,7 +318,10 @@ impl OciRuntime for Runc {
         let proc_path = self.scratch("process")?;
         {
             let mut f = fs::File::create(&proc_path)?;
-            f.write_all(&serde_json::to_vec(process).map_err(|e| RuncError::Decode("process".into(), e.to_string()))?)?;
+            f.write_all(
+                &serde_json::to_vec(process)
+                    .map_err(|e| RuncError::Decode("process".into(), e.to_string()))?,
+            )?;
         }
         let log = self.scratch("log")?;
         let mut c = self.command(&log);
@@ -299,7 +337,9 @@ impl OciRuntime for Runc {
         }
         c.arg(id);
         apply_stdio(&mut c, stdio);
-        let status = c.status().map_err(|e| RuncError::Spawn(self.binary.display().to_string(), e));
+        let status = c
+            .status()
+            .map_err(|e| RuncError::Spawn(self.binary.display().to_string(), e));
         let err = last_error(&log);
         let _ = fs::remove_file(&log);
         let _ = fs::remove_file(&proc_path);
@@ -332,7 +372,9 @@ mod tests {
              {\"level\":\"error\",\"msg\":\"container_linux.go: starting container process caused: exec: \\\"nope\\\": executable file not found in $PATH\"}\n",
         )
         .unwrap();
-        assert!(last_error(&log).unwrap().contains("executable file not found"));
+        assert!(last_error(&log)
+            .unwrap()
+            .contains("executable file not found"));
         fs::write(&log, "{\"level\":\"info\",\"msg\":\"fine\"}\n").unwrap();
         assert_eq!(last_error(&log), None);
         assert_eq!(last_error(&d.path().join("missing")), None);
@@ -369,7 +411,9 @@ mod tests {
         let r = Runc::new(&script, &root);
         assert_eq!(r.state("c").unwrap().pid, 7);
         match r.kill("c", 15, true) {
-            Err(RuncError::Failed { message, command, .. }) => {
+            Err(RuncError::Failed {
+                message, command, ..
+            }) => {
                 assert_eq!(message, "no such container kill");
                 assert_eq!(command, "kill");
             }
@@ -378,7 +422,11 @@ mod tests {
         let argv = fs::read_to_string(root.join("argv")).unwrap();
         assert!(argv.contains("kill --all c 15"), "{argv}");
         // Log files are cleaned up after each call.
-        let leftovers: Vec<_> = fs::read_dir(&root).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".berth")).collect();
+        let leftovers: Vec<_> = fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".berth"))
+            .collect();
         assert!(leftovers.is_empty());
     }
 }

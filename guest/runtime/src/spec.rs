@@ -7,12 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capabilities,
-    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceBuilder,
-    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, UserBuilder,
+    Capabilities, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice,
+    LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::caps::{self, CapsError};
@@ -54,8 +53,13 @@ pub const MASKED_PATHS: [&str; 12] = [
 
 /// Paths visible but read-only for non-privileged containers (writes there
 /// would reconfigure the host kernel).
-pub const READONLY_PATHS: [&str; 5] =
-    ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserSpec {
@@ -159,8 +163,17 @@ fn mount(dest: &str, typ: &str, source: &str, opts: &[&str]) -> Result<Mount, Ru
         .build()?)
 }
 
-fn dev_rule(allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str) -> Result<LinuxDeviceCgroup, RuntimeError> {
-    let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).typ(typ).access(access);
+fn dev_rule(
+    allow: bool,
+    typ: LinuxDeviceType,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> Result<LinuxDeviceCgroup, RuntimeError> {
+    let mut b = LinuxDeviceCgroupBuilder::default()
+        .allow(allow)
+        .typ(typ)
+        .access(access);
     if let Some(m) = major {
         b = b.major(m);
     }
@@ -180,7 +193,16 @@ fn default_device_rules() -> Result<Vec<LinuxDeviceCgroup>, RuntimeError> {
         dev_rule(true, C, None, None, "m")?,
         dev_rule(true, B, None, None, "m")?,
     ];
-    for (maj, min) in [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)] {
+    for (maj, min) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+    ] {
         v.push(dev_rule(true, C, Some(maj), Some(min), "rwm")?);
     }
     v.push(dev_rule(true, C, Some(136), None, "rwm")?); // /dev/pts/*
@@ -189,16 +211,28 @@ fn default_device_rules() -> Result<Vec<LinuxDeviceCgroup>, RuntimeError> {
 
 fn host_device(d: &DeviceSpec) -> Result<(LinuxDevice, LinuxDeviceCgroup), RuntimeError> {
     let name = d.host_path.display().to_string();
-    let st = nix::sys::stat::stat(&d.host_path).map_err(|e| RuntimeError::Device(name.clone(), e.desc().into()))?;
+    let st = nix::sys::stat::stat(&d.host_path)
+        .map_err(|e| RuntimeError::Device(name.clone(), e.desc().into()))?;
     let kind = st.st_mode & libc::S_IFMT;
     let typ = match kind {
         libc::S_IFCHR => LinuxDeviceType::C,
         libc::S_IFBLK => LinuxDeviceType::B,
         _ => return Err(RuntimeError::Device(name, "not a device node".into())),
     };
-    let (major, minor) = (libc::major(st.st_rdev) as i64, libc::minor(st.st_rdev) as i64);
-    let dest = if d.container_path.is_empty() { name.clone() } else { d.container_path.clone() };
-    let perms = if d.permissions.is_empty() { "rwm" } else { d.permissions.as_str() };
+    let (major, minor) = (
+        libc::major(st.st_rdev) as i64,
+        libc::minor(st.st_rdev) as i64,
+    );
+    let dest = if d.container_path.is_empty() {
+        name.clone()
+    } else {
+        d.container_path.clone()
+    };
+    let perms = if d.permissions.is_empty() {
+        "rwm"
+    } else {
+        d.permissions.as_str()
+    };
     let dev = LinuxDeviceBuilder::default()
         .path(dest)
         .typ(typ)
@@ -211,9 +245,49 @@ fn host_device(d: &DeviceSpec) -> Result<(LinuxDevice, LinuxDeviceCgroup), Runti
     Ok((dev, dev_rule(true, typ, Some(major), Some(minor), perms)?))
 }
 
+/// Docker gives privileged containers every host device node. Walks `/dev`
+/// (not following symlinks), skipping the per-container filesystems that
+/// runc mounts itself and the console, which runc sets up for ttys.
+pub fn host_devices(dev_root: &Path) -> Vec<DeviceSpec> {
+    const SKIP_DIRS: [&str; 6] = ["pts", "shm", "fd", "mqueue", ".lxc", ".udev"];
+    let mut out = Vec::new();
+    let mut stack = vec![dev_root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let name = e.file_name();
+            if ft.is_dir() {
+                if !SKIP_DIRS.iter().any(|s| name == *s) {
+                    stack.push(e.path());
+                }
+                continue;
+            }
+            use std::os::unix::fs::FileTypeExt;
+            if (ft.is_char_device() || ft.is_block_device()) && name != "console" {
+                let rel = e
+                    .path()
+                    .strip_prefix(dev_root)
+                    .map(|r| r.to_path_buf())
+                    .unwrap_or_default();
+                out.push(DeviceSpec {
+                    host_path: e.path(),
+                    container_path: Path::new("/dev").join(rel).display().to_string(),
+                    permissions: "rwm".into(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.container_path.cmp(&b.container_path));
+    out
+}
+
 fn rlimit_type(name: &str) -> Result<PosixRlimitType, RuntimeError> {
     let upper = format!("\"RLIMIT_{}\"", name.to_ascii_uppercase());
-    serde_json::from_str(&upper).map_err(|_| RuntimeError::Invalid(format!("invalid ulimit type: {name}")))
+    serde_json::from_str(&upper)
+        .map_err(|_| RuntimeError::Invalid(format!("invalid ulimit type: {name}")))
 }
 
 /// The cgroup path runc should use: absolute, so it means the same thing
@@ -227,7 +301,10 @@ pub fn cgroups_path(cgroup_parent: &str, id: &str) -> String {
 /// Builds the OCI spec for `spec`.
 pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
     if spec.id.is_empty() || spec.id.contains('/') || spec.id.starts_with('.') {
-        return Err(RuntimeError::Invalid(format!("bad container id {:?}", spec.id)));
+        return Err(RuntimeError::Invalid(format!(
+            "bad container id {:?}",
+            spec.id
+        )));
     }
     if spec.args.is_empty() {
         return Err(RuntimeError::Invalid("no command specified".into()));
@@ -247,9 +324,19 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
 
     let mut rlimits = Vec::new();
     for (name, soft, hard) in &spec.ulimits {
-        rlimits.push(PosixRlimitBuilder::default().typ(rlimit_type(name)?).soft(*soft).hard(*hard).build()?);
+        rlimits.push(
+            PosixRlimitBuilder::default()
+                .typ(rlimit_type(name)?)
+                .soft(*soft)
+                .hard(*hard)
+                .build()?,
+        );
     }
-    if !spec.ulimits.iter().any(|(n, _, _)| n.eq_ignore_ascii_case("nofile")) {
+    if !spec
+        .ulimits
+        .iter()
+        .any(|(n, _, _)| n.eq_ignore_ascii_case("nofile"))
+    {
         rlimits.push(
             PosixRlimitBuilder::default()
                 .typ(PosixRlimitType::RlimitNofile)
@@ -261,7 +348,10 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
 
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
     }
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) && !spec.hostname.is_empty() {
         env.push(format!("HOSTNAME={}", spec.hostname));
@@ -280,7 +370,11 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
         .user(user)
         .args(spec.args.clone())
         .env(env)
-        .cwd(if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() })
+        .cwd(if spec.cwd.is_empty() {
+            "/"
+        } else {
+            spec.cwd.as_str()
+        })
         .capabilities(capabilities)
         .rlimits(rlimits)
         .no_new_privileges(spec.no_new_privileges);
@@ -290,23 +384,70 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
     let process = process.build()?;
 
     // Mounts, in Docker's order; user mounts replace defaults at the same path.
-    let shm = format!("size={}k", spec.shm_size.filter(|s| *s > 0).unwrap_or(DEFAULT_SHM_SIZE) / 1024);
+    let shm = format!(
+        "size={}k",
+        spec.shm_size.filter(|s| *s > 0).unwrap_or(DEFAULT_SHM_SIZE) / 1024
+    );
     let sys_ro = if privileged { "rw" } else { "ro" };
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
-        mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"])?,
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", sys_ro])?,
-        mount("/sys/fs/cgroup", "cgroup", "cgroup", &["nosuid", "noexec", "nodev", "relatime", sys_ro])?,
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", &shm])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_ro],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", sys_ro],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm],
+        )?,
     ];
     let mut user_mounts = Vec::new();
     for m in &spec.mounts {
         if !m.destination.starts_with('/') {
-            return Err(RuntimeError::Invalid(format!("mount destination {:?} is not absolute", m.destination)));
+            return Err(RuntimeError::Invalid(format!(
+                "mount destination {:?} is not absolute",
+                m.destination
+            )));
         }
-        let typ = if m.typ.is_empty() { "bind" } else { m.typ.as_str() };
+        let typ = if m.typ.is_empty() {
+            "bind"
+        } else {
+            m.typ.as_str()
+        };
         let mut opts = m.options.clone();
         if typ == "bind" && !opts.iter().any(|o| o == "bind" || o == "rbind") {
             opts.insert(0, "rbind".into());
@@ -316,13 +457,19 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
     }
     for (path, opts) in &spec.tmpfs {
         if !path.starts_with('/') {
-            return Err(RuntimeError::Invalid(format!("tmpfs destination {path:?} is not absolute")));
+            return Err(RuntimeError::Invalid(format!(
+                "tmpfs destination {path:?} is not absolute"
+            )));
         }
         let mut o = vec!["noexec", "nosuid", "nodev"];
         o.extend(opts.split(',').filter(|x| !x.is_empty()));
         user_mounts.push(mount(path, "tmpfs", "tmpfs", &o)?);
     }
-    mounts.retain(|d| !user_mounts.iter().any(|u| u.destination() == d.destination()));
+    mounts.retain(|d| {
+        !user_mounts
+            .iter()
+            .any(|u| u.destination() == d.destination())
+    });
     mounts.extend(user_mounts);
 
     let mut namespaces = Vec::new();
@@ -351,7 +498,13 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
         default_device_rules()?
     };
     let mut devices = Vec::new();
-    for d in &spec.devices {
+    let mut wanted = spec.devices.clone();
+    if privileged {
+        let host = host_devices(Path::new("/dev"));
+        wanted.retain(|d| !host.iter().any(|h| h.container_path == d.container_path));
+        wanted.extend(host);
+    }
+    for d in &wanted {
         let (dev, rule) = host_device(d)?;
         devices.push(dev);
         if !privileged {
@@ -376,9 +529,14 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
         cpu = cpu.shares(shares);
         has_cpu = true;
     }
-    match (spec.nano_cpus.filter(|n| *n > 0), spec.cpu_quota.filter(|q| *q != 0)) {
+    match (
+        spec.nano_cpus.filter(|n| *n > 0),
+        spec.cpu_quota.filter(|q| *q != 0),
+    ) {
         (Some(_), Some(_)) => {
-            return Err(RuntimeError::Invalid("conflicting options: Nano CPUs and CPU Period/Quota cannot both be set".into()))
+            return Err(RuntimeError::Invalid(
+                "conflicting options: Nano CPUs and CPU Period/Quota cannot both be set".into(),
+            ))
         }
         (Some(n), None) => {
             let period = DEFAULT_CPU_PERIOD;
@@ -419,19 +577,39 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
         .resources(resources.build()?)
         .cgroups_path(PathBuf::from(cgroups_path(&spec.cgroup_parent, &spec.id)))
         .devices(devices)
-        .sysctl(spec.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>());
+        .sysctl(
+            spec.sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
     if privileged {
-        linux = linux.masked_paths(Vec::<String>::new()).readonly_paths(Vec::<String>::new());
+        linux = linux
+            .masked_paths(Vec::<String>::new())
+            .readonly_paths(Vec::<String>::new());
     } else {
         linux = linux
-            .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            .masked_paths(
+                MASKED_PATHS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .readonly_paths(
+                READONLY_PATHS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
+            );
     }
     if !spec.seccomp_unconfined && !privileged {
         linux = linux.seccomp(seccomp::default_profile(&cap_list));
     }
 
-    let root = RootBuilder::default().path(spec.rootfs.clone()).readonly(spec.readonly_rootfs).build()?;
+    let root = RootBuilder::default()
+        .path(spec.rootfs.clone())
+        .readonly(spec.readonly_rootfs)
+        .build()?;
     let mut b = SpecBuilder::default()
         .version("1.0.2")
         .root(root)
@@ -450,9 +628,17 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
 /// Whether `p` is one of the default mounts' destinations (for callers that
 /// must not shadow them with image volumes).
 pub fn is_default_mount(p: &Path) -> bool {
-    ["/proc", "/dev", "/dev/pts", "/sys", "/sys/fs/cgroup", "/dev/mqueue", "/dev/shm"]
-        .iter()
-        .any(|d| Path::new(d) == p)
+    [
+        "/proc",
+        "/dev",
+        "/dev/pts",
+        "/sys",
+        "/sys/fs/cgroup",
+        "/dev/mqueue",
+        "/dev/shm",
+    ]
+    .iter()
+    .any(|d| Path::new(d) == p)
 }
 
 #[cfg(test)]
@@ -471,14 +657,25 @@ mod tests {
     }
 
     fn caps_of(s: &Spec) -> oci_spec::runtime::LinuxCapabilities {
-        s.process().as_ref().unwrap().capabilities().clone().unwrap()
+        s.process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap()
     }
 
     #[test]
     fn default_caps_are_docker_14_with_empty_inheritable() {
         let s = build(&base()).unwrap();
         let c = caps_of(&s);
-        let want = caps::to_oci(&caps::DEFAULT_CAPS.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let want = caps::to_oci(
+            &caps::DEFAULT_CAPS
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         assert_eq!(c.bounding().as_ref().unwrap(), &want);
         assert_eq!(c.effective().as_ref().unwrap(), &want);
         assert_eq!(c.permitted().as_ref().unwrap(), &want);
@@ -505,10 +702,17 @@ mod tests {
         assert!(l.masked_paths().as_ref().unwrap().is_empty());
         assert!(l.readonly_paths().as_ref().unwrap().is_empty());
         assert!(l.seccomp().is_none());
-        assert!(caps_of(&s).bounding().as_ref().unwrap().contains(&Capability::SysAdmin));
+        assert!(caps_of(&s)
+            .bounding()
+            .as_ref()
+            .unwrap()
+            .contains(&Capability::SysAdmin));
         let rules = l.resources().as_ref().unwrap().devices().as_ref().unwrap();
         assert_eq!(rules.len(), 1);
         assert!(rules[0].allow());
+        let devs = l.devices().as_ref().unwrap();
+        assert!(devs.iter().any(|d| d.path() == Path::new("/dev/null")));
+        assert!(!devs.iter().any(|d| d.path().starts_with("/dev/pts")));
     }
 
     #[test]
@@ -521,7 +725,11 @@ mod tests {
         assert!(b.contains(&Capability::NetAdmin) && !b.contains(&Capability::Kill));
         p.cap_add = vec![];
         p.cap_drop = vec!["ALL".into()];
-        assert!(caps_of(&build(&p).unwrap()).effective().as_ref().unwrap().is_empty());
+        assert!(caps_of(&build(&p).unwrap())
+            .effective()
+            .as_ref()
+            .unwrap()
+            .is_empty());
         p.cap_drop = vec!["BOGUS".into()];
         assert!(matches!(build(&p), Err(RuntimeError::Caps(_))));
     }
@@ -529,7 +737,15 @@ mod tests {
     #[test]
     fn namespaces_and_network_modes() {
         let kinds = |s: &Spec| -> Vec<LinuxNamespaceType> {
-            s.linux().as_ref().unwrap().namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect()
+            s.linux()
+                .as_ref()
+                .unwrap()
+                .namespaces()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|n| n.typ())
+                .collect()
         };
         let s = build(&base()).unwrap();
         assert_eq!(kinds(&s).len(), 6);
@@ -539,7 +755,10 @@ mod tests {
         p.network = NetworkMode::Path("/run/netns/x".into());
         let s = build(&p).unwrap();
         let ns = s.linux().as_ref().unwrap().namespaces().as_ref().unwrap();
-        let net = ns.iter().find(|n| n.typ() == LinuxNamespaceType::Network).unwrap();
+        let net = ns
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::Network)
+            .unwrap();
         assert_eq!(net.path().as_deref(), Some(Path::new("/run/netns/x")));
     }
 
@@ -547,25 +766,60 @@ mod tests {
     fn default_mounts_and_shm_size() {
         let s = build(&base()).unwrap();
         let mounts = s.mounts().as_ref().unwrap();
-        let find = |d: &str| mounts.iter().find(|m| m.destination() == Path::new(d)).unwrap().clone();
-        assert!(find("/dev/shm").options().as_ref().unwrap().contains(&"size=65536k".to_string()));
+        let find = |d: &str| {
+            mounts
+                .iter()
+                .find(|m| m.destination() == Path::new(d))
+                .unwrap()
+                .clone()
+        };
+        assert!(find("/dev/shm")
+            .options()
+            .as_ref()
+            .unwrap()
+            .contains(&"size=65536k".to_string()));
         let pts = find("/dev/pts");
         for o in ["newinstance", "ptmxmode=0666", "gid=5"] {
             assert!(pts.options().as_ref().unwrap().contains(&o.to_string()));
         }
-        assert!(find("/sys").options().as_ref().unwrap().contains(&"ro".to_string()));
+        assert!(find("/sys")
+            .options()
+            .as_ref()
+            .unwrap()
+            .contains(&"ro".to_string()));
         assert_eq!(find("/sys/fs/cgroup").typ().as_deref(), Some("cgroup"));
-        assert!(find("/dev").options().as_ref().unwrap().contains(&"mode=755".to_string()));
+        assert!(find("/dev")
+            .options()
+            .as_ref()
+            .unwrap()
+            .contains(&"mode=755".to_string()));
 
         let mut p = base();
         p.shm_size = Some(1 << 30);
         p.tmpfs = vec![("/dev/shm".into(), "size=1m".into())];
-        p.mounts = vec![MountSpec { source: "/host".into(), destination: "/data".into(), typ: String::new(), options: vec!["ro".into()] }];
+        p.mounts = vec![MountSpec {
+            source: "/host".into(),
+            destination: "/data".into(),
+            typ: String::new(),
+            options: vec!["ro".into()],
+        }];
         let s = build(&p).unwrap();
         let mounts = s.mounts().as_ref().unwrap();
-        assert_eq!(mounts.iter().filter(|m| m.destination() == Path::new("/dev/shm")).count(), 1);
-        let data = mounts.iter().find(|m| m.destination() == Path::new("/data")).unwrap();
-        assert_eq!(data.options().as_ref().unwrap(), &vec!["rbind".to_string(), "ro".to_string()]);
+        assert_eq!(
+            mounts
+                .iter()
+                .filter(|m| m.destination() == Path::new("/dev/shm"))
+                .count(),
+            1
+        );
+        let data = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/data"))
+            .unwrap();
+        assert_eq!(
+            data.options().as_ref().unwrap(),
+            &vec!["rbind".to_string(), "ro".to_string()]
+        );
     }
 
     #[test]
@@ -592,13 +846,19 @@ mod tests {
         let proc_ = s.process().as_ref().unwrap();
         assert_eq!(proc_.oom_score_adj(), Some(500));
         let rl = proc_.rlimits().as_ref().unwrap();
-        assert!(rl.iter().any(|r| r.typ() == PosixRlimitType::RlimitNproc && r.hard() == 20));
-        assert!(rl.iter().any(|r| r.typ() == PosixRlimitType::RlimitNofile && r.soft() == default_nofile()));
+        assert!(rl
+            .iter()
+            .any(|r| r.typ() == PosixRlimitType::RlimitNproc && r.hard() == 20));
+        assert!(rl
+            .iter()
+            .any(|r| r.typ() == PosixRlimitType::RlimitNofile && r.soft() == default_nofile()));
         assert!(default_nofile() <= 1_048_576 && default_nofile() > 0);
         // Default device cgroup denies first, then allows the standard nodes.
         let d = r.devices().as_ref().unwrap();
         assert!(!d[0].allow());
-        assert!(d.iter().any(|x| x.allow() && x.major() == Some(1) && x.minor() == Some(3)));
+        assert!(d
+            .iter()
+            .any(|x| x.allow() && x.major() == Some(1) && x.minor() == Some(3)));
 
         p.cpu_quota = Some(5000);
         assert!(matches!(build(&p), Err(RuntimeError::Invalid(_))));
@@ -609,11 +869,37 @@ mod tests {
     }
 
     #[test]
+    fn user_devices_are_added_with_their_rule() {
+        let mut p = base();
+        p.devices = vec![DeviceSpec {
+            host_path: "/dev/null".into(),
+            container_path: "/dev/mynull".into(),
+            permissions: "rw".into(),
+        }];
+        let s = build(&p).unwrap();
+        let l = s.linux().as_ref().unwrap();
+        let d = &l.devices().as_ref().unwrap()[0];
+        assert_eq!(
+            (d.path().as_path(), d.major(), d.minor()),
+            (Path::new("/dev/mynull"), 1, 3)
+        );
+        let rules = l.resources().as_ref().unwrap().devices().as_ref().unwrap();
+        assert!(rules
+            .iter()
+            .any(|r| r.allow() && r.access().as_deref() == Some("rw") && r.minor() == Some(3)));
+        p.devices[0].host_path = "/etc/hostname".into();
+        assert!(matches!(build(&p), Err(RuntimeError::Device(..))));
+    }
+
+    #[test]
     fn serializes_to_runtime_json() {
         let s = build(&base()).unwrap();
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
-        assert_eq!(v["process"]["capabilities"]["inheritable"], serde_json::json!([]));
+        assert_eq!(
+            v["process"]["capabilities"]["inheritable"],
+            serde_json::json!([])
+        );
         assert_eq!(v["hostname"], "c1host");
     }
 }

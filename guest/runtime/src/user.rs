@@ -63,7 +63,9 @@ struct GroupEntry {
 pub fn read_rooted(rootfs: &Path, rel: &str) -> Result<Option<String>, UserError> {
     let shown = format!("/{rel}");
     let io = |e: nix::Error| UserError::Io(shown.clone(), e.desc().to_string());
-    let root: OwnedFd = File::open(rootfs).map_err(|e| UserError::Io(rootfs.display().to_string(), e.to_string()))?.into();
+    let root: OwnedFd = File::open(rootfs)
+        .map_err(|e| UserError::Io(rootfs.display().to_string(), e.to_string()))?
+        .into();
     let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
     let mut dir = root;
     for (i, part) in parts.iter().enumerate() {
@@ -74,12 +76,23 @@ pub fn read_rooted(rootfs: &Path, rel: &str) -> Result<Option<String>, UserError
         let flags = OFlag::O_NOFOLLOW
             | OFlag::O_CLOEXEC
             | OFlag::O_NONBLOCK
-            | if last { OFlag::O_RDONLY } else { OFlag::O_DIRECTORY | OFlag::O_PATH };
-        let fd = match openat(Some(std::os::fd::AsRawFd::as_raw_fd(&dir)), *part, flags, Mode::empty()) {
+            | if last {
+                OFlag::O_RDONLY
+            } else {
+                OFlag::O_DIRECTORY | OFlag::O_PATH
+            };
+        let fd = match openat(
+            Some(std::os::fd::AsRawFd::as_raw_fd(&dir)),
+            *part,
+            flags,
+            Mode::empty(),
+        ) {
             Ok(fd) => unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
             Err(nix::Error::ENOENT) => return Ok(None),
             // ELOOP: the component is a symlink; ENOTDIR: a symlink or file where a dir should be.
-            Err(nix::Error::ELOOP) | Err(nix::Error::ENOTDIR) => return Err(UserError::Unsafe(shown)),
+            Err(nix::Error::ELOOP) | Err(nix::Error::ENOTDIR) => {
+                return Err(UserError::Unsafe(shown))
+            }
             Err(e) => return Err(io(e)),
         };
         dir = fd;
@@ -124,7 +137,12 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
                 gid: f.get(2)?.parse().ok()?,
                 members: f
                     .get(3)
-                    .map(|m| m.split(',').filter(|x| !x.is_empty()).map(String::from).collect())
+                    .map(|m| {
+                        m.split(',')
+                            .filter(|x| !x.is_empty())
+                            .map(String::from)
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
         })
@@ -133,7 +151,10 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
 
 fn numeric(s: &str) -> Option<Result<u32, UserError>> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        Some(s.parse::<u32>().map_err(|_| UserError::BadId(s.to_string())))
+        Some(
+            s.parse::<u32>()
+                .map_err(|_| UserError::BadId(s.to_string())),
+        )
     } else {
         None
     }
@@ -155,7 +176,11 @@ fn find_group(groups: &[GroupEntry], g: &str) -> Result<u32, UserError> {
 /// name is an error, an unknown numeric uid is fine (gid 0); with no explicit
 /// group the account's primary gid applies plus every /etc/group entry listing
 /// the user as a member.
-pub fn resolve(rootfs: &Path, user_arg: &str, group_add: &[String]) -> Result<ResolvedUser, UserError> {
+pub fn resolve(
+    rootfs: &Path,
+    user_arg: &str,
+    group_add: &[String],
+) -> Result<ResolvedUser, UserError> {
     let passwd = parse_passwd(&read_rooted(rootfs, "etc/passwd")?.unwrap_or_default());
     let groups = parse_group(&read_rooted(rootfs, "etc/group")?.unwrap_or_default());
     let (u, g) = match user_arg.split_once(':') {
@@ -181,14 +206,21 @@ pub fn resolve(rootfs: &Path, user_arg: &str, group_add: &[String]) -> Result<Re
         (Some(e), None) => e.uid,
         (None, None) => 0,
     };
-    let home = entry.as_ref().map(|e| e.home.clone()).filter(|h| !h.is_empty()).unwrap_or_else(|| "/".into());
+    let home = entry
+        .as_ref()
+        .map(|e| e.home.clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".into());
     let mut additional = Vec::new();
     let gid = match g.filter(|g| !g.is_empty()) {
         Some(g) => find_group(&groups, g)?,
         None => {
             if let Some(e) = &entry {
                 for grp in &groups {
-                    if grp.members.iter().any(|m| *m == e.name) && grp.gid != e.gid && !additional.contains(&grp.gid) {
+                    if grp.members.contains(&e.name)
+                        && grp.gid != e.gid
+                        && !additional.contains(&grp.gid)
+                    {
                         additional.push(grp.gid);
                     }
                 }
@@ -202,7 +234,14 @@ pub fn resolve(rootfs: &Path, user_arg: &str, group_add: &[String]) -> Result<Re
             additional.push(id);
         }
     }
-    Ok(ResolvedUser { user: UserSpec { uid, gid, additional_gids: additional }, home })
+    Ok(ResolvedUser {
+        user: UserSpec {
+            uid,
+            gid,
+            additional_gids: additional,
+        },
+        home,
+    })
 }
 
 #[cfg(test)]
@@ -230,7 +269,11 @@ mod tests {
     }
 
     fn u(uid: u32, gid: u32, extra: &[u32]) -> UserSpec {
-        UserSpec { uid, gid, additional_gids: extra.to_vec() }
+        UserSpec {
+            uid,
+            gid,
+            additional_gids: extra.to_vec(),
+        }
     }
 
     #[test]
@@ -248,7 +291,11 @@ mod tests {
             ("ghost", &[], Err(UserError::NoUser("ghost".into()))),
             ("app:ghosts", &[], Err(UserError::NoGroup("ghosts".into()))),
             ("app", &["ghosts"], Err(UserError::NoGroup("ghosts".into()))),
-            ("99999999999", &[], Err(UserError::BadId("99999999999".into()))),
+            (
+                "99999999999",
+                &[],
+                Err(UserError::BadId("99999999999".into())),
+            ),
         ];
         for (arg, adds, want) in cases {
             let adds: Vec<String> = adds.iter().map(|s| s.to_string()).collect();
@@ -264,7 +311,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(resolve(d.path(), "5:6", &[]).unwrap().user, u(5, 6, &[]));
         assert_eq!(resolve(d.path(), "", &[]).unwrap().user, u(0, 0, &[]));
-        assert_eq!(resolve(d.path(), "app", &[]), Err(UserError::NoUser("app".into())));
+        assert_eq!(
+            resolve(d.path(), "app", &[]),
+            Err(UserError::NoUser("app".into()))
+        );
     }
 
     #[test]
@@ -273,8 +323,12 @@ mod tests {
         fs::write(host.path().join("secret"), "evil:x:0:0::/:/bin/sh\n").unwrap();
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("etc")).unwrap();
-        std::os::unix::fs::symlink(host.path().join("secret"), d.path().join("etc/passwd")).unwrap();
-        assert_eq!(resolve(d.path(), "evil", &[]), Err(UserError::Unsafe("/etc/passwd".into())));
+        std::os::unix::fs::symlink(host.path().join("secret"), d.path().join("etc/passwd"))
+            .unwrap();
+        assert_eq!(
+            resolve(d.path(), "evil", &[]),
+            Err(UserError::Unsafe("/etc/passwd".into()))
+        );
     }
 
     #[test]
@@ -283,14 +337,24 @@ mod tests {
         fs::write(host.path().join("passwd"), "evil:x:0:0::/:/bin/sh\n").unwrap();
         let d = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(host.path(), d.path().join("etc")).unwrap();
-        assert_eq!(resolve(d.path(), "evil", &[]), Err(UserError::Unsafe("/etc/passwd".into())));
+        assert_eq!(
+            resolve(d.path(), "evil", &[]),
+            Err(UserError::Unsafe("/etc/passwd".into()))
+        );
     }
 
     #[test]
     fn fifo_is_refused_without_blocking() {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("etc")).unwrap();
-        nix::unistd::mkfifo(&d.path().join("etc/passwd"), Mode::from_bits_truncate(0o644)).unwrap();
-        assert_eq!(resolve(d.path(), "x", &[]), Err(UserError::Unsafe("/etc/passwd".into())));
+        nix::unistd::mkfifo(
+            &d.path().join("etc/passwd"),
+            Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        assert_eq!(
+            resolve(d.path(), "x", &[]),
+            Err(UserError::Unsafe("/etc/passwd".into()))
+        );
     }
 }
