@@ -135,6 +135,9 @@ async fn exit_code_logs_and_cleanup() {
     assert!(!exit.oom_killed);
     assert_cleaned_up(&e, Some(h));
     assert_eq!(read_exit(&e.state).unwrap().exit_code, 3);
+    // With the shim gone, wait is answered from exit.json; other calls fail.
+    assert_eq!(connect(&e.state).wait().await.unwrap().exit_code, 3);
+    assert!(matches!(connect(&e.state).state().await, Err(berth_shim::ClientError::Connect { .. })));
     assert_eq!(stdout_text(&e, true, false), "hi\n");
     assert_eq!(stdout_text(&e, false, true), "err\n");
     let streams: Vec<String> = read_logs(&e.log, LogOptions { stdout: true, stderr: true, ..Default::default() }).unwrap().map(|r| r.unwrap().stream).collect();
@@ -325,4 +328,37 @@ async fn oom_kill_is_recorded() {
     assert_ne!(exit.exit_code, 0);
     assert_cleaned_up(&e, Some(h));
     assert!(!stdout_text(&e, true, false).contains("survived"));
+}
+
+#[tokio::test]
+async fn several_clients_and_following_logs() {
+    if !can_run() {
+        return;
+    }
+    let e = env("multi", "sleep 1; for i in 1 2 3 4 5; do echo line$i; echo warn$i >&2; sleep 0.1; done", false);
+    let h = spawn(&opts(&e)).unwrap();
+    let client = connect(&e.state);
+    let mut out_only = client.attach(false, true, false).await.unwrap();
+    let mut both = client.attach(false, true, true).await.unwrap();
+    let follow = berth_shim::stream_logs(&e.log, LogOptions { stdout: true, stderr: true, follow: true, ..Default::default() }, Some(e.state.join("exit.json"))).unwrap();
+    let a = tokio::spawn(async move { read_frames(&mut out_only, |_| false).await });
+    let b = tokio::spawn(async move { read_frames(&mut both, |_| false).await });
+    let mut follow = follow;
+    let mut followed = Vec::new();
+    while let Some(entry) = tokio::time::timeout(Duration::from_secs(20), follow.recv()).await.unwrap() {
+        followed.push(String::from_utf8(entry.unwrap().log).unwrap());
+    }
+    let join = |v: Vec<(u8, String)>, s: u8| v.into_iter().filter(|(k, _)| *k == s).map(|(_, t)| t).collect::<String>();
+    let a = a.await.unwrap();
+    let b = b.await.unwrap();
+    let outs: String = (1..=5).map(|i| format!("line{i}\n")).collect();
+    let errs: String = (1..=5).map(|i| format!("warn{i}\n")).collect();
+    assert_eq!(join(a.clone(), 1), outs);
+    assert_eq!(join(a, 2), "", "stderr not asked for");
+    assert_eq!(join(b.clone(), 1), outs);
+    assert_eq!(join(b, 2), errs);
+    assert_eq!(followed.len(), 10, "{followed:?}");
+    assert_eq!(followed.iter().filter(|l| l.starts_with("line")).cloned().collect::<String>(), outs);
+    assert_eq!(connect(&e.state).wait().await.unwrap().exit_code, 0);
+    assert_cleaned_up(&e, Some(h));
 }
