@@ -393,6 +393,11 @@ fn runc_security_and_modes() {
     let o = env.run(&env.spec("seccomp-on", script));
     assert!(!o.stdout.contains("userns-ok"), "{}", o.stdout);
     assert!(o.stderr.contains("not permitted"), "{}", o.stderr);
+    // The same syscall is allowed by the profile once CAP_SYS_ADMIN is granted.
+    let mut s = env.spec("seccomp-admin", script);
+    s.cap_add = vec!["SYS_ADMIN".into()];
+    let o = env.run(&s);
+    assert!(o.stdout.contains("userns-ok"), "{} {}", o.stdout, o.stderr);
     let mut s = env.spec("seccomp-off", script);
     s.seccomp_unconfined = true;
     let o = env.run(&s);
