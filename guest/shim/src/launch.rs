@@ -59,7 +59,8 @@ pub struct ShimHandle {
 /// Run the shim and wait until the container runs (or failed to start).
 ///
 /// Readiness comes over a pipe rather than by polling for `shim.json`: a shim
-/// that dies early closes the pipe, which is noticed at once.
+/// that dies early closes the pipe, which is noticed at once. Blocking (up to
+/// `opts.timeout`): call it from `spawn_blocking` in async code.
 pub fn spawn(opts: &ShimOptions) -> Result<ShimHandle, ShimError> {
     std::fs::create_dir_all(&opts.state_dir)?;
     let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
