@@ -85,3 +85,112 @@ fn create_errors_are_clear() {
     let r = w.d.docker(&["rm", "nosuch"]).assert_fail();
     assert!(r.stderr.contains("No such container"), "{}", r.stderr);
 }
+
+#[test]
+fn run_rm_prints_output_and_exit_code() {
+    require_berthd!();
+    let w = world();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    let out = w.d.docker_ok(&["run", "--rm", &img, "echo", "hi"]);
+    assert_eq!(out, "hi\n");
+    // stdout and stderr are separate streams.
+    let r = w.d.docker(&["run", "--rm", &img, "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(r.status.code(), Some(3), "exit code propagates: {r:?}");
+    assert_eq!(r.stdout, "out\n");
+    assert!(r.stderr.contains("err"), "{}", r.stderr);
+    // --rm removed them.
+    assert!(w.d.docker_ok(&["ps", "-aq"]).trim().is_empty());
+}
+
+#[test]
+fn default_container_has_docker_capabilities_and_own_namespaces() {
+    require_berthd!();
+    let w = world();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    let out = w.d.docker_ok(&["run", "--rm", &img, "grep", "Cap", "/proc/self/status"]);
+    let field = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or_else(|| panic!("{name} missing in {out}"))
+            .to_string()
+    };
+    // Docker's 14 default capabilities, inheritable set empty.
+    assert_eq!(field("CapEff:"), "00000000a80425fb", "{out}");
+    assert_eq!(field("CapBnd:"), "00000000a80425fb", "{out}");
+    assert_eq!(field("CapInh:"), "0000000000000000", "{out}");
+    // Own pid namespace: the command is pid 1; own hostname.
+    let pid = w.d.docker_ok(&["run", "--rm", &img, "sh", "-c", "echo $$"]);
+    assert_eq!(pid.trim(), "1");
+    let host = w.d.docker_ok(&["run", "--rm", "--hostname", "boat", &img, "hostname"]);
+    assert_eq!(host.trim(), "boat");
+    // Only loopback in the default network namespace.
+    let links = w.d.docker_ok(&["run", "--rm", &img, "cat", "/proc/net/dev"]);
+    let ifaces: Vec<&str> = links.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(ifaces, vec!["lo"], "{links}");
+}
+
+#[test]
+fn detached_logs_stop_and_restart_survival() {
+    require_berthd!();
+    let w = world();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    // A process that ignores SIGTERM: stop -t 2 must SIGKILL it after ~2 s (exit 137).
+    let id = w.d.docker_ok(&[
+        "run", "-d", "--name", "stubborn", &img, "sh", "-c",
+        "trap '' TERM; i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done",
+    ]);
+    let id = id.trim().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let logs = w.d.docker_ok(&["logs", "stubborn"]);
+    assert!(logs.starts_with("line 0\n"), "{logs}");
+    let st = w.d.docker_ok(&["inspect", "-f", "{{.State.Status}} {{.State.Pid}}", "stubborn"]);
+    assert!(st.starts_with("running "), "{st}");
+
+    // berthd dies hard; the container keeps running and is picked up again.
+    let mut d = w.d;
+    d.kill9();
+    d.restart().unwrap();
+    let st = d.docker_ok(&["inspect", "-f", "{{.State.Status}}", &id]);
+    assert_eq!(st.trim(), "running");
+    let before = d.docker_ok(&["logs", "stubborn"]).lines().count();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let after = d.docker_ok(&["logs", "--tail", "all", "stubborn"]).lines().count();
+    assert!(after > before, "the container kept logging across the restart ({before} -> {after})");
+
+    let t0 = std::time::Instant::now();
+    d.docker_ok(&["stop", "-t", "2", "stubborn"]);
+    let took = t0.elapsed();
+    assert!(took >= std::time::Duration::from_millis(1800) && took < std::time::Duration::from_secs(8), "stop took {took:?}");
+    let st = d.docker_ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "stubborn"]);
+    assert_eq!(st.trim(), "exited 137");
+    let tail = d.docker_ok(&["logs", "--tail", "1", "stubborn"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    d.docker_ok(&["rm", "stubborn"]);
+    drop(d);
+    drop(w.fx);
+}
+
+#[test]
+fn rm_force_of_running_container_leaves_nothing() {
+    require_berthd!();
+    let w = world();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    let id = w.d.docker_ok(&["run", "-d", &img, "sleep", "1000"]);
+    let id = id.trim().to_string();
+    let r = w.d.docker(&["rm", &id]).assert_fail();
+    assert!(r.stderr.contains("stop the container"), "{}", r.stderr);
+    w.d.docker_ok(&["rm", "-f", &id]);
+    assert!(w.d.docker_ok(&["ps", "-aq"]).trim().is_empty());
+    // No mount, process or runtime state of it is left.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&id), "a mount of the container is left");
+    let left: Vec<_> = std::fs::read_dir(w.d.exec_root().join("c")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "runtime state left: {left:?}");
+    let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains(&id), "a process of the container is left");
+}

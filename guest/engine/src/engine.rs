@@ -1,6 +1,7 @@
 //! The shared state behind every API request.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use berth_image::Store;
@@ -31,6 +32,12 @@ pub struct Engine {
     /// A stable daemon ID, kept in the data root (what `docker info` shows as ID).
     pub id: String,
     pub started: SystemTime,
+    /// Container exits and removals, for `wait`, `stop` and `logs -f`.
+    pub exits: tokio::sync::broadcast::Sender<crate::containers::lifecycle::ExitNote>,
+    /// Attach sessions opened before their container started, per container.
+    attaches: Mutex<HashMap<String, PendingAttach>>,
+    /// Serializes start/stop of one container.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Flips to true when the daemon shuts down, so never-ending streams (events, logs -f) end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -58,6 +65,9 @@ impl Engine {
             id,
             started: SystemTime::now(),
             shutdown: tokio::sync::watch::channel(false).0,
+            exits: tokio::sync::broadcast::channel(256).0,
+            attaches: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -69,6 +79,75 @@ impl Engine {
     {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || f(&store)).await?
+    }
+}
+
+/// Attach sessions waiting for their container to start.
+struct PendingAttach {
+    tickets: HashSet<u64>,
+    started: tokio::sync::watch::Sender<bool>,
+}
+
+static NEXT_TICKET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Engine {
+    pub fn notify_exit(&self, n: crate::containers::lifecycle::ExitNote) {
+        let _ = self.exits.send(n);
+    }
+
+    pub async fn lifecycle_lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.locks.lock().expect("locks");
+            Arc::clone(locks.entry(id.to_string()).or_default())
+        };
+        m.lock_owned().await
+    }
+
+    /// Count an attach that waits for the container to start; returns its ticket.
+    pub fn register_attach(&self, id: &str) -> u64 {
+        let t = NEXT_TICKET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut m = self.attaches.lock().expect("attaches");
+        m.entry(id.to_string())
+            .or_insert_with(|| PendingAttach { tickets: HashSet::new(), started: tokio::sync::watch::channel(false).0 })
+            .tickets
+            .insert(t);
+        t
+    }
+
+    pub fn cancel_attach(&self, id: &str, ticket: u64) {
+        if let Some(p) = self.attaches.lock().expect("attaches").get_mut(id) {
+            p.tickets.remove(&ticket);
+        }
+    }
+
+    /// How many attach sessions the container's first output must wait for.
+    pub fn pending_attaches(&self, id: &str) -> usize {
+        self.attaches.lock().expect("attaches").get(id).map(|p| p.tickets.len()).unwrap_or(0)
+    }
+
+    /// The container is running: release the waiting attach sessions.
+    pub fn announce_started(&self, id: &str) {
+        if let Some(p) = self.attaches.lock().expect("attaches").remove(id) {
+            let _ = p.started.send(true);
+        }
+    }
+
+    /// Wait until the container starts (true) or the daemon stops (false).
+    pub async fn wait_started(&self, id: &str, ticket: u64) -> bool {
+        let rx = {
+            let m = self.attaches.lock().expect("attaches");
+            match m.get(id) {
+                Some(p) if p.tickets.contains(&ticket) => p.started.subscribe(),
+                // Already started and released.
+                _ => return true,
+            }
+        };
+        let mut rx = rx;
+        let mut stop = self.shutdown.subscribe();
+        tokio::select! {
+            r = rx.wait_for(|s| *s) => r.is_ok(),
+            _ = stop.wait_for(|s| *s) => false,
+        }
     }
 }
 

@@ -30,6 +30,9 @@ struct Cli {
     /// Inherited pipe to report readiness on (set by `berth_shim::spawn`).
     #[arg(long)]
     ready_fd: Option<i32>,
+    /// Hold the container's start until this many attach sessions are connected (max 5 s).
+    #[arg(long, default_value_t = 0)]
+    wait_attach: usize,
 }
 
 fn main() {
@@ -46,5 +49,6 @@ fn main() {
         tty: c.tty,
         stdin: c.stdin,
         ready_fd: c.ready_fd,
+        wait_attach: c.wait_attach,
     }))
 }

@@ -46,6 +46,8 @@ pub struct ShimArgs {
     pub stdin: bool,
     /// Pipe to the launcher: one JSON line (`Response`-like) once running or failed.
     pub ready_fd: Option<RawFd>,
+    /// Attach sessions to wait for before the container starts (see `start`).
+    pub wait_attach: usize,
 }
 
 /// Readiness line sent over the ready fd.
@@ -174,6 +176,9 @@ struct Shared {
     exit: Mutex<Option<ExitStatus>>,
     exit_cv: Condvar,
     conns: AtomicUsize,
+    /// Attach sessions so far; `start` waits for `--wait-attach` of them.
+    attached: Mutex<usize>,
+    attached_cv: Condvar,
 }
 
 struct LogState {
@@ -351,6 +356,8 @@ fn start(args: &ShimArgs) -> Result<Running, String> {
         exit: Mutex::new(None),
         exit_cv: Condvar::new(),
         conns: AtomicUsize::new(0),
+        attached: Mutex::new(0),
+        attached_cv: Condvar::new(),
     });
     let sock_path = args.state_dir.join(SHIM_SOCK);
     // Created 0600 from the start (umask) rather than chmod-ed afterwards, so
@@ -374,6 +381,16 @@ fn start(args: &ShimArgs) -> Result<Running, String> {
         std::thread::spawn(move || serve(listener, shared));
     }
 
+    // `docker run` attaches before it starts the container: hold the container's first
+    // instruction until those sessions are connected, so none of its output is missed. A client
+    // that never arrives does not hold the container for more than a few seconds.
+    if args.wait_attach > 0 {
+        let guard = shared.attached.lock().unwrap();
+        let _ = shared
+            .attached_cv
+            .wait_timeout_while(guard, std::time::Duration::from_secs(5), |n| *n < args.wait_attach)
+            .unwrap();
+    }
     let start = runtime_cmd(args)
         .arg("--log")
         .arg(&runtime_log)
@@ -567,6 +584,8 @@ fn attach(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, 
             clients.list.push(Client { tx, stdout, stderr });
         }
     }
+    *shared.attached.lock().unwrap() += 1;
+    shared.attached_cv.notify_all();
     let mut out = conn.try_clone()?;
     let writer = std::thread::spawn(move || {
         for chunk in rx {

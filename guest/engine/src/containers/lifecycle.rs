@@ -1,63 +1,770 @@
-//! Running containers: start, wait, stop, kill, logs, attach, remove.
+//! Running containers: start, wait, stop, kill, restart, logs, attach, resize, remove.
+//!
+//! berthd prepares the rootfs (overlay of the image layers) and the OCI bundle, then hands the
+//! container to a `berth-shim` monitor process that runs it with runc and outlives berthd. berthd
+//! follows each container through the shim's control socket: one task per running container waits
+//! for its exit and records it.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use berth_runtime::bundle::{Bundle, SysMounter};
+use berth_runtime::spec::{ContainerSpec, DeviceSpec, MountSpec, NetworkMode};
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::store::{Container, Status};
 use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::http_util::{status_only, Body, Query};
+use crate::http_util::{full, ok_json, status_only, stream_body, Body, Query};
 
-use super::store::Status;
-
-fn not_yet(what: &str) -> ApiError {
-    ApiError::NotImplemented(format!("{what} is not supported by Berth yet"))
+/// What berthd tells waiters when a container exits or goes away.
+#[derive(Debug, Clone)]
+pub struct ExitNote {
+    pub id: String,
+    pub exit_code: i64,
+    pub removed: bool,
 }
 
-/// DELETE /containers/{id}
-pub async fn remove(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
-    let force = q.bool("force")?;
+/// Where a container's files live: persistent ones under the data root, runtime ones under the
+/// exec root (a tmpfs at /run, gone after a reboot, like runc's state).
+pub struct Paths {
+    pub dir: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub log: PathBuf,
+    pub bundle: PathBuf,
+    pub shim_state: PathBuf,
+}
+
+pub fn paths(e: &Engine, id: &str) -> Paths {
+    let dir = e.containers.dir(id);
+    // Short runtime paths: the shim's control socket lives below, and a unix socket path must
+    // fit in 108 bytes whatever --exec-root is. 64 bits of a random ID do not collide here.
+    let run = e.config.exec_root.join("c").join(&id[..16.min(id.len())]);
+    Paths {
+        upper: dir.join("upper"),
+        work: dir.join("work"),
+        log: dir.join("container.log"),
+        bundle: run.clone(),
+        shim_state: run.join("s"),
+        dir,
+    }
+}
+
+fn is_running(c: &Container) -> bool {
+    matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting)
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Signal names Docker accepts: "SIGKILL", "KILL", "9".
+pub fn parse_signal(s: &str) -> Result<i32, ApiError> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| ApiError::bad(format!("Invalid signal: {s}")))
+}
+
+/// Map Docker's Config + HostConfig onto the runtime's container spec.
+fn container_spec(c: &Container, rootfs: PathBuf, user: berth_runtime::user::ResolvedUser) -> Result<ContainerSpec, ApiError> {
+    let h = &c.host_config;
+    let cfg = &c.config;
+    let mut env = cfg.env.clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", if user.home.is_empty() { "/" } else { &user.home }));
+    }
+    if cfg.tty.unwrap_or(false) && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    let mut args = vec![c.path.clone()];
+    args.extend(c.args.iter().cloned());
+    let security = h.security_opt.clone().unwrap_or_default();
+    let mut seccomp_unconfined = false;
+    let mut no_new_privileges = false;
+    for opt in &security {
+        let (k, v) = opt.split_once(['=', ':']).unwrap_or((opt.as_str(), "true"));
+        match (k, v) {
+            ("seccomp", "unconfined") => seccomp_unconfined = true,
+            ("no-new-privileges", v) => no_new_privileges = v != "false",
+            ("label", _) | ("apparmor", _) => {}
+            _ => return Err(ApiError::bad(format!("invalid --security-opt: {opt:?}"))),
+        }
+    }
+    let network = match h.network_mode.as_deref() {
+        Some("host") => NetworkMode::Host,
+        _ => NetworkMode::Private,
+    };
+    let mut devices = Vec::new();
+    for d in h.devices.clone().unwrap_or_default() {
+        let host = d.path_on_host.unwrap_or_default();
+        let inside = d.path_in_container.filter(|p| !p.is_empty()).unwrap_or_else(|| host.clone());
+        devices.push(DeviceSpec {
+            host_path: host.into(),
+            container_path: inside,
+            permissions: d.cgroup_permissions.filter(|p| !p.is_empty()).unwrap_or_else(|| "rwm".into()),
+        });
+    }
+    let mut mounts = Vec::new();
+    let mut binds = Vec::new();
+    for b in h.binds.clone().unwrap_or_default() {
+        let parts: Vec<&str> = b.split(':').collect();
+        let (src, dst, opts) = match parts.as_slice() {
+            [s, d] => (*s, *d, ""),
+            [s, d, o] => (*s, *d, *o),
+            _ => return Err(ApiError::bad(format!("invalid bind mount spec {b:?}"))),
+        };
+        if !src.starts_with('/') {
+            return Err(ApiError::bad(format!("named volumes are not supported by Berth yet: {b:?}")));
+        }
+        let mut o = vec!["rbind".to_string()];
+        o.push(if opts.split(',').any(|x| x == "ro") { "ro".into() } else { "rw".into() });
+        binds.push(MountSpec { source: src.into(), destination: dst.into(), typ: "bind".into(), options: o });
+    }
+    mounts.extend(binds);
+    Ok(ContainerSpec {
+        id: c.id.clone(),
+        rootfs,
+        args,
+        env,
+        cwd: cfg.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into()),
+        user: user.user,
+        hostname: cfg.hostname.clone().unwrap_or_default(),
+        domainname: cfg.domainname.clone().unwrap_or_default(),
+        tty: cfg.tty.unwrap_or(false),
+        readonly_rootfs: h.readonly_rootfs.unwrap_or(false),
+        privileged: h.privileged.unwrap_or(false),
+        cap_add: h.cap_add.clone().unwrap_or_default(),
+        cap_drop: h.cap_drop.clone().unwrap_or_default(),
+        no_new_privileges,
+        seccomp_unconfined,
+        memory: h.memory.filter(|m| *m > 0),
+        memory_swap: h.memory_swap.filter(|m| *m != 0),
+        nano_cpus: h.nano_cpus.filter(|n| *n > 0),
+        cpu_shares: h.cpu_shares.filter(|s| *s > 0).map(|s| s as u64),
+        cpu_quota: h.cpu_quota.filter(|q| *q > 0),
+        cpu_period: h.cpu_period.filter(|p| *p > 0).map(|p| p as u64),
+        cpuset_cpus: h.cpuset_cpus.clone().filter(|s| !s.is_empty()),
+        pids_limit: h.pids_limit.filter(|p| *p > 0),
+        ulimits: h
+            .ulimits
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| (u.name.unwrap_or_default(), u.soft.unwrap_or(0) as u64, u.hard.unwrap_or(0) as u64))
+            .collect(),
+        tmpfs: h.tmpfs.clone().unwrap_or_default().into_iter().collect(),
+        shm_size: h.shm_size.filter(|s| *s > 0),
+        sysctls: h.sysctls.clone().unwrap_or_default().into_iter().collect(),
+        devices,
+        mounts,
+        network,
+        cgroup_parent: h.cgroup_parent.clone().unwrap_or_default(),
+        oom_score_adj: h.oom_score_adj.map(|o| o as i32),
+    })
+}
+
+/// Files Docker bind-mounts into every container: /etc/hostname, /etc/hosts, /etc/resolv.conf.
+fn write_etc_files(c: &Container, bundle: &std::path::Path) -> Result<Vec<MountSpec>, ApiError> {
+    let hostname = c.config.hostname.clone().unwrap_or_default();
+    let host_net = c.host_config.network_mode.as_deref() == Some("host");
+    let hosts = if host_net {
+        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+    } else {
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.0.1\t{hostname}\n"
+        )
+    };
+    // Resolvers on the host's loopback are unreachable from a container's own namespace.
+    let resolv: String = std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| host_net || !(l.starts_with("nameserver 127.") || l.starts_with("nameserver ::1")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut out = Vec::new();
+    for (name, content) in [("hostname", format!("{hostname}\n")), ("hosts", hosts), ("resolv.conf", resolv)] {
+        let p = bundle.join(name);
+        std::fs::write(&p, content).map_err(|err| ApiError::internal(format!("writing {}: {err}", p.display())))?;
+        out.push(MountSpec {
+            source: p.display().to_string(),
+            destination: format!("/etc/{name}"),
+            typ: "bind".into(),
+            options: vec!["rbind".into(), "rprivate".into()],
+        });
+    }
+    Ok(out)
+}
+
+fn shim_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("BERTH_SHIM") {
+        return p.into();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("berth-shim")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "berth-shim".into())
+}
+
+fn runtime_binary() -> PathBuf {
+    std::env::var("BERTH_RUNTIME").map(PathBuf::from).unwrap_or_else(|_| "runc".into())
+}
+
+/// Prepare the rootfs and bundle and hand the container to a shim. Blocking.
+fn launch(e: &Engine, c: &Container, wait_attach: usize) -> Result<berth_shim::ShimHandle, ApiError> {
+    let p = paths(e, &c.id);
+    let image = e.store.get_image(&berth_image::Digest::parse(&c.image_id)?)?;
+    let layers: Vec<PathBuf> = image.layers.iter().rev().map(|l| e.store.layer_diff_dir(l)).collect();
+    let bundle = Bundle::create(&p.bundle).map_err(ApiError::internal)?;
+    let m = SysMounter;
+    bundle.mount_rootfs(&m, &layers, &p.upper, &p.work).map_err(ApiError::internal)?;
+    let result = (|| {
+        let user = berth_runtime::user::resolve(
+            &bundle.rootfs(),
+            c.config.user.as_deref().unwrap_or(""),
+            &c.host_config.group_add.clone().unwrap_or_default(),
+        )
+        .map_err(|err| ApiError::bad(err.to_string()))?;
+        let mut spec = container_spec(c, bundle.rootfs(), user)?;
+        spec.mounts.extend(write_etc_files(c, &p.bundle)?);
+        let oci = berth_runtime::spec::build(&spec).map_err(|err| ApiError::bad(err.to_string()))?;
+        bundle.write_config(&oci).map_err(ApiError::internal)?;
+        let mut opts = berth_shim::ShimOptions::new(
+            shim_binary(),
+            c.id.clone(),
+            p.bundle.clone(),
+            p.shim_state.clone(),
+            runtime_binary(),
+            e.config.exec_root.join("runc"),
+            p.log.clone(),
+        );
+        opts.tty = c.config.tty.unwrap_or(false);
+        opts.stdin = c.config.open_stdin.unwrap_or(false);
+        opts.wait_attach = wait_attach;
+        berth_shim::spawn(&opts).map_err(|err| match err {
+            berth_shim::ShimError::Start(msg) => ApiError::bad(msg),
+            other => ApiError::internal(other),
+        })
+    })();
+    if result.is_err() {
+        let _ = bundle.unmount_rootfs(&m);
+    }
+    result
+}
+
+/// POST /containers/{id}/start
+pub async fn start(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiError> {
     let c = e.containers.get(key)?;
-    let running = matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting);
-    if running && !force {
-        return Err(ApiError::Conflict(format!(
-            "cannot remove container \"/{}\": container is {}: stop the container before removing or force remove",
-            c.name,
-            c.state.status.as_str()
-        )));
+    if is_running(&c) {
+        return Ok(status_only(StatusCode::NOT_MODIFIED));
     }
-    if running {
-        return Err(not_yet("removing a running container"));
-    }
-    let store = Arc::clone(&e.containers);
-    let id = c.id.clone();
-    tokio::task::spawn_blocking(move || store.remove(&id)).await??;
-    e.events.container("destroy", &c);
+    start_container(e, &c.id).await?;
     Ok(status_only(StatusCode::NO_CONTENT))
 }
 
-pub async fn start(_e: &Arc<Engine>, _key: &str) -> Result<Response<Body>, ApiError> {
-    Err(not_yet("starting containers"))
+pub async fn start_container(e: &Arc<Engine>, id: &str) -> Result<(), ApiError> {
+    let _guard = e.lifecycle_lock(id).await;
+    let c = e.containers.get(id)?;
+    if is_running(&c) {
+        return Ok(());
+    }
+    let pending = e.pending_attaches(id);
+    // Clear the previous run's monitor state, then release waiting attach sessions: they connect
+    // as soon as the new shim's socket appears, and the shim starts the container once they have.
+    let _ = std::fs::remove_dir_all(paths(e, id).shim_state);
+    e.announce_started(id);
+    let e2 = Arc::clone(e);
+    let c2 = c.clone();
+    let handle = match tokio::task::spawn_blocking(move || launch(&e2, &c2, pending)).await? {
+        Ok(h) => h,
+        Err(err) => {
+            let msg = err.to_string();
+            let _ = e.containers.update(id, |c| {
+                c.state.status = Status::Exited;
+                c.state.exit_code = 128;
+                c.state.error = msg.clone();
+                c.state.finished_at = Some(now());
+            });
+            e.notify_exit(ExitNote { id: id.to_string(), exit_code: 128, removed: false });
+            return Err(err);
+        }
+    };
+    let c = e.containers.update(id, |c| {
+        c.state.status = Status::Running;
+        c.state.pid = handle.init_pid as i64;
+        c.state.exit_code = 0;
+        c.state.error.clear();
+        c.state.oom_killed = false;
+        c.state.started_at = Some(now());
+        c.state.finished_at = None;
+        c.clone()
+    })?;
+    e.events.container("start", &c);
+    watch_exit(Arc::clone(e), id.to_string());
+    Ok(())
 }
-pub async fn wait(_e: &Arc<Engine>, _key: &str, _q: &Query) -> Result<Response<Body>, ApiError> {
-    Err(not_yet("waiting for containers"))
+
+/// Follow a running container until it exits, then record the exit. Also used after a daemon
+/// restart for containers whose shim is still alive (live-restore).
+pub fn watch_exit(e: Arc<Engine>, id: String) {
+    tokio::spawn(async move {
+        let p = paths(&e, &id);
+        let client = berth_shim::connect(&p.shim_state);
+        let status = loop {
+            match client.wait().await {
+                Ok(s) => break Some(s),
+                Err(err) => {
+                    if let Some(s) = berth_shim::read_exit(&p.shim_state) {
+                        break Some(s);
+                    }
+                    if !berth_shim::is_alive(&p.shim_state) {
+                        tracing::warn!(%id, "container monitor is gone without an exit status: {err}");
+                        break None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        record_exit(&e, &id, status).await;
+    });
 }
-pub async fn stop(_e: &Arc<Engine>, _key: &str, _q: &Query) -> Result<Response<Body>, ApiError> {
-    Err(not_yet("stopping containers"))
+
+async fn record_exit(e: &Arc<Engine>, id: &str, status: Option<berth_shim::ExitStatus>) {
+    let (code, oom, err) = match &status {
+        Some(s) => (s.exit_code as i64, s.oom_killed, s.error.clone().unwrap_or_default()),
+        None => (255, false, "container monitor exited unexpectedly".to_string()),
+    };
+    let p = paths(e, id);
+    let bundle = Bundle { dir: p.bundle.clone() };
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(err) = bundle.remove(&SysMounter) {
+            tracing::warn!("cleaning up the container bundle: {err}");
+        }
+    })
+    .await;
+    let Ok(c) = e.containers.update(id, |c| {
+        c.state.status = Status::Exited;
+        c.state.exit_code = code;
+        c.state.oom_killed = oom;
+        c.state.pid = 0;
+        c.state.error = err;
+        c.state.finished_at = Some(status.as_ref().map(|s| s.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)).unwrap_or_else(now));
+        c.clone()
+    }) else {
+        return;
+    };
+    if oom {
+        e.events.container("oom", &c);
+    }
+    let mut attrs = HashMap::new();
+    attrs.insert("exitCode".to_string(), code.to_string());
+    e.events.container_with("die", &c, attrs);
+    e.notify_exit(ExitNote { id: id.to_string(), exit_code: code, removed: false });
+    if c.host_config.auto_remove.unwrap_or(false) {
+        if let Err(err) = destroy(e, &c).await {
+            tracing::warn!(%id, "auto-remove failed: {err}");
+        }
+    }
 }
-pub async fn restart(_e: &Arc<Engine>, _key: &str, _q: &Query) -> Result<Response<Body>, ApiError> {
-    Err(not_yet("restarting containers"))
+
+/// Remove a stopped container's record, files and log, and tell waiters.
+async fn destroy(e: &Arc<Engine>, c: &Container) -> Result<(), ApiError> {
+    let store = Arc::clone(&e.containers);
+    let id = c.id.clone();
+    let bundle = Bundle { dir: paths(e, &c.id).bundle };
+    tokio::task::spawn_blocking(move || {
+        let _ = bundle.remove(&SysMounter);
+        store.remove(&id)
+    })
+    .await??;
+    e.events.container("destroy", c);
+    e.notify_exit(ExitNote { id: c.id.clone(), exit_code: c.state.exit_code, removed: true });
+    Ok(())
 }
-pub async fn kill(_e: &Arc<Engine>, _key: &str, _q: &Query) -> Result<Response<Body>, ApiError> {
-    Err(not_yet("killing containers"))
+
+/// POST /containers/{id}/wait?condition=not-running|next-exit|removed
+pub async fn wait(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
+    let condition = q.get("condition").filter(|c| !c.is_empty()).unwrap_or("not-running").to_string();
+    if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
+        return Err(ApiError::bad(format!("invalid condition: {condition:?}")));
+    }
+    // Subscribe before looking at the state, so an exit in between is not missed.
+    let mut rx = e.exits.subscribe();
+    let c = e.containers.get(key)?;
+    let id = c.id.clone();
+    let immediate = condition == "not-running" && !is_running(&c);
+    let s = async_stream::stream! {
+        let code = if immediate {
+            c.state.exit_code
+        } else {
+            loop {
+                match rx.recv().await {
+                    Ok(n) if n.id == id && (condition != "removed" || n.removed) => break n.exit_code,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        let mut b = serde_json::to_vec(&json!({"StatusCode": code, "Error": null})).unwrap_or_default();
+        b.push(b'\n');
+        yield Ok::<_, std::io::Error>(Bytes::from(b));
+    };
+    let mut r = Response::new(stream_body(s));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(r)
 }
-pub async fn logs(_e: &Arc<Engine>, _key: &str, _q: &Query) -> Result<Response<Body>, ApiError> {
-    Err(not_yet("container logs"))
+
+/// Send `signal`, wait up to `timeout` for the exit, then SIGKILL (Docker's stop).
+async fn stop_container(e: &Arc<Engine>, c: &Container, timeout: Option<i64>, signal: Option<&str>) -> Result<(), ApiError> {
+    let mut rx = e.exits.subscribe();
+    let client = berth_shim::connect(&paths(e, &c.id).shim_state);
+    let sig = match signal.or(c.config.stop_signal.as_deref()) {
+        Some(s) if !s.is_empty() => parse_signal(s)?,
+        _ => libc::SIGTERM,
+    };
+    let timeout = timeout.or(c.config.stop_timeout).unwrap_or(10);
+    let wait_exit = |rx: &mut tokio::sync::broadcast::Receiver<ExitNote>| {
+        let id = c.id.clone();
+        let mut rx = rx.resubscribe();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(n) if n.id == id => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
+            }
+        }
+    };
+    if let Err(err) = client.kill(sig).await {
+        tracing::debug!("stop signal: {err}");
+    }
+    let waited = if timeout < 0 {
+        wait_exit(&mut rx).await;
+        true
+    } else {
+        tokio::time::timeout(Duration::from_secs(timeout as u64), wait_exit(&mut rx)).await.is_ok()
+    };
+    if !waited && is_running(&e.containers.get(&c.id)?) {
+        let _ = client.kill(libc::SIGKILL).await;
+        // The kernel takes the process down; allow for slow teardown of big cgroups.
+        let _ = tokio::time::timeout(Duration::from_secs(30), wait_exit(&mut rx)).await;
+    }
+    Ok(())
 }
-pub async fn attach(_e: &Arc<Engine>, _key: &str, _req: Request<Incoming>, _q: &Query) -> Result<Response<Body>, ApiError> {
-    Err(not_yet("attach"))
+
+/// POST /containers/{id}/stop?t=&signal=
+pub async fn stop(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
+    let c = e.containers.get(key)?;
+    if !is_running(&c) {
+        return Ok(status_only(StatusCode::NOT_MODIFIED));
+    }
+    stop_container(e, &c, q.i64("t")?.or(q.i64("timeout")?), q.get("signal")).await?;
+    Ok(status_only(StatusCode::NO_CONTENT))
 }
-pub async fn resize(_e: &Arc<Engine>, _key: &str, _q: &Query) -> Result<Response<Body>, ApiError> {
-    Err(not_yet("resize"))
+
+/// POST /containers/{id}/restart?t=
+pub async fn restart(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
+    let c = e.containers.get(key)?;
+    if is_running(&c) {
+        stop_container(e, &c, q.i64("t")?, q.get("signal")).await?;
+    }
+    start_container(e, &c.id).await?;
+    let c = e.containers.get(&c.id)?;
+    e.events.container("restart", &c);
+    Ok(status_only(StatusCode::NO_CONTENT))
+}
+
+/// POST /containers/{id}/kill?signal=
+pub async fn kill(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
+    let c = e.containers.get(key)?;
+    let sig = parse_signal(q.get("signal").filter(|s| !s.is_empty()).unwrap_or("SIGKILL"))?;
+    if !is_running(&c) {
+        return Err(ApiError::Conflict(format!("Cannot kill container: {}: Container {} is not running", key, c.id)));
+    }
+    if sig == libc::SIGKILL {
+    }
+    berth_shim::connect(&paths(e, &c.id).shim_state)
+        .kill(sig)
+        .await
+        .map_err(|err| ApiError::internal(format!("cannot kill container {}: {err}", c.short_id())))?;
+    let mut attrs = HashMap::new();
+    attrs.insert("signal".to_string(), sig.to_string());
+    e.events.container_with("kill", &c, attrs);
+    Ok(status_only(StatusCode::NO_CONTENT))
+}
+
+/// DELETE /containers/{id}?force=&v=
+pub async fn remove(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
+    let force = q.bool("force")?;
+    let c = e.containers.get(key)?;
+    if is_running(&c) {
+        if !force {
+            return Err(ApiError::Conflict(format!(
+                "cannot remove container \"/{}\": container is {}: stop the container before removing or force remove",
+                c.name,
+                c.state.status.as_str()
+            )));
+        }
+        let mut rx = e.exits.subscribe();
+        let _ = berth_shim::connect(&paths(e, &c.id).shim_state).kill(libc::SIGKILL).await;
+        let id = c.id.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(30), async move {
+            loop {
+                match rx.recv().await {
+                    Ok(n) if n.id == id => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    _ => {}
+                }
+            }
+        })
+        .await;
+    }
+    // AutoRemove may have raced us to it.
+    let Ok(c) = e.containers.get(&c.id) else { return Ok(status_only(StatusCode::NO_CONTENT)) };
+    if is_running(&c) {
+        return Err(ApiError::internal(format!("container {} did not stop", c.short_id())));
+    }
+    destroy(e, &c).await?;
+    Ok(status_only(StatusCode::NO_CONTENT))
+}
+
+/// GET /containers/{id}/logs
+pub async fn logs(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
+    let c = e.containers.get(key)?;
+    let (stdout, stderr) = (q.bool("stdout")?, q.bool("stderr")?);
+    if !stdout && !stderr {
+        return Err(ApiError::bad("You must choose at least one stream"));
+    }
+    let time = |k: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+        match q.get(k).filter(|v| !v.is_empty() && *v != "0") {
+            None => Ok(None),
+            Some(v) => crate::events::parse_time_nanos(v)
+                .map(|n| Some(chrono::DateTime::from_timestamp_nanos(n)))
+                .ok_or_else(|| ApiError::bad(format!("invalid value for {k}: {v:?}"))),
+        }
+    };
+    let tail = match q.get("tail").filter(|t| !t.is_empty() && *t != "all") {
+        None => None,
+        Some(t) => Some(t.parse::<usize>().map_err(|_| ApiError::bad(format!("invalid tail value {t:?}")))?),
+    };
+    let follow = q.bool("follow")? && is_running(&c);
+    let opts = berth_shim::LogOptions {
+        stdout,
+        stderr,
+        since: time("since")?,
+        until: time("until")?,
+        tail,
+        timestamps: q.bool("timestamps")?,
+        follow,
+    };
+    let tty = c.config.tty.unwrap_or(false);
+    let p = paths(e, &c.id);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let stop_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop_flag);
+    let mut exit_rx = e.exits.subscribe();
+    let id = c.id.clone();
+    if follow {
+        tokio::spawn(async move {
+            loop {
+                match exit_rx.recv().await {
+                    Ok(n) if n.id == id => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    _ => {}
+                }
+            }
+            stop2.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+    let timestamps = opts.timestamps;
+    let log = p.log.clone();
+    tokio::task::spawn_blocking(move || {
+        let reader = match berth_shim::read_logs(&log, opts) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!("reading logs: {err}");
+                return;
+            }
+        };
+        let stop3 = Arc::clone(&stop_flag);
+        let reader = reader.cancel_when(move || stop3.load(std::sync::atomic::Ordering::SeqCst));
+        for entry in reader {
+            let Ok(entry) = entry else { break };
+            let data = entry.render(timestamps);
+            let chunk = if tty { data } else { berth_shim::frame(entry.stream_type(), &data) };
+            if tx.blocking_send(Bytes::from(chunk)).is_err() {
+                break;
+            }
+        }
+    });
+    let s = async_stream::stream! {
+        while let Some(b) = rx.recv().await {
+            yield Ok::<_, std::io::Error>(b);
+        }
+    };
+    let mut r = Response::new(stream_body(s));
+    let ct = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    Ok(r)
+}
+
+/// POST /containers/{id}/attach: hijack the connection and splice it to the shim's attach stream.
+/// An attach that arrives before start (what `docker run` does) is counted, and the shim holds
+/// the container's first instruction until that many clients are attached, so no output is lost.
+pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &Query) -> Result<Response<Body>, ApiError> {
+    let c = e.containers.get(key)?;
+    let (stdin, stdout, stderr) = (q.bool("stdin")?, q.bool("stdout")?, q.bool("stderr")?);
+    let stream = q.bool("stream")?;
+    if !stream {
+        return Err(ApiError::bad("attach without stream=1 (logs replay) is not supported by Berth yet"));
+    }
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.eq_ignore_ascii_case("tcp"))
+        .unwrap_or(false);
+    if !upgrade {
+        return Err(ApiError::bad("attach needs a connection upgrade (Upgrade: tcp)"));
+    }
+    let tty = c.config.tty.unwrap_or(false);
+    let id = c.id.clone();
+    let ticket = if !is_running(&c) { Some(e.register_attach(&id)) } else { None };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let e2 = Arc::clone(e);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(err) => {
+                tracing::debug!("attach upgrade failed: {err}");
+                if let Some(t) = ticket {
+                    e2.cancel_attach(&id, t);
+                }
+                return;
+            }
+        };
+        if let Some(t) = ticket {
+            if !e2.wait_started(&id, t).await {
+                return;
+            }
+        }
+        let shim = berth_shim::connect(&paths(&e2, &id).shim_state);
+        // The shim of a container that is being started may not listen yet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut remote = loop {
+            match shim.attach(stdin, stdout, stderr).await {
+                Ok(s) => break s,
+                Err(berth_shim::ClientError::Connect { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(err) => {
+                    tracing::debug!(%id, "attach to shim failed: {err}");
+                    return;
+                }
+            }
+        };
+        let mut client = TokioIo::new(upgraded);
+        let (mut cr, mut cw) = tokio::io::split(&mut client);
+        let (mut rr, mut rw) = tokio::io::split(&mut remote);
+        let to_container = async {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match cr.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if rw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = rw.shutdown().await;
+        };
+        let to_client = async {
+            let _ = tokio::io::copy(&mut rr, &mut cw).await;
+            let _ = cw.shutdown().await;
+        };
+        // Output ending (the container exited) ends the session; stdin ending only half-closes.
+        tokio::pin!(to_container);
+        tokio::select! {
+            _ = to_client => {}
+            _ = async { (&mut to_container).await; std::future::pending::<()>().await } => {}
+        }
+    });
+    let ct = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    Ok(r)
+}
+
+/// POST /containers/{id}/resize?h=&w=
+pub async fn resize(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
+    let c = e.containers.get(key)?;
+    let h = q.i64("h")?.unwrap_or(0);
+    let w = q.i64("w")?.unwrap_or(0);
+    if !(0..=u16::MAX as i64).contains(&h) || !(0..=u16::MAX as i64).contains(&w) {
+        return Err(ApiError::bad("invalid terminal size"));
+    }
+    if !is_running(&c) {
+        return Err(ApiError::Conflict(format!("Container {} is not running", c.id)));
+    }
+    berth_shim::connect(&paths(e, &c.id).shim_state)
+        .resize(h as u16, w as u16)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(ok_json(&json!({})))
+}
+
+/// After a daemon restart: containers whose shim still runs are followed again; the others
+/// get their recorded exit (live-restore).
+pub async fn restore(e: &Arc<Engine>) {
+    for c in e.containers.list() {
+        if !is_running(&c) {
+            continue;
+        }
+        let p = paths(e, &c.id);
+        if berth_shim::is_alive(&p.shim_state) {
+            tracing::info!(id = %c.short_id(), "container still running; following it again");
+            watch_exit(Arc::clone(e), c.id.clone());
+        } else {
+            let status = berth_shim::read_exit(&p.shim_state);
+            record_exit(e, &c.id, status).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("SIGKILL").unwrap(), 9);
+        assert_eq!(parse_signal("kill").unwrap(), 9);
+        assert_eq!(parse_signal("15").unwrap(), 15);
+        assert_eq!(parse_signal("SIGUSR1").unwrap(), libc::SIGUSR1);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("0").is_err());
+    }
 }
