@@ -105,6 +105,16 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Respons
         }
         (&Method::POST, "/containers/create") => containers::create(&engine, req, &query).await,
         (&Method::GET, "/containers/json") => containers::list(&engine, &query).await,
+        (&Method::POST, "/containers/prune") => containers::stats::prune(&engine, &query).await,
+        (_, p) if p.starts_with("/exec/") => {
+            let (id, action) = p["/exec/".len()..].split_once('/').unwrap_or((&p["/exec/".len()..], ""));
+            match (&m, action) {
+                (&Method::POST, "start") => containers::exec::start(&engine, id, req).await,
+                (&Method::GET, "json") => containers::exec::inspect(&engine, id).await,
+                (&Method::POST, "resize") => containers::exec::resize(&engine, id, &query).await,
+                _ => Err(ApiError::NotFound(format!("page not found: {m} {p}"))),
+            }
+        }
         (_, p) if p.starts_with("/containers/") => {
             let rest = &p["/containers/".len()..];
             let (id, action) = match rest.split_once('/') {
@@ -123,6 +133,16 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Respons
                 (&Method::GET, "logs") => containers::lifecycle::logs(&engine, id, &query).await,
                 (&Method::POST, "attach") => containers::lifecycle::attach(&engine, id, req, &query).await,
                 (&Method::POST, "resize") => containers::lifecycle::resize(&engine, id, &query).await,
+                (&Method::POST, "exec") => containers::exec::create(&engine, id, req).await,
+                (&Method::GET, "archive") => containers::archive::get(&engine, id, &query).await,
+                (&Method::HEAD, "archive") => containers::archive::head(&engine, id, &query).await,
+                (&Method::PUT, "archive") => containers::archive::put(&engine, id, req, &query).await,
+                (&Method::GET, "export") => containers::archive::export(&engine, id).await,
+                (&Method::GET, "changes") => containers::archive::changes(&engine, id).await,
+                (&Method::GET, "stats") => containers::stats::stats(&engine, id, &query).await,
+                (&Method::GET, "top") => containers::stats::top(&engine, id, &query).await,
+                (&Method::POST, "pause") => containers::stats::pause(&engine, id).await,
+                (&Method::POST, "unpause") => containers::stats::unpause(&engine, id).await,
                 _ => Err(ApiError::NotFound(format!("page not found: {m} {p}"))),
             }
         }

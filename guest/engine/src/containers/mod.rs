@@ -1,7 +1,10 @@
 //! Container endpoints. `store` keeps the records; the runtime side (bundle, monitor process,
 //! runc) is driven from `lifecycle`.
 
+pub mod archive;
+pub mod exec;
 pub mod lifecycle;
+pub mod stats;
 pub mod store;
 
 use std::collections::HashMap;
