@@ -194,3 +194,140 @@ fn rm_force_of_running_container_leaves_nothing() {
     let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
     assert!(!String::from_utf8_lossy(&ps.stdout).contains(&id), "a process of the container is left");
 }
+
+#[test]
+fn restart_policy_on_failure_restarts_three_times() {
+    require_berthd!();
+    let w = world();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    w.d.docker_ok(&["run", "-d", "--name", "flaky", "--restart", "on-failure:3", &img, "sh", "-c", "echo run; exit 1"]);
+    // Back-off 100 + 200 + 400 ms plus the runs themselves.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let st = w.d.docker_ok(&["inspect", "-f", "{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}", "flaky"]);
+        if st.trim() == "exited 3 1" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {st:?} after 20 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // It really ran four times (the first run and three restarts), and then stays down.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(w.d.docker_ok(&["logs", "flaky"]).lines().filter(|l| *l == "run").count(), 4);
+    // A successful exit is not restarted under on-failure.
+    w.d.docker_ok(&["run", "-d", "--name", "fine", "--restart", "on-failure", &img, "true"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let st = w.d.docker_ok(&["inspect", "-f", "{{.State.Status}} {{.RestartCount}}", "fine"]);
+    assert_eq!(st.trim(), "exited 0");
+    // `always` restarts until stopped; stop wins over the back-off.
+    w.d.docker_ok(&["run", "-d", "--name", "loop", "--restart", "always", &img, "true"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let n: i64 = w.d.docker_ok(&["inspect", "-f", "{{.RestartCount}}", "loop"]).trim().parse().unwrap();
+    assert!(n >= 2, "always restarted {n} times");
+    w.d.docker_ok(&["stop", "loop"]);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let st = w.d.docker_ok(&["inspect", "-f", "{{.State.Status}}", "loop"]);
+    assert_eq!(st.trim(), "exited");
+    w.d.docker_ok(&["rm", "-f", "flaky", "fine", "loop"]);
+}
+
+#[test]
+fn limits_are_enforced() {
+    require_berthd!();
+    let w = world();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    // Memory: a process that allocates more than the limit is OOM-killed and inspect says so.
+    let r = w.d.docker(&[
+        "run", "--name", "hog", "--memory", "32m", "--memory-swap", "32m", &img, "sh", "-c",
+        "dd if=/dev/zero bs=1M count=128 | cat > /dev/shm/fill; sleep 1; x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+    ]);
+    assert!(!r.stdout.contains("survived"), "{r:?}");
+    let st = w.d.docker_ok(&["inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", "hog"]);
+    assert_eq!(st.trim(), "true 137", "{r:?}");
+    // Pids: a fork bomb under --pids-limit 20 is contained.
+    let id = w.d.docker_ok(&[
+        "run", "-d", "--pids-limit", "20", &img, "sh", "-c",
+        // busybox sh gives up when fork fails: the inner shell is the bomb, the outer one stays.
+        "sh -c 'for i in $(seq 1 100); do sleep 30 & done; wait'; sleep 30",
+    ]);
+    let id = id.trim();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let v1 = format!("/sys/fs/cgroup/pids/berth/{id}/pids.current");
+    let v2 = format!("/sys/fs/cgroup/berth/{id}/pids.current");
+    let current = std::fs::read_to_string(&v1).or_else(|_| std::fs::read_to_string(&v2)).expect("pids.current of the container");
+    let n: i64 = current.trim().parse().unwrap();
+    assert!((2..=20).contains(&n), "pids.current = {n}");
+    let logs = w.d.docker(&["logs", id]);
+    assert!(logs.stderr.contains("can't fork") || logs.stderr.contains("Resource temporarily unavailable"), "{logs:?}");
+    w.d.docker_ok(&["rm", "-f", id]);
+}
+
+#[test]
+fn interactive_tty_session_in_a_real_pty() {
+    require_berthd!();
+    let w = world();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    // `script` gives docker a real pty; the shell reads our input and exits with its code.
+    let base = w.d.docker_command();
+    let mut cmd = w.fx.ns.command("script");
+    cmd.args(["-qec", &format!("docker run -it --rm {img} sh"), "/dev/null"]);
+    cmd.env_clear();
+    for (k, v) in base.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let (status, stdout, _) = berth_tests::berthd::run_with_timeout(
+        cmd,
+        Some(b"stty size; echo $((6*7)); exit 7\n"),
+        std::time::Duration::from_secs(60),
+    )
+    .expect("run docker -it under script");
+    let out = std::process::Output { status, stdout, stderr: Vec::new() };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("42"), "{text}");
+    assert_eq!(out.status.code(), Some(7), "{text}");
+}
+
+#[test]
+fn hundred_concurrent_runs_succeed_and_leave_nothing() {
+    require_berthd!();
+    let w = world();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    // A cgroup parent of this test's own, so other tests' containers do not count.
+    let parent = format!("berth-test-{}", std::process::id());
+    let parent = parent.as_str();
+    let threads: Vec<_> = (0..100)
+        .map(|_| {
+            let mut c = w.d.docker_command();
+            c.args(["run", "--rm", "--cgroup-parent", &parent, &img, "true"]);
+            std::thread::spawn(move || berth_tests::berthd::run_with_timeout(c, None, std::time::Duration::from_secs(300)))
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for t in threads {
+        let (status, _, stderr) = t.join().unwrap().expect("docker run");
+        if !status.success() {
+            failed.push(String::from_utf8_lossy(&stderr).to_string());
+        }
+    }
+    assert!(failed.is_empty(), "{} of 100 failed: {:?}", failed.len(), &failed[..failed.len().min(3)]);
+    // --rm removed them all, with their mounts, runtime state and cgroups.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(w.d.docker_ok(&["ps", "-aq"]).trim().is_empty());
+    let root = w.d.exec_root().parent().unwrap().display().to_string();
+    let leaked: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&root)).map(String::from).collect();
+    assert!(leaked.is_empty(), "mounts leaked: {leaked:?}");
+    let left: Vec<_> = std::fs::read_dir(w.d.exec_root().join("c")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "runtime state left: {left:?}");
+    for ctrl in ["memory", "pids", "cpu"] {
+        let dir = std::path::Path::new("/sys/fs/cgroup").join(ctrl).join(&parent);
+        let cg: Vec<_> = std::fs::read_dir(&dir).map(|d| d.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()).collect()).unwrap_or_default();
+        assert!(cg.is_empty(), "cgroups left under {}: {cg:?}", dir.display());
+        let _ = std::fs::remove_dir(&dir);
+    }
+}

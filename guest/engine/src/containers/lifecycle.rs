@@ -312,6 +312,7 @@ pub async fn start_container(e: &Arc<Engine>, id: &str) -> Result<(), ApiError> 
         c.state.oom_killed = false;
         c.state.started_at = Some(now());
         c.state.finished_at = None;
+        c.state.manually_stopped = false;
         c.clone()
     })?;
     e.events.container("start", &c);
@@ -375,11 +376,66 @@ async fn record_exit(e: &Arc<Engine>, id: &str, status: Option<berth_shim::ExitS
     attrs.insert("exitCode".to_string(), code.to_string());
     e.events.container_with("die", &c, attrs);
     e.notify_exit(ExitNote { id: id.to_string(), exit_code: code, removed: false });
+    if let Some(delay) = restart_delay(&c, status.as_ref().map(|s| s.finished_at)) {
+        schedule_restart(Arc::clone(e), c.id.clone(), delay);
+        return;
+    }
     if c.host_config.auto_remove.unwrap_or(false) {
         if let Err(err) = destroy(e, &c).await {
             tracing::warn!(%id, "auto-remove failed: {err}");
         }
     }
+}
+
+/// Docker's restart policies: `no`, `always`, `unless-stopped`, `on-failure[:N]`. Returns the
+/// back-off before the next start: 100 ms doubling per consecutive restart, capped at one
+/// minute, back to 100 ms after a run of at least 10 s.
+fn restart_delay(c: &Container, finished: Option<chrono::DateTime<chrono::Utc>>) -> Option<Duration> {
+    use bollard_stubs::models::RestartPolicyNameEnum as P;
+    if c.state.manually_stopped {
+        return None;
+    }
+    let policy = c.host_config.restart_policy.as_ref()?;
+    let wanted = match policy.name {
+        Some(P::ALWAYS) | Some(P::UNLESS_STOPPED) => true,
+        Some(P::ON_FAILURE) => {
+            let max = policy.maximum_retry_count.unwrap_or(0);
+            c.state.exit_code != 0 && (max <= 0 || c.state.restart_count < max)
+        }
+        _ => false,
+    };
+    if !wanted {
+        return None;
+    }
+    let ran = match (&c.state.started_at, finished) {
+        (Some(s), Some(f)) => chrono::DateTime::parse_from_rfc3339(s).ok().map(|s| (f - s.with_timezone(&chrono::Utc)).num_seconds()),
+        _ => None,
+    };
+    let n = if ran.unwrap_or(0) >= 10 { 0 } else { c.state.restart_count.clamp(0, 20) as u32 };
+    Some(Duration::from_millis(100u64.saturating_mul(1 << n)).min(Duration::from_secs(60)))
+}
+
+fn schedule_restart(e: Arc<Engine>, id: String, delay: Duration) {
+    tokio::spawn(async move {
+        let _ = e.containers.update(&id, |c| c.state.status = Status::Restarting);
+        let mut stop = e.shutdown.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Ok(c) = e.containers.get(&id) else { return };
+        // `docker stop` or `rm` during the back-off wins.
+        if c.state.manually_stopped || c.state.status != Status::Restarting {
+            return;
+        }
+        let _ = e.containers.update(&id, |c| {
+            c.state.status = Status::Exited;
+            c.state.restart_count += 1;
+        });
+        if let Err(err) = start_container(&e, &id).await {
+            tracing::warn!(%id, "restart failed: {err}");
+        }
+    });
 }
 
 /// Remove a stopped container's record, files and log, and tell waiters.
@@ -439,6 +495,7 @@ async fn stop_container(e: &Arc<Engine>, c: &Container, timeout: Option<i64>, si
         _ => libc::SIGTERM,
     };
     let timeout = timeout.or(c.config.stop_timeout).unwrap_or(10);
+    e.containers.update(&c.id, |c| c.state.manually_stopped = true)?;
     let wait_exit = |rx: &mut tokio::sync::broadcast::Receiver<ExitNote>| {
         let id = c.id.clone();
         let mut rx = rx.resubscribe();
@@ -474,6 +531,14 @@ pub async fn stop(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
     let c = e.containers.get(key)?;
     if !is_running(&c) {
         return Ok(status_only(StatusCode::NOT_MODIFIED));
+    }
+    if c.state.status == Status::Restarting {
+        // Waiting out a restart back-off: nothing runs, just cancel the restart.
+        e.containers.update(&c.id, |c| {
+            c.state.manually_stopped = true;
+            c.state.status = Status::Exited;
+        })?;
+        return Ok(status_only(StatusCode::NO_CONTENT));
     }
     stop_container(e, &c, q.i64("t")?.or(q.i64("timeout")?), q.get("signal")).await?;
     Ok(status_only(StatusCode::NO_CONTENT))
@@ -514,6 +579,13 @@ pub async fn kill(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
 pub async fn remove(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
     let force = q.bool("force")?;
     let c = e.containers.get(key)?;
+    if c.state.status == Status::Restarting {
+        e.containers.update(&c.id, |c| {
+            c.state.manually_stopped = true;
+            c.state.status = Status::Exited;
+        })?;
+    }
+    let c = e.containers.get(&c.id)?;
     if is_running(&c) {
         if !force {
             return Err(ApiError::Conflict(format!(
@@ -523,6 +595,7 @@ pub async fn remove(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Bo
             )));
         }
         let mut rx = e.exits.subscribe();
+        e.containers.update(&c.id, |c| c.state.manually_stopped = true)?;
         let _ = berth_shim::connect(&paths(e, &c.id).shim_state).kill(libc::SIGKILL).await;
         let id = c.id.clone();
         let _ = tokio::time::timeout(Duration::from_secs(30), async move {
@@ -740,7 +813,20 @@ pub async fn resize(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Bo
 /// get their recorded exit (live-restore).
 pub async fn restore(e: &Arc<Engine>) {
     for c in e.containers.list() {
-        if !is_running(&c) {
+        if !is_running(&c) || c.state.status == Status::Restarting {
+            // Policies that keep a container up bring it back when the daemon starts.
+            use bollard_stubs::models::RestartPolicyNameEnum as P;
+            let policy = c.host_config.restart_policy.as_ref().and_then(|p| p.name);
+            let bring_back = c.state.status == Status::Restarting
+                || (c.state.status == Status::Exited
+                    && matches!(policy, Some(P::ALWAYS) | Some(P::UNLESS_STOPPED))
+                    && !c.state.manually_stopped);
+            if bring_back {
+                let _ = e.containers.update(&c.id, |c| c.state.status = Status::Exited);
+                if let Err(err) = start_container(e, &c.id).await {
+                    tracing::warn!(id = %c.short_id(), "restarting after daemon start failed: {err}");
+                }
+            }
             continue;
         }
         let p = paths(e, &c.id);

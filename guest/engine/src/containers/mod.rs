@@ -87,8 +87,9 @@ fn random_id() -> Result<String, ApiError> {
     Ok(hex::encode(b))
 }
 
-/// A readable random name, like Docker's "adjective_surname".
-fn generated_name(id: &str) -> String {
+/// A readable random name, like Docker's "adjective_surname"; `attempt` > 0 adds a number, as
+/// Docker does when the plain name is taken.
+fn generated_name(id: &str, attempt: u32) -> String {
     const ADJ: &[&str] = &[
         "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nifty", "proud",
         "quiet", "sharp", "tender", "vivid", "wise", "zen", "bold", "crisp",
@@ -98,7 +99,12 @@ fn generated_name(id: &str) -> String {
         "quay", "reef", "sail", "tide", "wharf", "mooring", "bollard", "hull",
     ];
     let n = u64::from_str_radix(&id[..12], 16).unwrap_or(0);
-    format!("{}_{}", ADJ[(n % ADJ.len() as u64) as usize], NOUN[((n / 97) % NOUN.len() as u64) as usize])
+    let base = format!("{}_{}", ADJ[(n % ADJ.len() as u64) as usize], NOUN[((n / 97) % NOUN.len() as u64) as usize]);
+    if attempt == 0 {
+        base
+    } else {
+        format!("{base}{}", (n >> 20) % 10 + u64::from(attempt) * 10)
+    }
 }
 
 /// POST /containers/create
@@ -139,8 +145,9 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Resul
         config.hostname = Some(id[..12].to_string());
     }
     config.image = Some(image_name.clone());
-    let c = Container {
-        name: name.unwrap_or_else(|| generated_name(&id)),
+    let explicit = name.is_some();
+    let mut c = Container {
+        name: name.unwrap_or_else(|| generated_name(&id, 0)),
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         image_name,
         image_id: image_id.to_string(),
@@ -151,9 +158,19 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Resul
         state: State::default(),
         id: id.clone(),
     };
-    let store = Arc::clone(&e.containers);
-    let c2 = c.clone();
-    tokio::task::spawn_blocking(move || store.insert(c2)).await??;
+    let mut attempt = 0;
+    loop {
+        let store = Arc::clone(&e.containers);
+        let c2 = c.clone();
+        match tokio::task::spawn_blocking(move || store.insert(c2)).await? {
+            Ok(()) => break,
+            Err(store::StoreError::NameInUse { .. }) if !explicit && attempt < 20 => {
+                attempt += 1;
+                c.name = generated_name(&id, attempt);
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
     e.events.container("create", &c);
     Ok(json(StatusCode::CREATED, &ContainerCreateResponse { id, warnings: vec![] }))
 }

@@ -49,6 +49,10 @@ pub struct State {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub restart_count: i64,
+    /// Stopped by `docker stop`/`rm`: restart policies do not bring it back (and
+    /// `unless-stopped` stays down across daemon restarts).
+    #[serde(default)]
+    pub manually_stopped: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
