@@ -101,6 +101,10 @@ fn os_name() -> String {
 
 pub async fn info(e: &Arc<Engine>) -> Result<Response<Body>, ApiError> {
     let images = e.blocking(|s| s.list_images().map_err(ApiError::from)).await?.len();
+    use crate::containers::store::Status;
+    let all = e.containers.list();
+    let running = all.iter().filter(|c| matches!(c.state.status, Status::Running | Status::Restarting)).count();
+    let paused = all.iter().filter(|c| c.state.status == Status::Paused).count();
     // CIDRs only: the CLI parses these as networks. Named insecure registries go in IndexConfigs.
     let insecure = vec!["127.0.0.0/8".to_string(), "::1/128".to_string()];
     let mut index_configs = serde_json::Map::new();
@@ -114,7 +118,8 @@ pub async fn info(e: &Arc<Engine>) -> Result<Response<Body>, ApiError> {
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let v = json!({
         "ID": e.id,
-        "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
+        "Containers": all.len(), "ContainersRunning": running, "ContainersPaused": paused,
+        "ContainersStopped": all.len() - running - paused,
         "Images": images,
         "Driver": "overlay2",
         "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
