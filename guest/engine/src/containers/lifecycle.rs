@@ -460,7 +460,7 @@ pub async fn wait(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
         return Err(ApiError::bad(format!("invalid condition: {condition:?}")));
     }
     // Subscribe before looking at the state, so an exit in between is not missed.
-    let mut rx = e.exits.subscribe();
+    let rx = e.exits.subscribe();
     let c = e.containers.get(key)?;
     let id = c.id.clone();
     let immediate = condition == "not-running" && !is_running(&c);
@@ -468,13 +468,9 @@ pub async fn wait(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
         let code = if immediate {
             c.state.exit_code
         } else {
-            loop {
-                match rx.recv().await {
-                    Ok(n) if n.id == id && (condition != "removed" || n.removed) => break n.exit_code,
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
+            match next_exit(rx, id, condition == "removed").await {
+                Some(n) => n.exit_code,
+                None => return,
             }
         };
         let mut b = serde_json::to_vec(&json!({"StatusCode": code, "Error": null})).unwrap_or_default();
@@ -486,9 +482,21 @@ pub async fn wait(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
     Ok(r)
 }
 
+/// The next exit note for container `id` (with `removed` when asked for). Subscribe before
+/// acting, so an exit in between is not missed. None when the daemon's bus closes.
+async fn next_exit(mut rx: tokio::sync::broadcast::Receiver<ExitNote>, id: String, removed: bool) -> Option<ExitNote> {
+    loop {
+        match rx.recv().await {
+            Ok(n) if n.id == id && (!removed || n.removed) => return Some(n),
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
+
 /// Send `signal`, wait up to `timeout` for the exit, then SIGKILL (Docker's stop).
 async fn stop_container(e: &Arc<Engine>, c: &Container, timeout: Option<i64>, signal: Option<&str>) -> Result<(), ApiError> {
-    let mut rx = e.exits.subscribe();
+    let rx = e.exits.subscribe();
     let client = berth_shim::connect(&paths(e, &c.id).shim_state);
     let sig = match signal.or(c.config.stop_signal.as_deref()) {
         Some(s) if !s.is_empty() => parse_signal(s)?,
@@ -496,32 +504,20 @@ async fn stop_container(e: &Arc<Engine>, c: &Container, timeout: Option<i64>, si
     };
     let timeout = timeout.or(c.config.stop_timeout).unwrap_or(10);
     e.containers.update(&c.id, |c| c.state.manually_stopped = true)?;
-    let wait_exit = |rx: &mut tokio::sync::broadcast::Receiver<ExitNote>| {
-        let id = c.id.clone();
-        let mut rx = rx.resubscribe();
-        async move {
-            loop {
-                match rx.recv().await {
-                    Ok(n) if n.id == id => return,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    _ => {}
-                }
-            }
-        }
-    };
+    let wait_exit = |rx: &tokio::sync::broadcast::Receiver<ExitNote>| next_exit(rx.resubscribe(), c.id.clone(), false);
     if let Err(err) = client.kill(sig).await {
         tracing::debug!("stop signal: {err}");
     }
     let waited = if timeout < 0 {
-        wait_exit(&mut rx).await;
+        wait_exit(&rx).await;
         true
     } else {
-        tokio::time::timeout(Duration::from_secs(timeout as u64), wait_exit(&mut rx)).await.is_ok()
+        tokio::time::timeout(Duration::from_secs(timeout as u64), wait_exit(&rx)).await.is_ok()
     };
     if !waited && is_running(&e.containers.get(&c.id)?) {
         let _ = client.kill(libc::SIGKILL).await;
         // The kernel takes the process down; allow for slow teardown of big cgroups.
-        let _ = tokio::time::timeout(Duration::from_secs(30), wait_exit(&mut rx)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), wait_exit(&rx)).await;
     }
     Ok(())
 }
@@ -594,20 +590,10 @@ pub async fn remove(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Bo
                 c.state.status.as_str()
             )));
         }
-        let mut rx = e.exits.subscribe();
+        let rx = e.exits.subscribe();
         e.containers.update(&c.id, |c| c.state.manually_stopped = true)?;
         let _ = berth_shim::connect(&paths(e, &c.id).shim_state).kill(libc::SIGKILL).await;
-        let id = c.id.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(30), async move {
-            loop {
-                match rx.recv().await {
-                    Ok(n) if n.id == id => return,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    _ => {}
-                }
-            }
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), next_exit(rx, c.id.clone(), false)).await;
     }
     // AutoRemove may have raced us to it.
     let Ok(c) = e.containers.get(&c.id) else { return Ok(status_only(StatusCode::NO_CONTENT)) };
@@ -652,17 +638,11 @@ pub async fn logs(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let stop_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = Arc::clone(&stop_flag);
-    let mut exit_rx = e.exits.subscribe();
-    let id = c.id.clone();
+    let exit_rx = e.exits.subscribe();
     if follow {
+        let id = c.id.clone();
         tokio::spawn(async move {
-            loop {
-                match exit_rx.recv().await {
-                    Ok(n) if n.id == id => break,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                    _ => {}
-                }
-            }
+            next_exit(exit_rx, id, false).await;
             stop2.store(true, std::sync::atomic::Ordering::SeqCst);
         });
     }
