@@ -1,18 +1,10 @@
 //! Issue 3: containers. The real `docker` CLI against berthd in a loopback-only namespace.
 
-use berth_tests::berthd::Berthd;
-use berth_tests::fixtures::Fixtures;
 use berth_tests::require_berthd;
-
-struct World {
-    d: Berthd,
-    fx: Fixtures,
-}
+use berth_tests::world::World;
 
 fn world() -> World {
-    let fx = Fixtures::start().expect("start fixtures");
-    let d = Berthd::start(&fx.ns, &[fx.registry.addr()]).expect("start berthd");
-    World { d, fx }
+    World::start()
 }
 
 #[test]

@@ -13,27 +13,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_tests::berthd::{berthd_binary, run_with_timeout, tail, Berthd};
 use berth_tests::evil::{EvilContent, EvilRegistry};
-use berth_tests::fixtures::Fixtures;
 use berth_tests::image::{Compression, Image, Layer, LayerBuilder, RunConfig};
 use berth_tests::netns::NetNs;
 use berth_tests::push::ManifestFormat;
 use berth_tests::require_berthd;
+use berth_tests::world::World;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-/// A daemon plus the seeded registries. Field order: berthd stops before the namespace goes.
-struct World {
-    d: Berthd,
-    fx: Fixtures,
-}
-
 fn world() -> World {
-    let fx = Fixtures::start().expect("start fixtures");
-    let d = Berthd::start(&fx.ns, &[fx.registry.addr(), fx.auth_registry.addr()])
-        .expect("start berthd");
-    World { d, fx }
+    World::start()
 }
 
 fn lines(s: &str) -> Vec<String> {

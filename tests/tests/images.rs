@@ -9,21 +9,13 @@ use std::time::Duration;
 
 use berth_tests::berthd::{run_with_timeout, Berthd};
 use berth_tests::evil::{self, BlobBehavior, EvilContent, EvilRegistry};
-use berth_tests::fixtures::{Fixtures, AUTH_PASSWORD, AUTH_USER};
+use berth_tests::fixtures::{AUTH_PASSWORD, AUTH_USER};
 use berth_tests::image::{self, Compression, Image, Layer, LayerBuilder, RunConfig};
 use berth_tests::require_berthd;
-
-/// A daemon plus the seeded registries. Field order: berthd stops before the namespace goes.
-struct World {
-    d: Berthd,
-    fx: Fixtures,
-}
+use berth_tests::world::World;
 
 fn world() -> World {
-    let fx = Fixtures::start().expect("start fixtures");
-    let d = Berthd::start(&fx.ns, &[fx.registry.addr(), fx.auth_registry.addr()])
-        .expect("start berthd");
-    World { d, fx }
+    World::start()
 }
 
 fn lines(s: &str) -> Vec<String> {
