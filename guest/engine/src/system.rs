@@ -242,7 +242,7 @@ pub async fn df(e: &Arc<Engine>) -> Result<Response<Body>, ApiError> {
     let v = json!({
         "LayersSize": layers_size,
         "Images": summaries,
-        "Containers": [],
+        "Containers": e.containers.list().iter().map(crate::containers::summary).collect::<Vec<_>>(),
         "Volumes": [],
         "BuildCache": [],
     });

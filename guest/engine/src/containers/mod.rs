@@ -282,6 +282,28 @@ fn human_duration(secs: i64) -> String {
     }
 }
 
+/// One row of `docker ps` (and of `docker system df`).
+pub fn summary(c: &Container) -> ContainerSummary {
+    let command = std::iter::once(c.path.clone()).chain(c.args.iter().cloned()).collect::<Vec<_>>().join(" ");
+    ContainerSummary {
+        id: Some(c.id.clone()),
+        names: Some(vec![format!("/{}", c.name)]),
+        image: Some(c.image_name.clone()),
+        image_id: Some(c.image_id.clone()),
+        command: Some(command),
+        created: chrono::DateTime::parse_from_rfc3339(&c.created).ok().map(|t| t.timestamp()),
+        ports: Some(vec![]),
+        size_rw: None,
+        size_root_fs: None,
+        labels: c.config.labels.clone(),
+        state: Some(c.state.status.as_str().into()),
+        status: Some(status_text(c)),
+        host_config: None,
+        network_settings: None,
+        mounts: Some(vec![]),
+    }
+}
+
 /// GET /containers/json
 pub async fn list(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError> {
     let all = q.bool("all")?;
@@ -305,24 +327,7 @@ pub async fn list(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError
         {
             continue;
         }
-        let command = std::iter::once(c.path.clone()).chain(c.args.iter().cloned()).collect::<Vec<_>>().join(" ");
-        out.push(ContainerSummary {
-            id: Some(c.id.clone()),
-            names: Some(vec![format!("/{}", c.name)]),
-            image: Some(c.image_name.clone()),
-            image_id: Some(c.image_id.clone()),
-            command: Some(command),
-            created: chrono::DateTime::parse_from_rfc3339(&c.created).ok().map(|t| t.timestamp()),
-            ports: Some(vec![]),
-            size_rw: None,
-            size_root_fs: None,
-            labels: Some(labels),
-            state: Some(c.state.status.as_str().into()),
-            status: Some(status_text(&c)),
-            host_config: None,
-            network_settings: None,
-            mounts: Some(vec![]),
-        });
+        out.push(summary(&c));
         if limit.map(|l| out.len() as i64 >= l).unwrap_or(false) {
             break;
         }
