@@ -70,6 +70,22 @@ impl ShimClient {
         self.request(&Request::State).await?.0.state.ok_or_else(|| ClientError::Protocol("no state in reply".into()))
     }
 
+    /// Start an exec process; returns its host pid and the stream (see [`Request::Exec`]).
+    pub async fn exec(&self, exec_id: &str, process: serde_json::Value, tty: bool, stdin: bool) -> Result<(i32, AttachStream), ClientError> {
+        let (resp, s) = self.request(&Request::Exec { exec_id: exec_id.into(), process, tty, stdin }).await?;
+        Ok((resp.pid.unwrap_or(0), s))
+    }
+
+    /// Exit status of an exec, waiting for it to exit.
+    pub async fn exec_wait(&self, exec_id: &str) -> Result<ExitStatus, ClientError> {
+        let (resp, _) = self.request(&Request::ExecWait { exec_id: exec_id.into() }).await?;
+        resp.exit.ok_or_else(|| ClientError::Protocol("no exit status in reply".into()))
+    }
+
+    pub async fn exec_resize(&self, exec_id: &str, h: u16, w: u16) -> Result<(), ClientError> {
+        self.request(&Request::ExecResize { exec_id: exec_id.into(), h, w }).await.map(drop)
+    }
+
     /// Wait for the container to exit. If the shim is already gone (the
     /// container exited while nobody was connected), `exit.json` answers.
     pub async fn wait(&self) -> Result<ExitStatus, ClientError> {

@@ -21,6 +21,13 @@ pub enum Request {
     Wait,
     Kill { signal: i32 },
     State,
+    /// Run an extra process in the container (`docker exec`) from an OCI
+    /// process document; after the ok reply the connection streams like
+    /// `Attach` and closes once the process has exited.
+    Exec { exec_id: String, process: serde_json::Value, tty: bool, stdin: bool },
+    /// Reply with the exit of an exec once it has exited.
+    ExecWait { exec_id: String },
+    ExecResize { exec_id: String, h: u16, w: u16 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +49,9 @@ pub struct Response {
     pub exit: Option<ExitStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<ShimStatus>,
+    /// Host pid of a started exec process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
 }
 
 impl Response {

@@ -179,6 +179,27 @@ struct Shared {
     /// Attach sessions so far; `start` waits for `--wait-attach` of them.
     attached: Mutex<usize>,
     attached_cv: Condvar,
+    /// Exit codes of children other than the init, reaped by `supervise` (which owns
+    /// `waitpid(-1)`): exec processes and the runtime commands exec runs.
+    reaped: Mutex<Reaped>,
+    reaped_cv: Condvar,
+    execs: Mutex<HashMap<String, ExecProc>>,
+    execs_cv: Condvar,
+    runtime: PathBuf,
+    runtime_root: PathBuf,
+    state_dir: PathBuf,
+}
+
+#[derive(Default)]
+struct Reaped {
+    /// Set once nobody reaps any more (the container has exited).
+    done: bool,
+    codes: HashMap<i32, i32>,
+}
+
+struct ExecProc {
+    master: Option<File>,
+    exit: Option<ExitStatus>,
 }
 
 struct LogState {
@@ -234,6 +255,30 @@ impl Shared {
                 let _ = w.write_entry(name, piece, now);
             });
             let _ = w.flush();
+        }
+    }
+
+    fn record_reaped(&self, pid: i32, code: i32) {
+        let mut r = self.reaped.lock().unwrap();
+        // Bounded: unclaimed entries (children nobody waits for) must not pile up.
+        if r.codes.len() > 4096 {
+            r.codes.clear();
+        }
+        r.codes.insert(pid, code);
+        self.reaped_cv.notify_all();
+    }
+
+    /// Exit code of a child reaped by `supervise`; None if the container exited first.
+    fn wait_child(&self, pid: i32) -> Option<i32> {
+        let mut r = self.reaped.lock().unwrap();
+        loop {
+            if let Some(code) = r.codes.remove(&pid) {
+                return Some(code);
+            }
+            if r.done {
+                return None;
+            }
+            r = self.reaped_cv.wait(r).unwrap();
         }
     }
 
@@ -358,6 +403,13 @@ fn start(args: &ShimArgs) -> Result<Running, String> {
         conns: AtomicUsize::new(0),
         attached: Mutex::new(0),
         attached_cv: Condvar::new(),
+        reaped: Mutex::new(Reaped::default()),
+        reaped_cv: Condvar::new(),
+        execs: Mutex::new(HashMap::new()),
+        execs_cv: Condvar::new(),
+        runtime: args.runtime.clone(),
+        runtime_root: args.runtime_root.clone(),
+        state_dir: args.state_dir.clone(),
     });
     let sock_path = args.state_dir.join(SHIM_SOCK);
     // Created 0600 from the start (umask) rather than chmod-ed afterwards, so
@@ -465,6 +517,8 @@ fn supervise(args: &ShimArgs, running: Running) {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(pid, code)) if pid == init => break (code, None),
             Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => break (128 + sig as i32, Some(sig as i32)),
+            Ok(WaitStatus::Exited(pid, code)) => shared.record_reaped(pid.as_raw(), code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => shared.record_reaped(pid.as_raw(), 128 + sig as i32),
             Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => {
@@ -476,6 +530,21 @@ fn supervise(args: &ShimArgs, running: Running) {
             }
         }
     };
+    // The kernel kills the rest of the pid namespace with the init: collect
+    // exec processes for a moment, then let their waiters give up.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        match waitpid(Pid::from_raw(-1), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => shared.record_reaped(pid.as_raw(), code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => shared.record_reaped(pid.as_raw(), 128 + sig as i32),
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    shared.reaped.lock().unwrap().done = true;
+    shared.reaped_cv.notify_all();
     // Drain output: with a pid namespace every holder of the pipes is gone;
     // without one a leftover process could keep them open, so don't wait forever.
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -568,7 +637,202 @@ fn handle(conn: UnixStream, shared: &Shared) -> io::Result<()> {
             reply(&conn, &Response::ok())
         }
         Request::Attach { stdin, stdout, stderr } => attach(conn, reader, shared, stdin, stdout, stderr),
+        Request::Exec { exec_id, process, tty, stdin } => exec(conn, reader, shared, &exec_id, &process, tty, stdin),
+        Request::ExecWait { exec_id } => {
+            let mut execs = shared.execs.lock().unwrap();
+            loop {
+                match execs.get(&exec_id) {
+                    None => return reply(&conn, &Response::err(format!("no such exec: {exec_id}"))),
+                    Some(ExecProc { exit: Some(x), .. }) => {
+                        let exit = Some(x.clone());
+                        drop(execs);
+                        return reply(&conn, &Response { exit, ..Response::ok() });
+                    }
+                    Some(_) => execs = shared.execs_cv.wait(execs).unwrap(),
+                }
+            }
+        }
+        Request::ExecResize { exec_id, h, w } => {
+            let execs = shared.execs.lock().unwrap();
+            let Some(m) = execs.get(&exec_id).and_then(|x| x.master.as_ref()) else {
+                drop(execs);
+                return reply(&conn, &Response::err("exec has no TTY"));
+            };
+            let ws = libc::winsize { ws_row: h, ws_col: w, ws_xpixel: 0, ws_ypixel: 0 };
+            let r = unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            drop(execs);
+            if r < 0 {
+                return reply(&conn, &Response::err(io::Error::last_os_error().to_string()));
+            }
+            reply(&conn, &Response::ok())
+        }
     }
+}
+
+/// Start `runc exec --detach` so the process becomes the shim's child (subreaper) and is
+/// reaped with the container's other children; stream its stdio on `conn`.
+fn exec(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, exec_id: &str, process: &serde_json::Value, tty: bool, stdin: bool) -> io::Result<()> {
+    if shared.exit.lock().unwrap().is_some() || shared.reaped.lock().unwrap().done {
+        return reply(&conn, &Response::err("container is not running"));
+    }
+    if shared.execs.lock().unwrap().contains_key(exec_id) || exec_id.is_empty() || exec_id.contains('/') {
+        return reply(&conn, &Response::err("bad or duplicate exec id"));
+    }
+    let short: String = exec_id.chars().take(12).collect();
+    let proc_path = shared.state_dir.join(format!("exec-{short}.json"));
+    let pid_path = shared.state_dir.join(format!("exec-{short}.pid"));
+    let log_path = shared.state_dir.join(format!("exec-{short}.log"));
+    let sock_path = shared.state_dir.join(format!("x{short}.sock"));
+    let cleanup = || {
+        for p in [&proc_path, &pid_path, &log_path, &sock_path] {
+            let _ = fs::remove_file(p);
+        }
+    };
+    if let Err(e) = fs::write(&proc_path, serde_json::to_vec(process).unwrap_or_default()) {
+        return reply(&conn, &Response::err(format!("shim: write process: {e}")));
+    }
+    let mut cmd = Command::new(&shared.runtime);
+    cmd.arg("--root").arg(&shared.runtime_root).arg("--log").arg(&log_path).args(["--log-format", "json", "exec", "--detach"]);
+    cmd.arg("--pid-file").arg(&pid_path).arg("--process").arg(&proc_path);
+    let mut stdin_w = None;
+    let mut outputs: Vec<(u8, File)> = Vec::new();
+    let mut console = None;
+    let setup = (|| -> Result<(), String> {
+        if tty {
+            let listener = UnixListener::bind(&sock_path).map_err(|e| format!("shim: console socket: {e}"))?;
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(recv_console(listener));
+            });
+            console = Some(rx);
+            cmd.arg("--tty").arg("--console-socket").arg(&sock_path);
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        } else {
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            if stdin {
+                let (in_r, in_w) = pipe()?;
+                cmd.stdin(Stdio::from(in_r));
+                stdin_w = Some(in_w);
+            } else {
+                cmd.stdin(Stdio::null());
+            }
+            cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+            outputs.push((STDOUT, out_r));
+            outputs.push((STDERR, err_r));
+        }
+        cmd.arg(&shared.id);
+        let child = cmd.spawn().map_err(|e| format!("shim: run {}: {e}", shared.runtime.display()))?;
+        let runc_pid = child.id() as i32;
+        // `supervise` reaps it; never wait on the Child itself.
+        drop(child);
+        drop(std::mem::replace(&mut cmd, Command::new("/")));
+        match shared.wait_child(runc_pid) {
+            Some(0) => Ok(()),
+            Some(code) => Err(runtime_error(&log_path).unwrap_or_else(|| format!("runtime exec failed with code {code}"))),
+            None => Err("container is not running".into()),
+        }
+    })();
+    if let Err(msg) = setup {
+        cleanup();
+        return reply(&conn, &Response::err(msg));
+    }
+    let mut master = None;
+    if let Some(rx) = console {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(m)) => {
+                if stdin {
+                    stdin_w = m.try_clone().ok();
+                }
+                if let Ok(c) = m.try_clone() {
+                    outputs.push((STDOUT, c));
+                }
+                master = Some(m);
+            }
+            _ => {
+                cleanup();
+                return reply(&conn, &Response::err("shim: runtime sent no console for the exec"));
+            }
+        }
+    }
+    let pid: i32 = match fs::read_to_string(&pid_path).ok().and_then(|s| s.trim().parse().ok()) {
+        Some(p) => p,
+        None => {
+            cleanup();
+            return reply(&conn, &Response::err("shim: runtime wrote no exec pid"));
+        }
+    };
+    cleanup();
+    shared.execs.lock().unwrap().insert(exec_id.to_string(), ExecProc { master, exit: None });
+    let replied = reply(&conn, &Response { pid: Some(pid), ..Response::ok() });
+    let out = Arc::new(Mutex::new(conn.try_clone()?));
+    let pumps: Vec<_> = outputs
+        .into_iter()
+        .map(|(stream, mut file)| {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match file.read(&mut buf) {
+                        Ok(0) => break,
+                        // Keep draining when the client is gone so the process never blocks.
+                        Ok(n) => {
+                            let data = if tty { buf[..n].to_vec() } else { frame(stream, &buf[..n]) };
+                            let _ = out.lock().unwrap().write_all(&data);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    if replied.is_ok() {
+        if let Some(mut w) = stdin_w {
+            let tty_stdin = tty;
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match reader.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if w.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                // Non-TTY: the process sees EOF on stdin. TTY: the master stays with the pumps.
+                let _ = tty_stdin;
+                drop(w);
+            });
+        }
+    }
+    let code = shared.wait_child(pid);
+    let exit = ExitStatus {
+        exit_code: code.unwrap_or(137),
+        signal: code.filter(|c| *c > 128).map(|c| c - 128),
+        finished_at: Utc::now(),
+        oom_killed: false,
+        error: None,
+    };
+    // A background child may hold the output open: don't wait for it forever.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for p in pumps {
+        while !p.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    {
+        let mut execs = shared.execs.lock().unwrap();
+        if let Some(x) = execs.get_mut(exec_id) {
+            x.exit = Some(exit);
+            x.master = None;
+        }
+    }
+    shared.execs_cv.notify_all();
+    let _ = out.lock().unwrap().shutdown(std::net::Shutdown::Both);
+    Ok(())
 }
 
 fn attach(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, stdin: bool, stdout: bool, stderr: bool) -> io::Result<()> {
