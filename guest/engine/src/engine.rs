@@ -38,6 +38,8 @@ pub struct Engine {
     attaches: Mutex<HashMap<String, PendingAttach>>,
     /// Serializes start/stop of one container.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// `docker exec` records by exec ID (in memory, like Docker's).
+    pub execs: Mutex<HashMap<String, crate::containers::exec::ExecRecord>>,
     /// Flips to true when the daemon shuts down, so never-ending streams (events, logs -f) end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -68,6 +70,7 @@ impl Engine {
             exits: tokio::sync::broadcast::channel(256).0,
             attaches: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            execs: Mutex::new(HashMap::new()),
         }))
     }
 
