@@ -113,4 +113,14 @@ fn exec_api_inspect_after_completion() {
     // Started once only.
     assert_eq!(w.d.api_post(&format!("/exec/{id}/start"), Some(&serde_json::json!({"Detach": true}))).unwrap().status, 409);
     assert_eq!(w.d.api_get("/exec/nosuch/json").unwrap().status, 404);
+
+    let until = chrono_now_secs();
+    let ev = w.d.docker_ok(&["events", "--since", "0", "--until", &until.to_string(), "--format", "{{.Action}} {{index .Actor.Attributes \"exitCode\"}} {{index .Actor.Attributes \"execID\"}}"]);
+    assert!(ev.contains("exec_create: sh -c exit 3"), "{ev}");
+    assert!(ev.contains("exec_start: sh -c exit 3"), "{ev}");
+    assert!(ev.contains(&format!("exec_die 3 {id}")), "{ev}");
+}
+
+fn chrono_now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 1
 }
