@@ -362,3 +362,41 @@ async fn several_clients_and_following_logs() {
     assert_eq!(connect(&e.state).wait().await.unwrap().exit_code, 0);
     assert_cleaned_up(&e, Some(h));
 }
+
+#[tokio::test]
+async fn exec_streams_reports_exit_and_resizes() {
+    if !can_run() {
+        return;
+    }
+    let e = env("exec", "sleep 100", false);
+    let h = spawn(&opts(&e)).unwrap();
+    let client = connect(&e.state);
+    let process = |args: &[&str], tty: bool| serde_json::json!({"terminal": tty, "user": {"uid": 0, "gid": 0}, "args": args, "env": ["PATH=/bin"], "cwd": "/"});
+
+    // Pipes: stdin forwarded, EOF on half-close, framed stdout/stderr, exit code.
+    let (pid, mut s) = client.exec("e1", process(&["sh", "-c", "cat; echo err >&2; exit 4"], false), false, true).await.unwrap();
+    assert!(pid > 0);
+    s.get_mut().write_all(b"hi\n").await.unwrap();
+    s.get_mut().shutdown().await.unwrap();
+    let got = read_frames(&mut s, |_| false).await;
+    assert!(got.contains(&(1, "hi\n".to_string())) && got.contains(&(2, "err\n".to_string())), "{got:?}");
+    assert_eq!(client.exec_wait("e1").await.unwrap().exit_code, 4);
+    assert!(client.exec("e1", process(&["true"], false), false, false).await.is_err(), "exec ids are unique");
+    assert!(client.exec_wait("nosuch").await.is_err());
+
+    // TTY: raw output, resize of the exec's own pty.
+    let (_, mut t) = client.exec("e2", process(&["sh", "-c", "read x; stty size"], true), true, true).await.unwrap();
+    client.exec_resize("e2", 21, 77).await.unwrap();
+    t.get_mut().write_all(b"go\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), t.read_to_end(&mut out)).await;
+    assert!(String::from_utf8_lossy(&out).contains("21 77"), "{:?}", String::from_utf8_lossy(&out));
+    assert_eq!(client.exec_wait("e2").await.unwrap().exit_code, 0);
+
+    // A failing runtime exec is an error reply, not a hang.
+    assert!(client.exec("e3", process(&["/no/such"], false), false, false).await.is_err());
+
+    client.kill(9).await.unwrap();
+    client.wait().await.unwrap();
+    assert_cleaned_up(&e, Some(h));
+}
