@@ -16,12 +16,121 @@ fn not_yet(what: &str) -> ApiError {
 }
 
 /// GET /containers/{id}/archive?path=
-pub async fn get(_e: &Arc<Engine>, _key: &str, _q: &Query) -> Result<Response<Body>, ApiError> {
-    Err(not_yet("docker cp"))
+/// The path is resolved (404 when missing, same rules as HEAD); streaming the tar is not done yet.
+pub async fn get(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
+    stat_response(e, key, q)?;
+    Err(not_yet("copying files out of a container"))
 }
+
+/// Open `path` (a client-supplied, container-absolute path) inside `root` with openat2:
+/// RESOLVE_IN_ROOT clamps `..` and absolute symlinks to `root`, RESOLVE_NO_MAGICLINKS refuses
+/// /proc/self/fd-style jumps, and the final component is not followed (O_NOFOLLOW|O_PATH), so
+/// a container racing to swap a component for a symlink (CVE-2018-15664) can at worst point
+/// us at another file of its own. Everything after this is relative to the returned fd.
+/// Hand-written because no crate in the workspace exposes openat2; no fallback walk is done
+/// for kernels before 5.6 (ENOSYS is reported as an error), the guest kernel is 6.x.
+pub fn open_in_root(root: &Path, path: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let rootf = std::fs::File::open(root)?;
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    let c = CString::new(rel.as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open_how is plain integers; all-zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `how` and `c` outlive the call; the size passed is that of `how`.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_openat2, rootf.as_raw_fd(), c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just handed us this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Docker's X-Docker-Container-Path-Stat body (Go's os.FileMode bits in `mode`).
+#[derive(Debug, serde::Serialize)]
+pub struct PathStat {
+    pub name: String,
+    pub size: i64,
+    pub mode: u32,
+    pub mtime: String,
+    #[serde(rename = "linkTarget")]
+    pub link_target: String,
+}
+
+/// Unix st_mode -> Go os.FileMode.
+fn go_mode(st_mode: u32) -> u32 {
+    let mut m = st_mode & 0o777;
+    match st_mode & libc::S_IFMT {
+        libc::S_IFDIR => m |= 1 << 31,
+        libc::S_IFLNK => m |= 1 << 27,
+        libc::S_IFIFO => m |= 1 << 25,
+        libc::S_IFSOCK => m |= 1 << 24,
+        libc::S_IFBLK => m |= 1 << 26,
+        libc::S_IFCHR => m |= (1 << 26) | (1 << 21),
+        _ => {}
+    }
+    if st_mode & libc::S_ISUID != 0 { m |= 1 << 23 }
+    if st_mode & libc::S_ISGID != 0 { m |= 1 << 22 }
+    if st_mode & libc::S_ISVTX != 0 { m |= 1 << 20 }
+    m
+}
+
+/// Stat `path` inside `root` without following a final symlink (Docker describes the link).
+pub fn stat_in_root(root: &Path, path: &str) -> std::io::Result<PathStat> {
+    use std::os::fd::AsRawFd;
+    let fd = open_in_root(root, path)?;
+    let st = nix::sys::stat::fstatat(Some(fd.as_raw_fd()), "", nix::fcntl::AtFlags::AT_EMPTY_PATH | nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    let link_target = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: buf is valid for buf.len() bytes; empty path with an O_PATH fd reads the link itself.
+        let n = unsafe { libc::readlinkat(fd.as_raw_fd(), c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 { return Err(std::io::Error::last_os_error()); }
+        String::from_utf8_lossy(&buf[..n as usize]).into_owned()
+    } else {
+        String::new()
+    };
+    let trimmed = path.trim_end_matches('/');
+    let name = trimmed.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("/").to_string();
+    let mtime = chrono::DateTime::from_timestamp(st.st_mtime, st.st_mtime_nsec as u32)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    Ok(PathStat { name, size: st.st_size, mode: go_mode(st.st_mode), mtime, link_target })
+}
+
+/// The root to resolve client paths in: the mounted overlay of a running container.
+fn running_root(e: &Engine, key: &str) -> Result<(String, PathBuf), ApiError> {
+    let c = e.containers.get(key)?;
+    if !matches!(c.state.status, crate::containers::store::Status::Running | crate::containers::store::Status::Paused) {
+        return Err(not_yet("docker cp on a stopped container"));
+    }
+    let p = lifecycle::paths(e, &c.id);
+    Ok((c.id, p.bundle.join("rootfs")))
+}
+
+fn stat_response(e: &Engine, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
+    use base64::Engine as _;
+    let path = q.get("path").filter(|p| !p.is_empty()).ok_or_else(|| ApiError::BadParameter("path is required".into()))?.to_string();
+    let (id, root) = running_root(e, key)?;
+    let st = stat_in_root(&root, &path).map_err(|err| match err.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => ApiError::NotFound(format!("Could not find the file {path} in container {id}")),
+        _ => ApiError::internal(err),
+    })?;
+    let hdr = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&st).map_err(ApiError::internal)?);
+    Response::builder()
+        .status(200)
+        .header("X-Docker-Container-Path-Stat", hdr)
+        .body(crate::http_util::empty())
+        .map_err(ApiError::internal)
+}
+
 /// HEAD /containers/{id}/archive?path=
-pub async fn head(_e: &Arc<Engine>, _key: &str, _q: &Query) -> Result<Response<Body>, ApiError> {
-    Err(not_yet("docker cp"))
+pub async fn head(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
+    stat_response(e, key, q)
 }
 /// PUT /containers/{id}/archive?path=&noOverwriteDirNonDir=&copyUIDGID=
 pub async fn put(_e: &Arc<Engine>, _key: &str, _req: Request<Incoming>, _q: &Query) -> Result<Response<Body>, ApiError> {
@@ -99,10 +208,13 @@ pub async fn changes(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiEr
     let p = lifecycle::paths(e, &c.id);
     let image = e.store.get_image(&berth_image::Digest::parse(&c.image_id)?)?;
     let lowers: Vec<PathBuf> = image.layers.iter().map(|l| e.store.layer_diff_dir(l)).collect();
-    let list = tokio::task::spawn_blocking(move || compute_changes(&p.upper, &lowers))
+    let mut list = tokio::task::spawn_blocking(move || compute_changes(&p.upper, &lowers))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
+    // berthd writes these into the upper dir where Docker bind-mounts them; Docker's diff
+    // never shows them, so neither do we.
+    list.retain(|c| !matches!(c.path.as_str(), "/etc/hostname" | "/etc/hosts" | "/etc/resolv.conf"));
     Ok(ok_json(&list))
 }
 
@@ -132,6 +244,16 @@ mod tests {
             Change { path: "/gone".into(), kind: 2 },
         ];
         assert_eq!(got, want);
+        // openat2 keeps an absolute symlink inside the root.
+        std::fs::write(t.path().join("marker"), "host").unwrap();
+        std::os::unix::fs::symlink(t.path(), upper.join("esc")).unwrap();
+        let r = stat_in_root(&upper, "/esc/marker");
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        let st = stat_in_root(&upper, "/esc").unwrap();
+        assert_eq!(st.mode & (1 << 27), 1 << 27);
+        assert_eq!(st.link_target, t.path().display().to_string());
+        let st = stat_in_root(&upper, "/etc/").unwrap();
+        assert_eq!((st.name.as_str(), st.mode & (1 << 31)), ("etc", 1 << 31));
         assert!(!exists_nofollow(&t.path().join("lower"), Path::new("link/etc")));
     }
 }
