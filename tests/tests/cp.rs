@@ -41,5 +41,12 @@ fn cp_stat_missing_path_and_symlink_escape() {
     let r = w.d.docker(&["cp", &format!("cpc:/tmp/esc/marker"), "-"]);
     assert!(!r.success(), "escaped the container root: {}", r.stdout);
     assert!(!r.stdout.contains("HOST-SECRET") && !r.stderr.contains("HOST-SECRET"));
+    // HEAD resolves inside the root: the link itself is found, the host file behind it is not.
+    let link = w.d.api("HEAD", "/containers/cpc/archive?path=/tmp/esc", None).unwrap();
+    assert_eq!(link.status, 200);
+    let through = w.d.api("HEAD", "/containers/cpc/archive?path=/tmp/esc/marker", None).unwrap();
+    assert_eq!(through.status, 404);
+    let parent = w.d.api("HEAD", "/containers/cpc/archive?path=/tmp/esc/../../../../bin/busybox", None).unwrap();
+    assert_eq!(parent.status, 200, "Docker cleans `..` lexically: this is the container's /bin/busybox");
     w.d.docker_ok(&["rm", "-f", "cpc"]);
 }

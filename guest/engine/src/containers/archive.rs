@@ -33,8 +33,18 @@ pub fn open_in_root(root: &Path, path: &str) -> std::io::Result<std::os::fd::Own
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let rootf = std::fs::File::open(root)?;
-    let rel = path.trim_start_matches('/');
-    let rel = if rel.is_empty() { "." } else { rel };
+    // Docker cleans the path lexically first (filepath.Join), so `a/link/..` means `a`.
+    let mut parts: Vec<&str> = Vec::new();
+    for comp in path.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let rel = if parts.is_empty() { ".".to_string() } else { parts.join("/") };
     let c = CString::new(rel.as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: open_how is plain integers; all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
