@@ -10,7 +10,8 @@
 //! its mounts removed before the command returns, also when a scenario fails.
 //!
 //! Usage: `berth-bench [--runs N] [--out DIR] [--peers berthd,dockerd]
-//!         [--scenarios pull-cold,pull-warm,idle-rss] [--berthd PATH] [--dockerd PATH]
+//!         [--scenarios pull-cold,pull-warm,idle-rss,run-rm,run-rm-netnone,run-d-rm,
+//!          concurrent-20,idle-rss-after-100] [--berthd PATH] [--dockerd PATH]
 //!         [--no-drop-caches]`
 
 use std::collections::BTreeMap;
@@ -69,7 +70,23 @@ struct Options {
     drop_caches: bool,
 }
 
-const ALL_SCENARIOS: &[&str] = &["pull-cold", "pull-warm", "idle-rss"];
+const ALL_SCENARIOS: &[&str] = &[
+    "pull-cold",
+    "pull-warm",
+    "idle-rss",
+    "run-rm",
+    "run-rm-netnone",
+    "run-d-rm",
+    "concurrent-20",
+    "idle-rss-after-100",
+];
+/// Repository and tag of the small container image (the busybox fixture) for run scenarios.
+const RUN_REPO: &str = "bench/busybox";
+const RUN_TAG: &str = "latest";
+/// Containers started at once in `concurrent-20`.
+const CONCURRENT: usize = 20;
+/// Sequential `run --rm` before `idle-rss-after-100` samples the daemon tree.
+const RUNS_BEFORE_RSS: usize = 100;
 
 fn usage() -> String {
     format!(
@@ -850,6 +867,8 @@ struct Bench<'a> {
     registry: &'a Registry,
     reference: String,
     image_id: String,
+    /// The busybox fixture in the namespace's registry, for the container scenarios.
+    run_reference: String,
 }
 
 impl Bench<'_> {
@@ -1069,6 +1088,219 @@ impl Bench<'_> {
         result.finish();
         result
     }
+
+    fn empty_result(&self, name: &str, description: String, unit: &'static str, goal: Goal) -> ScenarioResult {
+        ScenarioResult {
+            name: name.into(),
+            description,
+            unit,
+            goal,
+            peers: self
+                .opts
+                .peers
+                .iter()
+                .map(|&k| PeerResult::new(k))
+                .collect(),
+            ratio_berthd_over_peer: BTreeMap::new(),
+            verdict: String::new(),
+        }
+    }
+
+    /// Start every peer once and pull the busybox fixture into it (untimed), for the container
+    /// scenarios. A peer that fails is returned as an error and reported by each scenario.
+    fn run_daemons(&self) -> Vec<(PeerKind, Result<Daemon>)> {
+        self.daemons()
+            .into_iter()
+            .map(|(k, d)| {
+                let d = d.and_then(|d| {
+                    d.docker(&["pull", &self.run_reference])?;
+                    // One untimed run so first-use costs (runtime binary in page cache, network
+                    // setup) are not billed to the first sample.
+                    d.docker(&["run", "--rm", &self.run_reference, "true"])?;
+                    Ok(d)
+                });
+                (k, d)
+            })
+            .collect()
+    }
+
+    /// Measure `sample` `runs` times per peer, peers alternating, on already running daemons.
+    fn timed(
+        &self,
+        daemons: &[(PeerKind, Result<Daemon>)],
+        mut result: ScenarioResult,
+        runs: usize,
+        sample: impl Fn(&Daemon) -> Result<f64>,
+    ) -> ScenarioResult {
+        for (i, (_, d)) in daemons.iter().enumerate() {
+            if let Err(e) = d {
+                result.peers[i].error = Some(format!("start: {e:#}"));
+            }
+        }
+        for run in 0..runs {
+            for i in round_order(daemons.len(), run) {
+                let (kind, d) = &daemons[i];
+                let Ok(d) = d else { continue };
+                if result.peers[i].error.is_some() {
+                    continue;
+                }
+                match sample(d) {
+                    Ok(v) => {
+                        eprintln!(
+                            "{} run {}/{runs} {}: {v:.3} {}",
+                            result.name,
+                            run + 1,
+                            kind.name(),
+                            result.unit
+                        );
+                        result.peers[i].samples.push(v);
+                    }
+                    Err(e) => {
+                        eprintln!("{} {}: {e:#}", result.name, kind.name());
+                        result.peers[i].error = Some(format!("{e:#}"));
+                    }
+                }
+            }
+        }
+        result.finish();
+        result
+    }
+
+    /// `run-rm` (default network) or `run-rm-netnone` (`--network none`).
+    fn run_rm(&self, daemons: &[(PeerKind, Result<Daemon>)], netnone: bool) -> ScenarioResult {
+        let (name, extra): (&str, &[&str]) = if netnone {
+            ("run-rm-netnone", &["--network", "none"])
+        } else {
+            ("run-rm", &[])
+        };
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(extra);
+        args.push(&self.run_reference);
+        args.push("true");
+        let result = self.empty_result(
+            name,
+            format!("Wall time of `docker {}` (image already pulled).", args.join(" ")),
+            "s",
+            // The issue's target: berthd at most 0.25x dockerd's median, i.e. 4x faster.
+            if netnone { Goal::None } else { Goal::SpeedupAtLeast(4.0) },
+        );
+        self.timed(daemons, result, 2 * self.opts.runs, |d| {
+            Ok(d.docker(&args)?.0.as_secs_f64())
+        })
+    }
+
+    /// `run-d-rm`: start a detached sleeper and force-remove it; both calls timed together.
+    fn run_d_rm(&self, daemons: &[(PeerKind, Result<Daemon>)]) -> ScenarioResult {
+        let result = self.empty_result(
+            "run-d-rm",
+            format!(
+                "Wall time of `docker run -d {} sleep 100` plus `docker rm -f` of it.",
+                self.run_reference
+            ),
+            "s",
+            Goal::None,
+        );
+        self.timed(daemons, result, self.opts.runs, |d| {
+            let (t1, id) = d.docker(&["run", "-d", &self.run_reference, "sleep", "100"])?;
+            let id = id.trim().to_string();
+            if id.is_empty() {
+                bail!("run -d printed no container id");
+            }
+            let (t2, _) = d.docker(&["rm", "-f", &id])?;
+            Ok((t1 + t2).as_secs_f64())
+        })
+    }
+
+    /// `concurrent-20`: 20 `docker run --rm ... true` started together, total wall time.
+    fn concurrent(&self, daemons: &[(PeerKind, Result<Daemon>)]) -> ScenarioResult {
+        let result = self.empty_result(
+            "concurrent-20",
+            format!(
+                "Total wall time of {CONCURRENT} concurrent `docker run --rm {} true`.",
+                self.run_reference
+            ),
+            "s",
+            Goal::None,
+        );
+        self.timed(daemons, result, 3, |d| {
+            let t = Instant::now();
+            let errors: Vec<String> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..CONCURRENT)
+                    .map(|_| s.spawn(|| d.docker(&["run", "--rm", &self.run_reference, "true"])))
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter_map(|h| match h.join() {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(e)) => Some(format!("{e:#}")),
+                        Err(_) => Some("thread panicked".into()),
+                    })
+                    .collect()
+            });
+            let elapsed = t.elapsed().as_secs_f64();
+            if let Some(e) = errors.first() {
+                bail!("{} of {CONCURRENT} runs failed, first: {e}", errors.len());
+            }
+            Ok(elapsed)
+        })
+    }
+
+    /// `idle-rss-after-100`: a fresh daemon, 100 sequential `run --rm`, 2 s idle, tree RSS.
+    fn idle_rss_after_runs(&self) -> ScenarioResult {
+        let result = self.empty_result(
+            "idle-rss-after-100",
+            format!(
+                "Summed VmRSS of the daemon's process tree (berthd alone: shims of exited containers are gone; \
+                 dockerd + containerd + any shims) after a fresh start, {RUNS_BEFORE_RSS} sequential \
+                 `docker run --rm {} true` and 2 s of idle, in MiB.",
+                self.run_reference
+            ),
+            "MiB",
+            Goal::None,
+        );
+        let mut result = result;
+        for (i, &kind) in self.opts.peers.iter().enumerate() {
+            let sample = (|| -> Result<(f64, serde_json::Value)> {
+                let mut d = Daemon::start(kind, self.opts, self.ns, self.registry.addr())?;
+                d.docker(&["pull", &self.run_reference])?;
+                let t = Instant::now();
+                for _ in 0..RUNS_BEFORE_RSS {
+                    d.docker(&["run", "--rm", &self.run_reference, "true"])?;
+                }
+                eprintln!(
+                    "idle-rss-after-100 {}: {RUNS_BEFORE_RSS} runs in {:.1} s",
+                    kind.name(),
+                    t.elapsed().as_secs_f64()
+                );
+                std::thread::sleep(Duration::from_secs(2));
+                let pid = d.pid().ok_or_else(|| anyhow!("daemon exited"))?;
+                let procs: Vec<(u32, String, u64)> = process_tree(pid)
+                    .into_iter()
+                    .map(|p| (p, comm(p), vm_rss_kib(p)))
+                    .collect();
+                d.stop();
+                let kib: u64 = procs.iter().map(|p| p.2).sum();
+                let detail = json!(procs
+                    .iter()
+                    .map(|(p, c, k)| json!({"pid": p, "comm": c, "vm_rss_kib": k}))
+                    .collect::<Vec<_>>());
+                Ok((kib as f64 / 1024.0, detail))
+            })();
+            match sample {
+                Ok((mib, detail)) => {
+                    eprintln!("idle-rss-after-100 {}: {mib:.1} MiB {detail}", kind.name());
+                    result.peers[i].samples.push(mib);
+                    result.peers[i].details.push(detail);
+                }
+                Err(e) => {
+                    eprintln!("idle-rss-after-100 {}: {e:#}", kind.name());
+                    result.peers[i].error = Some(format!("{e:#}"));
+                }
+            }
+        }
+        result.finish();
+        result
+    }
 }
 
 fn version_of(program: &Path, arg: &str) -> String {
@@ -1119,6 +1351,15 @@ fn run(args: &[String]) -> Result<()> {
     )
     .map_err(|e| anyhow!("push: {e}"))?;
     let reference = format!("{}/{IMAGE_REPO}:{IMAGE_TAG}", registry.addr());
+    let busybox = berth_tests::image::busybox().map_err(|e| anyhow!("busybox fixture: {e}"))?;
+    Target {
+        ns: &ns,
+        addr: registry.addr(),
+        auth: None,
+    }
+    .push_image(RUN_REPO, RUN_TAG, &busybox, ManifestFormat::DockerSchema2)
+    .map_err(|e| anyhow!("push busybox: {e}"))?;
+    let run_reference = format!("{}/{RUN_REPO}:{RUN_TAG}", registry.addr());
     eprintln!("pushed {reference} ({} bytes compressed)", layer.blob.len());
     let bench = Bench {
         opts: &opts,
@@ -1126,16 +1367,37 @@ fn run(args: &[String]) -> Result<()> {
         registry: &registry,
         reference: reference.clone(),
         image_id: pushed.config_digest.clone(),
+        run_reference,
     };
     let mut results = Vec::new();
+    // The container scenarios share one set of daemons, started on first need.
+    let mut run_daemons: Option<Vec<(PeerKind, Result<Daemon>)>> = None;
     for s in &opts.scenarios {
+        let uses_run_daemons = matches!(
+            s.as_str(),
+            "run-rm" | "run-rm-netnone" | "run-d-rm" | "concurrent-20"
+        );
+        if uses_run_daemons && run_daemons.is_none() {
+            run_daemons = Some(bench.run_daemons());
+        }
+        if !uses_run_daemons {
+            // Stop them before scenarios that start their own daemons or measure RSS.
+            run_daemons = None;
+        }
+        let rd = run_daemons.as_deref().unwrap_or(&[]);
         results.push(match s.as_str() {
             "pull-cold" => bench.pull(true),
             "pull-warm" => bench.pull(false),
             "idle-rss" => bench.idle_rss(),
+            "run-rm" => bench.run_rm(rd, false),
+            "run-rm-netnone" => bench.run_rm(rd, true),
+            "run-d-rm" => bench.run_d_rm(rd),
+            "concurrent-20" => bench.concurrent(rd),
+            "idle-rss-after-100" => bench.idle_rss_after_runs(),
             other => bail!("unknown scenario {other}"),
         });
     }
+    drop(run_daemons);
     let started = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let versions = json!({
