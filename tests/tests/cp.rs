@@ -48,5 +48,18 @@ fn cp_stat_missing_path_and_symlink_escape() {
     assert_eq!(through.status, 404);
     let parent = w.d.api("HEAD", "/containers/cpc/archive?path=/tmp/esc/../../../../bin/busybox", None).unwrap();
     assert_eq!(parent.status, 200, "Docker cleans `..` lexically: this is the container's /bin/busybox");
+    // Copy out: a file and a dir, content and mode preserved.
+    w.d.docker_ok(&["exec", "cpc", "sh", "-c", "mkdir -p /data/sub && echo hello > /data/sub/f && chmod 751 /data/sub/f"]);
+    let out = tempfile::tempdir().unwrap();
+    w.d.docker_ok(&["cp", "cpc:/data", &out.path().display().to_string()]);
+    let f = out.path().join("data/sub/f");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "hello\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o7777, 0o751);
+    w.d.docker_ok(&["cp", "cpc:/data/sub/f", &out.path().join("single").display().to_string()]);
+    assert_eq!(std::fs::read_to_string(out.path().join("single")).unwrap(), "hello\n");
+    // Through the link: the container's own /tmp/esc target does not exist, the host marker is never read.
+    let (_, bytes, _) = w.d.docker_bytes(&["cp", "cpc:/tmp/esc/marker", "-"]);
+    assert!(!String::from_utf8_lossy(&bytes).contains("HOST-SECRET"));
     w.d.docker_ok(&["rm", "-f", "cpc"]);
 }

@@ -15,11 +15,176 @@ fn not_yet(what: &str) -> ApiError {
     ApiError::NotImplemented(format!("{what} is not supported by Berth yet"))
 }
 
+
+/// Minimal tar writer (ustar headers plus GNU long-name records). Hand-written because the
+/// engine crate has no tar dependency and this module may not change its Cargo.toml; it only
+/// has to emit what `docker cp` reads: dirs, regular files and symlinks with numeric ids.
+struct TarOut {
+    buf: Vec<u8>,
+}
+
+impl TarOut {
+    fn octal(field: &mut [u8], v: u64) {
+        let s = format!("{:0w$o}", v, w = field.len() - 1);
+        let b = s.as_bytes();
+        let b = &b[b.len().saturating_sub(field.len() - 1)..];
+        field[..b.len()].copy_from_slice(b);
+    }
+    fn raw_header(&mut self, name: &[u8], kind: u8, mode: u32, uid: u32, gid: u32, size: u64, mtime: i64, link: &[u8]) {
+        let mut h = [0u8; 512];
+        h[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
+        Self::octal(&mut h[100..108], (mode & 0o7777) as u64);
+        Self::octal(&mut h[108..116], uid as u64);
+        Self::octal(&mut h[116..124], gid as u64);
+        Self::octal(&mut h[124..136], size);
+        Self::octal(&mut h[136..148], mtime.max(0) as u64);
+        h[148..156].copy_from_slice(b"        ");
+        h[156] = kind;
+        h[157..157 + link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        Self::octal(&mut h[148..155], sum as u64);
+        self.buf.extend_from_slice(&h);
+    }
+    fn long(&mut self, kind: u8, data: &[u8]) {
+        self.raw_header(b"././@LongLink", kind, 0, 0, 0, data.len() as u64 + 1, 0, b"");
+        self.data(&[data, b"\0"].concat());
+    }
+    fn data(&mut self, d: &[u8]) {
+        self.buf.extend_from_slice(d);
+        let pad = (512 - d.len() % 512) % 512;
+        self.buf.extend(std::iter::repeat_n(0u8, pad));
+    }
+    fn entry(&mut self, name: &str, kind: u8, st: &libc::stat, link: &[u8], body: &[u8]) {
+        if name.len() > 100 {
+            self.long(b'L', name.as_bytes());
+        }
+        if link.len() > 100 {
+            self.long(b'K', link);
+        }
+        self.raw_header(name.as_bytes(), kind, st.st_mode, st.st_uid, st.st_gid, body.len() as u64, st.st_mtime, link);
+        if !body.is_empty() {
+            self.data(body);
+        }
+    }
+}
+
+fn fstat_at(dir: i32, name: &std::ffi::CStr) -> std::io::Result<libc::stat> {
+    // SAFETY: st is written by the kernel on success.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH) };
+    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(st) }
+}
+
+fn open_at(dir: i32, name: &std::ffi::CStr, flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain openat; O_NOFOLLOW so a symlink swapped in is never followed.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 { Err(std::io::Error::last_os_error()) } else { Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }) }
+}
+
+fn readlink_at(dir: i32, name: &std::ffi::CStr) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: buf is valid for its length.
+    let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 { return Err(std::io::Error::last_os_error()); }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// Archive the entry `name` of directory fd `dir` as `arc` — all I/O relative to fds opened
+/// with O_NOFOLLOW, so nothing the container renames meanwhile can lead outside its root.
+fn tar_at(out: &mut TarOut, dir: i32, name: &std::ffi::CStr, arc: &str) -> std::io::Result<()> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let st = fstat_at(dir, name)?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => {
+            out.entry(&format!("{arc}/"), b'5', &st, b"", b"");
+            let fd = open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)?;
+            let raw = fd.as_raw_fd();
+            let mut d = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)).map_err(std::io::Error::from)?;
+            let mut names: Vec<std::ffi::CString> = Vec::new();
+            for ent in d.iter() {
+                let ent = ent.map_err(std::io::Error::from)?;
+                let n = ent.file_name();
+                if n.to_bytes() != b"." && n.to_bytes() != b".." {
+                    names.push(n.to_owned());
+                }
+            }
+            names.sort();
+            for n in names {
+                let child = format!("{arc}/{}", String::from_utf8_lossy(n.to_bytes()));
+                match tar_at(out, raw, &n, &child) {
+                    // Removed while we walked: skip it like a snapshot taken a moment later.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    r => r?,
+                }
+            }
+            drop(d);
+        }
+        libc::S_IFREG => {
+            let fd = open_at(dir, name, libc::O_RDONLY)?;
+            let mut f = std::fs::File::from(fd);
+            let mut body = Vec::new();
+            f.read_to_end(&mut body)?;
+            out.entry(arc, b'0', &st, b"", &body);
+        }
+        libc::S_IFLNK => {
+            let link = readlink_at(dir, name)?;
+            out.entry(arc, b'2', &st, &link, b"");
+        }
+        // Devices, fifos and sockets are left out (docker cp of those is rare; not supported yet).
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Tar of `path` inside `root`, named by its basename (Docker's layout for `docker cp c:P -`).
+pub fn tar_in_root(root: &Path, path: &str) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    // Resolve the parent with openat2, then name the last component relative to it (an O_PATH
+    // fd of the target itself could not be reopened for reading without /proc magic links).
+    let clean = path.split('/').fold(Vec::new(), |mut v: Vec<&str>, c| {
+        match c {
+            "" | "." => {}
+            ".." => {
+                v.pop();
+            }
+            c => v.push(c),
+        }
+        v
+    });
+    let mut out = TarOut { buf: Vec::new() };
+    match clean.split_last() {
+        None => {
+            let fd = open_in_root(root, "/")?;
+            tar_at(&mut out, fd.as_raw_fd(), c".", ".")?;
+        }
+        Some((base, parent)) => {
+            let fd = open_in_root_with(root, &parent.join("/"), libc::O_DIRECTORY)?;
+            let c = std::ffi::CString::new(*base).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            tar_at(&mut out, fd.as_raw_fd(), &c, base)?;
+        }
+    }
+    out.buf.extend(std::iter::repeat_n(0u8, 1024));
+    Ok(out.buf)
+}
+
 /// GET /containers/{id}/archive?path=
-/// The path is resolved (404 when missing, same rules as HEAD); streaming the tar is not done yet.
+/// The tar is built in memory (simple; a streaming body is future work for large trees).
 pub async fn get(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
-    stat_response(e, key, q)?;
-    Err(not_yet("copying files out of a container"))
+    let head = stat_response(e, key, q)?;
+    let (_, root) = running_root(e, key)?;
+    let path = q.get("path").unwrap_or("/").to_string();
+    let tar = tokio::task::spawn_blocking(move || tar_in_root(&root, &path))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let (mut parts, _) = head.into_parts();
+    parts.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-tar"));
+    Ok(Response::from_parts(parts, crate::http_util::full(tar)))
 }
 
 /// Open `path` (a client-supplied, container-absolute path) inside `root` with openat2:
@@ -30,6 +195,12 @@ pub async fn get(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>
 /// Hand-written because no crate in the workspace exposes openat2; no fallback walk is done
 /// for kernels before 5.6 (ENOSYS is reported as an error), the guest kernel is 6.x.
 pub fn open_in_root(root: &Path, path: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    open_in_root_with(root, path, libc::O_NOFOLLOW)
+}
+
+/// Like [`open_in_root`]; `extra` = 0 follows a final symlink (still clamped to the root), for
+/// parent directories, which Docker resolves through links.
+fn open_in_root_with(root: &Path, path: &str, extra: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::ffi::CString;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let rootf = std::fs::File::open(root)?;
@@ -48,7 +219,7 @@ pub fn open_in_root(root: &Path, path: &str) -> std::io::Result<std::os::fd::Own
     let c = CString::new(rel.as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: open_how is plain integers; all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+    how.flags = (libc::O_PATH | extra | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: `how` and `c` outlive the call; the size passed is that of `how`.
     let fd = unsafe {
@@ -264,6 +435,15 @@ mod tests {
         assert_eq!(st.link_target, t.path().display().to_string());
         let st = stat_in_root(&upper, "/etc/").unwrap();
         assert_eq!((st.name.as_str(), st.mode & (1 << 31)), ("etc", 1 << 31));
+        let t2 = tar_in_root(&upper, "/etc").unwrap();
+        // GNU tar reads it back (no tar crate in this crate's dev-dependencies).
+        let tf = t.path().join("out.tar");
+        std::fs::write(&tf, &t2).unwrap();
+        let o = std::process::Command::new("tar").arg("tvf").arg(&tf).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let listing = String::from_utf8_lossy(&o.stdout);
+        let names: Vec<&str> = listing.lines().map(|l| l.rsplit(' ').next().unwrap()).collect();
+        assert_eq!(names, vec!["etc/", "etc/hosts", "etc/new"], "{listing}");
         assert!(!exists_nofollow(&t.path().join("lower"), Path::new("link/etc")));
     }
 }
