@@ -63,3 +63,32 @@ fn cp_stat_missing_path_and_symlink_escape() {
     assert!(!String::from_utf8_lossy(&bytes).contains("HOST-SECRET"));
     w.d.docker_ok(&["rm", "-f", "cpc"]);
 }
+
+#[test]
+fn export_and_racing_symlink_swap() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("marker"), "HOST-SECRET").unwrap();
+    let target = host.path().display().to_string();
+    // Swap /tmp/sw between a symlink to the host marker dir's path and a real dir, forever.
+    let script = format!("while true; do ln -sfn {target} /tmp/sw; rm -f /tmp/sw; mkdir -p /tmp/sw; rmdir /tmp/sw; done");
+    w.d.docker_ok(&["run", "-d", "--name", "race", &img, "sh", "-c", &script]);
+
+    let (st, tar, err) = w.d.docker_bytes(&["export", "race"]);
+    assert!(st.success(), "{err}");
+    let tf = host.path().join("../export-test.tar");
+    std::fs::write(&tf, &tar).unwrap();
+    let o = std::process::Command::new("tar").arg("tf").arg(&tf).output().unwrap();
+    let _ = std::fs::remove_file(&tf);
+    assert!(String::from_utf8_lossy(&o.stdout).lines().any(|l| l == "bin/busybox"), "{}", String::from_utf8_lossy(&o.stdout));
+
+    for _ in 0..200 {
+        let (_, bytes, _) = w.d.docker_bytes(&["cp", "race:/tmp/sw/marker", "-"]);
+        assert!(!String::from_utf8_lossy(&bytes).contains("HOST-SECRET"), "read the host file through the swapped link");
+    }
+    assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 1, "host marker dir was written");
+    w.d.docker_ok(&["rm", "-f", "race"]);
+}

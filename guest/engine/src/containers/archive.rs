@@ -101,7 +101,10 @@ fn tar_at(out: &mut TarOut, dir: i32, name: &std::ffi::CStr, arc: &str) -> std::
     let st = fstat_at(dir, name)?;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => {
-            out.entry(&format!("{arc}/"), b'5', &st, b"", b"");
+            // The root of an export has no entry of its own; its children are top-level names.
+            if !arc.is_empty() {
+                out.entry(&format!("{arc}/"), b'5', &st, b"", b"");
+            }
             let fd = open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)?;
             let raw = fd.as_raw_fd();
             let mut d = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)).map_err(std::io::Error::from)?;
@@ -115,7 +118,8 @@ fn tar_at(out: &mut TarOut, dir: i32, name: &std::ffi::CStr, arc: &str) -> std::
             }
             names.sort();
             for n in names {
-                let child = format!("{arc}/{}", String::from_utf8_lossy(n.to_bytes()));
+                let nm = String::from_utf8_lossy(n.to_bytes());
+                let child = if arc.is_empty() { nm.into_owned() } else { format!("{arc}/{nm}") };
                 match tar_at(out, raw, &n, &child) {
                     // Removed while we walked: skip it like a snapshot taken a moment later.
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
@@ -160,7 +164,7 @@ pub fn tar_in_root(root: &Path, path: &str) -> std::io::Result<Vec<u8>> {
     match clean.split_last() {
         None => {
             let fd = open_in_root(root, "/")?;
-            tar_at(&mut out, fd.as_raw_fd(), c".", ".")?;
+            tar_at(&mut out, fd.as_raw_fd(), c".", "")?;
         }
         Some((base, parent)) => {
             let fd = open_in_root_with(root, &parent.join("/"), libc::O_DIRECTORY)?;
@@ -317,9 +321,18 @@ pub async fn head(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
 pub async fn put(_e: &Arc<Engine>, _key: &str, _req: Request<Incoming>, _q: &Query) -> Result<Response<Body>, ApiError> {
     Err(not_yet("docker cp"))
 }
-/// GET /containers/{id}/export
-pub async fn export(_e: &Arc<Engine>, _key: &str) -> Result<Response<Body>, ApiError> {
-    Err(not_yet("docker export"))
+/// GET /containers/{id}/export (running containers only for now; built in memory).
+pub async fn export(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiError> {
+    let (_, root) = running_root(e, key)?;
+    let tar = tokio::task::spawn_blocking(move || tar_in_root(&root, "/"))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, "application/x-tar")
+        .body(crate::http_util::full(tar))
+        .map_err(ApiError::internal)
 }
 
 /// One `docker diff` line. Kind: 0 = modified, 1 = added, 2 = deleted (Docker's numbering).
