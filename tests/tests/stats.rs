@@ -83,3 +83,21 @@ fn stats_top_pause_prune() {
     assert!(left.contains("counter") && left.lines().any(|l| l == "cc"), "{left}");
     w.d.docker_ok(&["rm", "-f", "cc", "counter"]);
 }
+
+#[test]
+fn stop_and_rm_of_a_paused_container() {
+    require_berthd!();
+    let w = world();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    w.d.docker_ok(&["run", "-d", "--name", "p1", &img, "sleep", "300"]);
+    w.d.docker_ok(&["pause", "p1"]);
+    let t = std::time::Instant::now();
+    w.d.docker_ok(&["stop", "-t", "1", "p1"]);
+    assert!(t.elapsed() < Duration::from_secs(20), "stop of a paused container took {:?}", t.elapsed());
+    assert_eq!(w.d.docker_ok(&["inspect", "-f", "{{.State.Status}}", "p1"]).trim(), "exited");
+    w.d.docker_ok(&["run", "-d", "--name", "p2", &img, "sleep", "300"]);
+    w.d.docker_ok(&["pause", "p2"]);
+    w.d.docker_ok(&["rm", "-f", "p2"]);
+    assert!(w.d.docker(&["inspect", "p2"]).assert_fail().stderr.contains("No such"));
+}

@@ -508,6 +508,7 @@ async fn stop_container(e: &Arc<Engine>, c: &Container, timeout: Option<i64>, si
     if let Err(err) = client.kill(sig).await {
         tracing::debug!("stop signal: {err}");
     }
+    super::stats::thaw_after_signal(e, &c.id).await;
     let waited = if timeout < 0 {
         wait_exit(&rx).await;
         true
@@ -565,6 +566,7 @@ pub async fn kill(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
         .kill(sig)
         .await
         .map_err(|err| ApiError::internal(format!("cannot kill container {}: {err}", c.short_id())))?;
+    super::stats::thaw_after_signal(e, &c.id).await;
     let mut attrs = HashMap::new();
     attrs.insert("signal".to_string(), sig.to_string());
     e.events.container_with("kill", &c, attrs);
@@ -593,6 +595,7 @@ pub async fn remove(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Bo
         let rx = e.exits.subscribe();
         e.containers.update(&c.id, |c| c.state.manually_stopped = true)?;
         let _ = berth_shim::connect(&paths(e, &c.id).shim_state).kill(libc::SIGKILL).await;
+        super::stats::thaw_after_signal(e, &c.id).await;
         let _ = tokio::time::timeout(Duration::from_secs(30), next_exit(rx, c.id.clone(), false)).await;
     }
     // AutoRemove may have raced us to it.

@@ -800,6 +800,28 @@ async fn freeze(e: &Arc<Engine>, key: &str, pause: bool) -> Result<Response<Body
     Ok(status_only(StatusCode::NO_CONTENT))
 }
 
+/// A frozen process cannot act on a signal, so stop/kill/rm of a paused container thaw it right
+/// after signalling, as Docker does. Best effort: the container may already be gone.
+pub(crate) async fn thaw_after_signal(e: &Arc<Engine>, id: &str) {
+    let Ok(c) = e.containers.get(id) else { return };
+    if c.state.status != Status::Paused {
+        return;
+    }
+    let rt = runc(e);
+    let id2 = id.to_string();
+    match tokio::task::spawn_blocking(move || rt.resume(&id2)).await {
+        Ok(Ok(())) => {
+            let _ = e.containers.update(id, |c| {
+                if c.state.status == Status::Paused {
+                    c.state.status = Status::Running;
+                }
+            });
+        }
+        Ok(Err(err)) => tracing::debug!(%id, "resuming a paused container after a signal: {err}"),
+        Err(err) => tracing::debug!(%id, "{err}"),
+    }
+}
+
 /// POST /containers/{id}/pause
 pub async fn pause(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiError> {
     freeze(e, key, true).await
