@@ -221,8 +221,14 @@ fn shim_binary() -> PathBuf {
         .unwrap_or_else(|| "berth-shim".into())
 }
 
-fn runtime_binary() -> PathBuf {
+/// The OCI runtime binary: `BERTH_RUNTIME`, else `runc` from PATH.
+pub(crate) fn runtime_binary() -> PathBuf {
     std::env::var("BERTH_RUNTIME").map(PathBuf::from).unwrap_or_else(|_| "runc".into())
+}
+
+/// The runtime's state directory (`runc --root`), shared by the shims and berthd.
+pub(crate) fn runtime_root(e: &Engine) -> PathBuf {
+    e.config.exec_root.join("runc")
 }
 
 /// Prepare the rootfs and bundle and hand the container to a shim. Blocking.
@@ -250,7 +256,7 @@ fn launch(e: &Engine, c: &Container, wait_attach: usize) -> Result<berth_shim::S
             p.bundle.clone(),
             p.shim_state.clone(),
             runtime_binary(),
-            e.config.exec_root.join("runc"),
+            runtime_root(e),
             p.log.clone(),
         );
         opts.tty = c.config.tty.unwrap_or(false);

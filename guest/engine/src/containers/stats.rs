@@ -773,8 +773,7 @@ pub async fn top(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>
 
 /// The runc CLI as lifecycle's launch() configures the shim with (same binary, same --root).
 fn runc(e: &Engine) -> Runc {
-    let binary = std::env::var("BERTH_RUNTIME").map(PathBuf::from).unwrap_or_else(|_| "runc".into());
-    Runc::new(binary, e.config.exec_root.join("runc"))
+    Runc::new(super::lifecycle::runtime_binary(), super::lifecycle::runtime_root(e))
 }
 
 async fn freeze(e: &Arc<Engine>, key: &str, pause: bool) -> Result<Response<Body>, ApiError> {
