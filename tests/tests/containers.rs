@@ -323,3 +323,39 @@ fn hundred_concurrent_runs_succeed_and_leave_nothing() {
         let _ = std::fs::remove_dir(&dir);
     }
 }
+
+#[test]
+fn health_checks_flip_between_unhealthy_and_healthy() {
+    require_berthd!();
+    let w = world();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    w.d.docker_ok(&[
+        "run", "-d", "--name", "doc", "--health-cmd", "test -f /tmp/ok && echo fine",
+        "--health-interval", "200ms", "--health-retries", "2", &img, "sleep", "300",
+    ]);
+    let status = |d: &berth_tests::berthd::Berthd| d.docker_ok(&["inspect", "-f", "{{.State.Health.Status}}", "doc"]).trim().to_string();
+    let wait_for = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let s = status(&w.d);
+            if s == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "health still {s:?}, wanted {want}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_for("unhealthy");
+    w.d.docker_ok(&["exec", "doc", "touch", "/tmp/ok"]);
+    wait_for("healthy");
+    let ps = w.d.docker_ok(&["ps", "--format", "{{.Status}}", "--filter", "name=doc"]);
+    assert!(ps.contains("(healthy)"), "{ps}");
+    let log = w.d.docker_ok(&["inspect", "-f", "{{json .State.Health.Log}}", "doc"]);
+    let log: serde_json::Value = serde_json::from_str(&log).unwrap();
+    let last = log.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["ExitCode"], 0);
+    assert_eq!(last["Output"], "fine\n");
+    assert!(log.as_array().unwrap().len() <= 5);
+    w.d.docker_ok(&["rm", "-f", "doc"]);
+}

@@ -122,7 +122,7 @@ fn update(e: &Engine, id: &str, f: impl FnOnce(&mut ExecRecord)) {
 
 /// The exec's OCI process: the container's own (env, user, cwd, capabilities, rlimits) with the
 /// exec's command and overrides.
-fn process_json(bundle: &std::path::Path, rec: &ExecRecord) -> Result<Value, ApiError> {
+pub(crate) fn process_json(bundle: &std::path::Path, rec: &ExecRecord) -> Result<Value, ApiError> {
     let cfg: Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json")).map_err(ApiError::internal)?)
         .map_err(ApiError::internal)?;
     let mut p = cfg["process"].clone();

@@ -319,9 +319,11 @@ pub async fn start_container(e: &Arc<Engine>, id: &str) -> Result<(), ApiError> 
         c.state.started_at = Some(now());
         c.state.finished_at = None;
         c.state.manually_stopped = false;
+        c.state.health = None;
         c.clone()
     })?;
     e.events.container("start", &c);
+    super::health::monitor(Arc::clone(e), &c);
     watch_exit(Arc::clone(e), id.to_string());
     Ok(())
 }
@@ -821,6 +823,7 @@ pub async fn restore(e: &Arc<Engine>) {
         let p = paths(e, &c.id);
         if berth_shim::is_alive(&p.shim_state) {
             tracing::info!(id = %c.short_id(), "container still running; following it again");
+            super::health::monitor(Arc::clone(e), &c);
             watch_exit(Arc::clone(e), c.id.clone());
         } else {
             let status = berth_shim::read_exit(&p.shim_state);

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod exec;
+pub mod health;
 pub mod lifecycle;
 pub mod stats;
 pub mod store;
@@ -212,7 +213,7 @@ fn state_view(c: &Container) -> ContainerState {
         error: Some(c.state.error.clone()),
         started_at: Some(c.state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into())),
         finished_at: Some(c.state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into())),
-        health: None,
+        health: c.state.health.as_ref().map(|h| h.view()),
     }
 }
 
@@ -259,7 +260,11 @@ fn status_text(c: &Container) -> String {
     };
     match c.state.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", since(&c.state.started_at)),
+        Status::Running => match c.state.health.as_ref().map(|h| h.status.as_str()) {
+            Some("starting") => format!("Up {} (health: starting)", since(&c.state.started_at)),
+            Some(h) => format!("Up {} ({h})", since(&c.state.started_at)),
+            None => format!("Up {}", since(&c.state.started_at)),
+        },
         Status::Paused => format!("Up {} (Paused)", since(&c.state.started_at)),
         Status::Restarting => format!("Restarting ({}) {} ago", c.state.exit_code, since(&c.state.finished_at)),
         Status::Removing => "Removal In Progress".into(),

@@ -53,6 +53,9 @@ pub struct State {
     /// `unless-stopped` stays down across daemon restarts).
     #[serde(default)]
     pub manually_stopped: bool,
+    /// Present for containers with a health check.
+    #[serde(default)]
+    pub health: Option<super::health::HealthState>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
