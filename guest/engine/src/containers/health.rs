@@ -199,7 +199,9 @@ mod tests {
     fn check_forms() {
         let mut c: Container = serde_json::from_value(serde_json::json!({
             "id": "a".repeat(64), "name": "x", "created": "", "image_name": "i", "image_id": "sha256:0",
-            "config": {}, "host_config": {}, "path": "sh", "args": [], "state": {}
+            "config": {}, "host_config": {}, "path": "sh", "args": [],
+            "state": {"status": "created", "pid": 0, "exit_code": 0, "oom_killed": false, "error": "",
+                      "started_at": null, "finished_at": null, "restart_count": 0}
         }))
         .unwrap();
         assert_eq!(check_command(&c), None);
