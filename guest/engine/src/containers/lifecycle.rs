@@ -233,12 +233,14 @@ pub(crate) fn runtime_root(e: &Engine) -> PathBuf {
 
 /// Prepare the rootfs and bundle and hand the container to a shim. Blocking.
 fn launch(e: &Engine, c: &Container, wait_attach: usize) -> Result<berth_shim::ShimHandle, ApiError> {
+    let t0 = std::time::Instant::now();
     let p = paths(e, &c.id);
     let image = e.store.get_image(&berth_image::Digest::parse(&c.image_id)?)?;
     let layers: Vec<PathBuf> = image.layers.iter().rev().map(|l| e.store.layer_diff_dir(l)).collect();
     let bundle = Bundle::create(&p.bundle).map_err(ApiError::internal)?;
     let m = SysMounter;
     bundle.mount_rootfs(&m, &layers, &p.upper, &p.work).map_err(ApiError::internal)?;
+    let t_mount = t0.elapsed();
     let result = (|| {
         let user = berth_runtime::user::resolve(
             &bundle.rootfs(),
@@ -262,7 +264,10 @@ fn launch(e: &Engine, c: &Container, wait_attach: usize) -> Result<berth_shim::S
         opts.tty = c.config.tty.unwrap_or(false);
         opts.stdin = c.config.open_stdin.unwrap_or(false);
         opts.wait_attach = wait_attach;
-        berth_shim::spawn(&opts).map_err(|err| match err {
+        let t_bundle = t0.elapsed();
+        let r = berth_shim::spawn(&opts);
+        tracing::debug!(id = %c.short_id(), ?t_mount, ?t_bundle, total = ?t0.elapsed(), "container launched");
+        r.map_err(|err| match err {
             berth_shim::ShimError::Start(msg) => ApiError::bad(msg),
             other => ApiError::internal(other),
         })
