@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::lifecycle::paths;
 use super::store::Status;
@@ -215,45 +215,16 @@ pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Res
             }
         };
         let mut client = TokioIo::new(upgraded);
-        let (mut cr, mut cw) = tokio::io::split(&mut client);
-        let (mut rr, mut rw) = tokio::io::split(&mut remote);
-        let to_proc = async {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match cr.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if rw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            let _ = rw.shutdown().await;
-        };
-        let to_client = async {
-            let _ = tokio::io::copy(&mut rr, &mut cw).await;
-        };
-        tokio::pin!(to_proc);
-        tokio::select! {
-            _ = to_client => {}
-            _ = async { (&mut to_proc).await; std::future::pending::<()>().await } => {}
-        }
+        super::splice(&mut client, &mut remote).await;
         // The exit code must be recorded before the client sees the end of the stream: the CLI
         // inspects the exec right after.
         finish(&e2, &id2).await;
-        let _ = cw.shutdown().await;
+        let _ = client.shutdown().await;
     });
-    let ct = if rec.tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
-    let mut r = Response::new(full(Bytes::new()));
     if upgrade {
-        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        let h = r.headers_mut();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        return Ok(super::upgraded_response(rec.tty));
     }
-    Ok(r)
+    Ok(Response::new(full(Bytes::new())))
 }
 
 /// Record the exit of a finished exec and announce it.

@@ -17,12 +17,12 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::store::{Container, Status};
 use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::http_util::{full, ok_json, status_only, stream_body, Body, Query};
+use crate::http_util::{ok_json, status_only, stream_body, Body, Query};
 
 /// What berthd tells waiters when a container exits or goes away.
 #[derive(Debug, Clone)]
@@ -750,41 +750,10 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
             }
         };
         let mut client = TokioIo::new(upgraded);
-        let (mut cr, mut cw) = tokio::io::split(&mut client);
-        let (mut rr, mut rw) = tokio::io::split(&mut remote);
-        let to_container = async {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match cr.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if rw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            let _ = rw.shutdown().await;
-        };
-        let to_client = async {
-            let _ = tokio::io::copy(&mut rr, &mut cw).await;
-            let _ = cw.shutdown().await;
-        };
-        // Output ending (the container exited) ends the session; stdin ending only half-closes.
-        tokio::pin!(to_container);
-        tokio::select! {
-            _ = to_client => {}
-            _ = async { (&mut to_container).await; std::future::pending::<()>().await } => {}
-        }
+        super::splice(&mut client, &mut remote).await;
+        let _ = client.shutdown().await;
     });
-    let ct = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
-    let mut r = Response::new(full(Bytes::new()));
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    Ok(r)
+    Ok(super::upgraded_response(tty))
 }
 
 /// POST /containers/{id}/resize?h=&w=

@@ -27,6 +27,55 @@ use store::{valid_name, Container, State, Status};
 
 const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Splice a hijacked client connection to a shim stream (attach or exec) until the stream's
+/// output ends. Client bytes go to the stream and the client's EOF half-closes it (stdin EOF);
+/// the client's own write side is left open, so the caller can record state (an exec's exit
+/// code) before the client sees the end.
+pub(crate) async fn splice<C, R>(client: &mut C, remote: &mut R)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    R: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut rr, mut rw) = tokio::io::split(remote);
+    let to_remote = async {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if rw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = rw.shutdown().await;
+    };
+    let to_client = async {
+        let _ = tokio::io::copy(&mut rr, &mut cw).await;
+    };
+    // Output ending ends the session; input ending only half-closes.
+    tokio::pin!(to_remote);
+    tokio::select! {
+        _ = to_client => {}
+        _ = async { (&mut to_remote).await; std::future::pending::<()>().await } => {}
+    }
+}
+
+/// The 101 answer to a hijacking attach/exec request, with Docker's stream content type.
+pub(crate) fn upgraded_response(tty: bool) -> Response<Body> {
+    let ct = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
+    let mut r = Response::new(crate::http_util::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
+    h.insert(http::header::UPGRADE, http::HeaderValue::from_static("tcp"));
+    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+    r
+}
+
 /// The body of POST /containers/create: Config fields at the top level plus HostConfig.
 #[derive(Debug, Default, Deserialize)]
 pub struct CreateBody {
