@@ -362,8 +362,25 @@ impl Berthd {
     }
 }
 
+impl Berthd {
+    /// Force-remove every container, so that their shims, mounts and cgroups (which outlive
+    /// berthd by design) do not outlive the test.
+    pub fn remove_all_containers(&self) {
+        let Ok(list) = self.api_get("/containers/json?all=1") else { return };
+        let Ok(list) = list.json() else { return };
+        for c in list.as_array().into_iter().flatten() {
+            if let Some(id) = c["Id"].as_str() {
+                let _ = self.api("DELETE", &format!("/containers/{id}?force=1"), None);
+            }
+        }
+    }
+}
+
 impl Drop for Berthd {
     fn drop(&mut self) {
+        if self.pid().is_some() {
+            self.remove_all_containers();
+        }
         self.sigterm();
         if std::thread::panicking() {
             eprintln!(
