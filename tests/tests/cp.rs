@@ -1,4 +1,5 @@
-//! `docker diff` (and later `docker cp` / `docker export`) with the real docker CLI against berthd.
+//! `docker diff`, `docker cp` (both ways, running and stopped) and `docker export` with the real
+//! docker CLI against berthd, including containers that race symlinks against the copy.
 
 use berth_tests::require_berthd;
 use berth_tests::world::World;
@@ -91,4 +92,127 @@ fn export_and_racing_symlink_swap() {
     }
     assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 1, "host marker dir was written");
     w.d.docker_ok(&["rm", "-f", "race"]);
+}
+
+/// A one-file tar (ustar, written here so the test does not depend on the code under test).
+fn tar_with(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    // Raw name bytes: set_path refuses `..`, which the hostile cases need.
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_600_000_000);
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn cp_into_running_and_stopped_containers() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    w.d.docker_ok(&["run", "-d", "--name", "cpin", "--user", "1000:1000", &img, "sleep", "300"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("tree/sub")).unwrap();
+    std::fs::write(src.path().join("tree/sub/f"), "deep\n").unwrap();
+    std::fs::write(src.path().join("one"), "single\n").unwrap();
+    let s = |p: &str| src.path().join(p).display().to_string();
+    // A file to a new name, a file into a dir, a whole tree.
+    w.d.docker_ok(&["cp", &s("one"), "cpin:/tmp/renamed"]);
+    w.d.docker_ok(&["cp", &s("one"), "cpin:/etc/"]);
+    w.d.docker_ok(&["cp", &s("tree"), "cpin:/opt"]);
+    let out = w.d.docker_ok(&["exec", "cpin", "cat", "/tmp/renamed", "/etc/one", "/opt/sub/f"]);
+    assert_eq!(out, "single\nsingle\ndeep\n");
+    // Without -a the archive's ids stay (Docker's daemon keeps them); with -a the files belong
+    // to the container's user.
+    w.d.docker_ok(&["cp", "-a", &s("one"), "cpin:/tmp/owned"]);
+    let ids = w.d.docker_ok(&["exec", "cpin", "stat", "-c", "%u:%g", "/tmp/owned", "/tmp/renamed"]);
+    assert_eq!(ids, "1000:1000\n0:0\n", "ids: {ids}");
+    // A missing destination: 404 through the CLI; a file where a dir is needed: clear error.
+    let r = w.d.docker(&["cp", &s("one"), "cpin:/nowhere/x"]).assert_fail();
+    assert!(r.stderr.contains("Could not find the file /nowhere") || r.stderr.contains("no such"), "{}", r.stderr);
+    let bad = w.d.api("PUT", "/containers/cpin/archive?path=/nowhere", Some(tar_with("f", b"x"))).unwrap();
+    assert_eq!(bad.status, 404, "{}", bad.text());
+    let notdir = w.d.api("PUT", "/containers/cpin/archive?path=/etc/one", Some(tar_with("f", b"x"))).unwrap();
+    assert_eq!(notdir.status, 400, "{}", notdir.text());
+    assert!(notdir.text().contains("not a directory"), "{}", notdir.text());
+    let garbage = w.d.api("PUT", "/containers/cpin/archive?path=/tmp", Some(b"this is not a tar archive, not at all".repeat(20))).unwrap();
+    assert_eq!(garbage.status, 400, "{}", garbage.text());
+    let esc = w.d.api("PUT", "/containers/cpin/archive?path=/tmp", Some(tar_with("../../../../escape", b"x"))).unwrap();
+    assert_eq!(esc.status, 400, "{}", esc.text());
+    // noOverwriteDirNonDir (the CLI's default): a file over the dir /opt/sub is refused.
+    let over = w.d.api("PUT", "/containers/cpin/archive?path=/opt&noOverwriteDirNonDir=1", Some(tar_with("sub", b"x"))).unwrap();
+    assert_eq!(over.status, 409, "{}", over.text());
+    assert!(over.text().contains("cannot overwrite directory"), "{}", over.text());
+    assert_eq!(w.d.docker_ok(&["exec", "cpin", "cat", "/opt/sub/f"]), "deep\n");
+    // A read-only rootfs refuses.
+    w.d.docker_ok(&["create", "--name", "ro", "--read-only", &img, "true"]);
+    let r = w.d.docker(&["cp", &s("one"), "ro:/tmp/"]).assert_fail();
+    assert!(r.stderr.contains("read-only"), "{}", r.stderr);
+
+    // Stopped: copy in, copy out, export and diff all work on a created and an exited container,
+    // and nothing stays mounted afterwards.
+    w.d.docker_ok(&["create", "--name", "stopped", &img, "cat", "/in/one"]);
+    w.d.docker_ok(&["cp", &s("one"), "stopped:/etc/one"]);
+    w.d.docker_ok(&["cp", &s("tree"), "stopped:/in2"]);
+    let out = tempfile::tempdir().unwrap();
+    let o = |p: &str| out.path().join(p).display().to_string();
+    w.d.docker_ok(&["cp", "stopped:/etc/one", &o("back")]);
+    assert_eq!(std::fs::read_to_string(out.path().join("back")).unwrap(), "single\n");
+    let diff = w.d.docker_ok(&["diff", "stopped"]);
+    assert!(diff.lines().any(|l| l == "A /etc/one") && diff.lines().any(|l| l == "A /in2/sub/f"), "{diff}");
+    // The copy lands in the container's own rootfs: the command sees it when it starts.
+    w.d.docker_ok(&["cp", &s("tree"), "stopped:/in"]);
+    w.d.docker_ok(&["cp", &s("one"), "stopped:/in/one"]);
+    assert_eq!(w.d.docker_ok(&["start", "-a", "stopped"]), "single\n");
+    // Exited now: export has the copied file.
+    let (st, tar, err) = w.d.docker_bytes(&["export", "stopped"]);
+    assert!(st.success(), "{err}");
+    let names: Vec<String> = tar::Archive::new(&tar[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    assert!(names.iter().any(|n| n == "in/one") && names.iter().any(|n| n == "bin/busybox"), "{names:?}");
+    w.d.docker_ok(&["cp", "stopped:/in/sub", &o("sub-out")]);
+    assert_eq!(std::fs::read_to_string(out.path().join("sub-out/f")).unwrap(), "deep\n");
+    // No mount of the stopped container's rootfs is left behind.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let exec_root = w.d.exec_root().display().to_string();
+    let ours: Vec<&str> = mounts.lines().filter(|l| l.contains(&exec_root)).collect();
+    assert_eq!(ours.len(), 1, "only the running container's rootfs may be mounted: {ours:?}");
+}
+
+/// CVE-2018-15664 the other way round: while `docker cp` writes into /tmp/sw/, the container keeps
+/// swapping that path between a real directory and a symlink to a host directory. Every copy either
+/// lands inside the container or fails; the host directory never gets a file.
+#[test]
+fn cp_into_racing_symlink_swap_never_writes_outside() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("marker"), "HOST").unwrap();
+    let target = host.path().display().to_string();
+    let script = format!("mkdir -p /tmp/sw; while true; do mv /tmp/sw /tmp/real; ln -s {target} /tmp/sw; rm /tmp/sw; mv /tmp/real /tmp/sw; done");
+    w.d.docker_ok(&["run", "-d", "--name", "swap", &img, "sh", "-c", &script]);
+    let payload = tar_with("sub/pwned", b"written by docker cp");
+    let mut landed = 0;
+    let mut refused = 0;
+    for _ in 0..300 {
+        let r = w.d.api("PUT", "/containers/swap/archive?path=/tmp/sw", Some(payload.clone())).unwrap();
+        if r.status == 200 {
+            landed += 1;
+        } else {
+            assert!(matches!(r.status, 400 | 404), "unexpected status {}: {}", r.status, r.text());
+            assert!(!r.text().contains("invalid tar"), "{}", r.text());
+            refused += 1;
+        }
+        let names: Vec<_> = std::fs::read_dir(host.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("marker")], "docker cp wrote into the host directory");
+    }
+    // The race really ran both ways (otherwise this test could not fail).
+    assert!(landed > 0, "no copy landed ({refused} refused)");
+    eprintln!("racing cp: {landed} landed inside the container, {refused} refused");
+    w.d.docker_ok(&["rm", "-f", "swap"]);
 }

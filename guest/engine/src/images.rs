@@ -570,8 +570,8 @@ pub async fn save(e: &Arc<Engine>, names: &[&str]) -> Result<Response<Body>, Api
     Ok(r)
 }
 
-/// A blocking `Read` over the async request body, for `docker load`.
-struct ChannelReader {
+/// A blocking `Read` over the async request body, for `docker load` and `docker cp`.
+pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<Result<Bytes, String>>,
     cur: Bytes,
 }
@@ -592,9 +592,8 @@ impl Read for ChannelReader {
     }
 }
 
-/// POST /images/load (docker load).
-pub async fn load(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Result<Response<Body>, ApiError> {
-    let quiet = q.bool("quiet")?;
+/// Feed the request body to a blocking reader (use it from `spawn_blocking`).
+pub(crate) fn body_reader(req: Request<Incoming>) -> ChannelReader {
     let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(16);
     let mut body = req.into_body();
     tokio::spawn(async move {
@@ -614,9 +613,16 @@ pub async fn load(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Result<
             }
         }
     });
+    ChannelReader { rx, cur: Bytes::new() }
+}
+
+/// POST /images/load (docker load).
+pub async fn load(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Result<Response<Body>, ApiError> {
+    let quiet = q.bool("quiet")?;
+    let reader = body_reader(req);
     let store = Arc::clone(&e.store);
     let loaded = tokio::task::spawn_blocking(move || {
-        let mut r = std::io::BufReader::with_capacity(256 * 1024, ChannelReader { rx, cur: Bytes::new() });
+        let mut r = std::io::BufReader::with_capacity(256 * 1024, reader);
         berth_image::archive::load(&store, &mut r, &berth_image::archive::LoadLimits::default())
     })
     .await??;

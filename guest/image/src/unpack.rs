@@ -61,6 +61,65 @@ fn unsafe_entry(path: &[u8], why: &str) -> ImageError {
     ImageError::UnsafeLayer(format!("{:.200}: {why}", String::from_utf8_lossy(path)))
 }
 
+/// How an archive is applied: as an image layer (strict names, overlay
+/// whiteouts) or as `docker cp` content extracted into a container directory.
+#[derive(Clone, Copy, Debug)]
+pub struct ExtractOptions {
+    pub limits: UnpackLimits,
+    /// Turn AUFS `.wh.` entries into overlayfs whiteouts (layers only; for
+    /// `docker cp` they are ordinary names, as in Docker's Untar).
+    pub whiteouts: bool,
+    /// Docker's `noOverwriteDirNonDir`: refuse to replace a directory with a
+    /// non-directory or the reverse instead of removing what is there.
+    pub no_overwrite_dir_non_dir: bool,
+    /// Chown every entry to this uid:gid instead of the archive's ids
+    /// (`copyUIDGID` with a container user).
+    pub owner: Option<(u32, u32)>,
+    /// Accept absolute names and `..` that stay inside the root, cleaned
+    /// lexically as Docker's Untar does (`/etc/x` means `<root>/etc/x`); a
+    /// name that climbs above the root is still refused. Layers stay strict.
+    pub lexical_clean: bool,
+    /// Apply a "." entry's mode/owner to the root itself (layers) or skip it
+    /// (docker cp, where the root is an existing container directory).
+    pub root_metadata: bool,
+}
+
+impl ExtractOptions {
+    /// Image layers: the strict policy, with overlay whiteouts.
+    pub fn layer(limits: UnpackLimits) -> Self {
+        ExtractOptions { limits, whiteouts: true, no_overwrite_dir_non_dir: false, owner: None, lexical_clean: false, root_metadata: true }
+    }
+
+    /// `docker cp` into a container directory.
+    pub fn copy_in(limits: UnpackLimits, no_overwrite_dir_non_dir: bool, owner: Option<(u32, u32)>) -> Self {
+        ExtractOptions { limits, whiteouts: false, no_overwrite_dir_non_dir, owner, lexical_clean: true, root_metadata: false }
+    }
+}
+
+/// Splits an archive path into components, cleaning `.`, `..` and a leading
+/// `/` lexically; refuses a name that climbs above the root.
+fn split_path_clean(path: &[u8]) -> Result<Vec<Vec<u8>>, ImageError> {
+    if path.is_empty() {
+        return Err(unsafe_entry(path, "empty name"));
+    }
+    if path.contains(&0) {
+        return Err(unsafe_entry(path, "NUL in name"));
+    }
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                if out.pop().is_none() {
+                    return Err(unsafe_entry(path, "climbs above the destination"));
+                }
+            }
+            c => out.push(c.to_vec()),
+        }
+    }
+    Ok(out)
+}
+
 /// Splits an archive path into components, refusing anything that could
 /// name a location outside the root. "." and empty components are dropped.
 fn split_path(path: &[u8]) -> Result<Vec<Vec<u8>>, ImageError> {
@@ -188,10 +247,20 @@ fn clear(dir: BorrowedFd, name: &[u8]) -> Result<(), ImageError> {
 /// Unpacks an uncompressed tar stream into the existing empty directory `root`.
 /// On error the caller discards `root`; nothing is ever created outside it.
 pub fn unpack_tar<R: Read>(reader: R, root: &Path, limits: UnpackLimits) -> Result<UnpackStats, ImageError> {
+    let root_fd = sys::open_path(root, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)?;
+    extract_at(reader, root_fd, ExtractOptions::layer(limits))
+}
+
+/// Extracts an uncompressed tar stream below the directory fd `root_fd` with
+/// the same path walk as layer unpacking: every component is opened with
+/// O_NOFOLLOW relative to a directory fd, so nothing outside `root_fd` is
+/// touched even while another process (a running container) swaps
+/// components for symlinks; such an entry fails instead of being followed.
+pub fn extract_at<R: Read>(reader: R, root_fd: OwnedFd, opts: ExtractOptions) -> Result<UnpackStats, ImageError> {
+    let limits = opts.limits;
     let exceeded = Rc::new(Cell::new(false));
     let counting = Counting { inner: reader, hasher: Hasher::new(), n: 0, max: limits.max_bytes, exceeded: exceeded.clone() };
     let mut archive = tar::Archive::new(counting);
-    let root_fd = sys::open_path(root, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)?;
     let mut stats = (0u64, 0u64); // size, entries
     let mut dir_times: Vec<(Vec<Vec<u8>>, libc::timespec)> = Vec::new();
 
@@ -202,7 +271,7 @@ pub fn unpack_tar<R: Read>(reader: R, root: &Path, limits: UnpackLimits) -> Resu
             if stats.1 > limits.max_entries {
                 return Err(ImageError::LimitExceeded(format!("more than {} entries", limits.max_entries)));
             }
-            let size = unpack_entry(&mut entry, &root_fd, &mut dir_times)?;
+            let size = unpack_entry(&mut entry, &root_fd, &mut dir_times, &opts)?;
             stats.0 += size;
         }
         Ok(())
@@ -245,21 +314,47 @@ pub fn unpack_tar<R: Read>(reader: R, root: &Path, limits: UnpackLimits) -> Resu
     Ok(UnpackStats { diff_id: counting.hasher.finish(), size: stats.0, entries: stats.1 })
 }
 
+/// With `no_overwrite_dir_non_dir`, refuse to replace a directory by a
+/// non-directory and the reverse (Docker's wording).
+fn check_overwrite(pfd: BorrowedFd, name: &[u8], new_is_dir: bool, path: &[u8], opts: &ExtractOptions) -> Result<(), ImageError> {
+    if !opts.no_overwrite_dir_non_dir {
+        return Ok(());
+    }
+    if let Ok(st) = sys::lstatat(pfd, name) {
+        let shown = String::from_utf8_lossy(path);
+        if sys::is_dir(&st) && !new_is_dir {
+            return Err(ImageError::Conflict(format!("cannot overwrite directory {shown:?} with non-directory {shown:?}")));
+        }
+        if !sys::is_dir(&st) && new_is_dir {
+            return Err(ImageError::Conflict(format!("cannot overwrite non-directory {shown:?} with directory {shown:?}")));
+        }
+    }
+    Ok(())
+}
+
 fn unpack_entry<R: Read>(
     entry: &mut tar::Entry<R>,
     root: &OwnedFd,
     dir_times: &mut Vec<(Vec<Vec<u8>>, libc::timespec)>,
+    opts: &ExtractOptions,
 ) -> Result<u64, ImageError> {
     let kind = entry.header().entry_type();
     if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink) {
         return Ok(0);
     }
     let path = entry.path_bytes().into_owned();
-    let comps = split_path(&path)?;
-    let meta = read_meta(entry)?;
+    let comps = if opts.lexical_clean { split_path_clean(&path)? } else { split_path(&path)? };
+    let mut meta = read_meta(entry)?;
+    if let Some((uid, gid)) = opts.owner {
+        meta.uid = uid;
+        meta.gid = gid;
+    }
 
     let Some((name, parent)) = comps.split_last() else {
         // "./" itself: only a directory may describe the root.
+        if kind == EntryType::Directory && !opts.root_metadata {
+            return Ok(0);
+        }
         if kind == EntryType::Directory {
             apply_fd_meta(root.as_fd(), &meta)?;
             dir_times.push((Vec::new(), meta.mtime));
@@ -270,8 +365,10 @@ fn unpack_entry<R: Read>(
     let pfd = walk(root, parent, true, &path)?;
     let pfd = pfd.as_fd_ref();
 
+    check_overwrite(pfd, name, kind == EntryType::Directory, &path, opts)?;
+
     // Whiteouts (AUFS style in the tar) become overlayfs whiteouts.
-    if let Some(wh) = name.strip_prefix(b".wh.") {
+    if let Some(wh) = name.strip_prefix(b".wh.").filter(|_| opts.whiteouts) {
         if wh == b".wh..opq" {
             let f = File::from(pfd.try_clone_to_owned()?);
             xattr::FileExt::set_xattr(&f, "trusted.overlay.opaque", b"y")?;
@@ -329,7 +426,8 @@ fn unpack_entry<R: Read>(
         }
         EntryType::Link => {
             let target = entry.link_name_bytes().ok_or_else(|| unsafe_entry(&path, "hardlink without target"))?;
-            let tcomps = split_path(&target).map_err(|_| unsafe_entry(&path, "hardlink target outside the layer"))?;
+            let tcomps = if opts.lexical_clean { split_path_clean(&target) } else { split_path(&target) }
+                .map_err(|_| unsafe_entry(&path, "hardlink target outside the layer"))?;
             let Some((tname, tparent)) = tcomps.split_last() else {
                 return Err(unsafe_entry(&path, "hardlink to the layer root"));
             };

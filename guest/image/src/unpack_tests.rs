@@ -450,3 +450,70 @@ fn concurrent_unpacks_of_one_layer_agree() {
     assert_eq!(fs::read(s.store.layer_diff_dir(&diff_id).join("a/b")).unwrap(), b"same");
     s.assert_clean();
 }
+
+fn copy_in(root: &Path, tar: &[u8], no_overwrite: bool, owner: Option<(u32, u32)>) -> Result<super::UnpackStats, ImageError> {
+    let fd = crate::sys::open_path(root, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW).unwrap();
+    let limits = super::UnpackLimits { max_bytes: 1 << 20, max_entries: 100 };
+    super::extract_at(tar, fd, super::ExtractOptions::copy_in(limits, no_overwrite, owner))
+}
+
+#[test]
+fn split_path_clean_rules() {
+    use super::split_path_clean;
+    assert_eq!(split_path_clean(b"/etc/x").unwrap(), vec![b"etc".to_vec(), b"x".to_vec()]);
+    assert_eq!(split_path_clean(b"a/../b").unwrap(), vec![b"b".to_vec()]);
+    assert!(split_path_clean(b"a/../../b").is_err());
+    assert!(split_path_clean(b"../x").is_err());
+    assert!(split_path_clean(b"a\0b").is_err());
+}
+
+/// `docker cp` into a directory: names are cleaned like Docker's Untar, `.wh.` names are plain
+/// files, the destination's own metadata is kept, and nothing escapes through symlinks.
+#[test]
+fn copy_in_mode() {
+    if !is_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let outside = t.path().join("outside");
+    fs::create_dir_all(root.join("existing")).unwrap();
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o711)).unwrap();
+    fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+    let tar = tar_of(&[
+        E::Dir(".", 0o777),
+        E::File("/abs", b"a", 0o644),
+        E::File("d/../plain", b"p", 0o600),
+        E::File(".wh.kept", b"w", 0o644),
+        E::Owned("owned", b"o", 0o640, 1234, 4321),
+    ]);
+    copy_in(&root, &tar, false, None).unwrap();
+    assert_eq!(fs::read(root.join("abs")).unwrap(), b"a");
+    assert_eq!(fs::read(root.join("plain")).unwrap(), b"p");
+    assert_eq!(fs::read(root.join(".wh.kept")).unwrap(), b"w");
+    let m = fs::metadata(root.join("owned")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1234, 4321));
+    assert_eq!(fs::metadata(&root).unwrap().mode() & 0o7777, 0o711, "the '.' entry must not chmod the destination");
+    // copyUIDGID with a container user: every entry is chowned to it.
+    copy_in(&root, &tar_of(&[E::Owned("owned2", b"o", 0o640, 1234, 4321)]), false, Some((7, 8))).unwrap();
+    let m = fs::metadata(root.join("owned2")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (7, 8));
+    // Escapes: above the root, and through a symlinked parent.
+    assert!(copy_in(&root, &tar_of(&[E::File("../evil", b"x", 0o644)]), false, None).is_err());
+    assert!(copy_in(&root, &tar_of(&[E::File("link/evil", b"x", 0o644)]), false, None).is_err());
+    assert!(copy_in(&root, &tar_of(&[E::Hard("hl", "../outside/x")]), false, None).is_err());
+    assert!(names(&outside).is_empty(), "wrote outside the destination");
+    // noOverwriteDirNonDir: both directions refused; without it the dir is replaced.
+    let err = copy_in(&root, &tar_of(&[E::File("existing", b"f", 0o644)]), true, None).unwrap_err();
+    assert!(err.to_string().contains("cannot overwrite directory"), "{err}");
+    let err = copy_in(&root, &tar_of(&[E::Dir("abs", 0o755)]), true, None).unwrap_err();
+    assert!(err.to_string().contains("cannot overwrite non-directory"), "{err}");
+    assert!(root.join("existing").is_dir() && root.join("abs").is_file());
+    copy_in(&root, &tar_of(&[E::File("existing", b"f", 0o644)]), false, None).unwrap();
+    assert_eq!(fs::read(root.join("existing")).unwrap(), b"f");
+    // A bad archive is an error, not a partial success.
+    let mut bad = tar_of(&[E::File("z", b"zz", 0o644)]);
+    bad[148] ^= 0x55; // checksum byte
+    assert!(copy_in(&root, &bad, false, None).is_err());
+}

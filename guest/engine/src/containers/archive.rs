@@ -11,9 +11,6 @@ use crate::error::ApiError;
 use crate::containers::lifecycle;
 use crate::http_util::{ok_json, Body, Query};
 
-fn not_yet(what: &str) -> ApiError {
-    ApiError::NotImplemented(format!("{what} is not supported by Berth yet"))
-}
 
 
 /// Minimal tar writer (ustar headers plus GNU long-name records). Hand-written because the
@@ -179,13 +176,17 @@ pub fn tar_in_root(root: &Path, path: &str) -> std::io::Result<Vec<u8>> {
 /// GET /containers/{id}/archive?path=
 /// The tar is built in memory (simple; a streaming body is future work for large trees).
 pub async fn get(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
-    let head = stat_response(e, key, q)?;
-    let (_, root) = running_root(e, key)?;
+    let (c, guard) = container_root(e, key).await?;
+    let head = stat_response(&c.id, &guard.root, q)?;
     let path = q.get("path").unwrap_or("/").to_string();
-    let tar = tokio::task::spawn_blocking(move || tar_in_root(&root, &path))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let tar = tokio::task::spawn_blocking(move || {
+        let r = tar_in_root(&guard.root, &path);
+        drop(guard);
+        r
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     let (mut parts, _) = head.into_parts();
     parts.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-tar"));
     Ok(Response::from_parts(parts, crate::http_util::full(tar)))
@@ -287,21 +288,64 @@ pub fn stat_in_root(root: &Path, path: &str) -> std::io::Result<PathStat> {
     Ok(PathStat { name, size: st.st_size, mode: go_mode(st.st_mode), mtime, link_target })
 }
 
-/// The root to resolve client paths in: the mounted overlay of a running container.
-fn running_root(e: &Engine, key: &str) -> Result<(String, PathBuf), ApiError> {
-    let c = e.containers.get(key)?;
-    if !matches!(c.state.status, crate::containers::store::Status::Running | crate::containers::store::Status::Paused) {
-        return Err(not_yet("docker cp on a stopped container"));
-    }
-    let p = lifecycle::paths(e, &c.id);
-    Ok((c.id, p.bundle.join("rootfs")))
+/// A container's root filesystem, available for `docker cp` and `export`: the live overlay of a
+/// running container, or, for a created or exited one, a temporary mount of the same overlay
+/// that is unmounted (and its bundle directory removed) when the guard is dropped. The
+/// container's lifecycle lock is held meanwhile, so it cannot start (and mount the same upper
+/// dir a second time) or be removed while the copy runs.
+pub struct RootGuard {
+    pub root: PathBuf,
+    temp: Option<berth_runtime::bundle::Bundle>,
+    _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-fn stat_response(e: &Engine, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
+impl Drop for RootGuard {
+    fn drop(&mut self) {
+        if let Some(b) = self.temp.take() {
+            if let Err(err) = b.remove(&berth_runtime::bundle::SysMounter) {
+                tracing::warn!("unmounting a stopped container's rootfs after a copy: {err}");
+            }
+        }
+    }
+}
+
+fn is_live(s: &crate::containers::store::Status) -> bool {
+    use crate::containers::store::Status;
+    matches!(s, Status::Running | Status::Paused)
+}
+
+/// The root to resolve client paths in (see [`RootGuard`]).
+pub async fn container_root(e: &Arc<Engine>, key: &str) -> Result<(crate::containers::store::Container, RootGuard), ApiError> {
+    let c = e.containers.get(key)?;
+    if is_live(&c.state.status) {
+        let root = lifecycle::paths(e, &c.id).bundle.join("rootfs");
+        return Ok((c, RootGuard { root, temp: None, _lock: None }));
+    }
+    let lock = e.lifecycle_lock(&c.id).await;
+    let c = e.containers.get(&c.id)?;
+    if is_live(&c.state.status) {
+        // Started while we waited for the lock.
+        drop(lock);
+        let root = lifecycle::paths(e, &c.id).bundle.join("rootfs");
+        return Ok((c, RootGuard { root, temp: None, _lock: None }));
+    }
+    if c.state.status == crate::containers::store::Status::Restarting {
+        return Err(ApiError::Conflict(format!("container {} is restarting", c.short_id())));
+    }
+    let e2 = Arc::clone(e);
+    let c2 = c.clone();
+    let bundle = tokio::task::spawn_blocking(move || lifecycle::mount_rootfs(&e2, &c2)).await??;
+    Ok((c, RootGuard { root: bundle.rootfs(), temp: Some(bundle), _lock: Some(lock) }))
+}
+
+fn path_param(q: &Query) -> Result<String, ApiError> {
+    q.get("path").filter(|p| !p.is_empty()).map(str::to_string).ok_or_else(|| ApiError::BadParameter("path is required".into()))
+}
+
+fn stat_response(id: &str, root: &Path, q: &Query) -> Result<Response<Body>, ApiError> {
     use base64::Engine as _;
-    let path = q.get("path").filter(|p| !p.is_empty()).ok_or_else(|| ApiError::BadParameter("path is required".into()))?.to_string();
-    let (id, root) = running_root(e, key)?;
-    let st = stat_in_root(&root, &path).map_err(|err| match err.raw_os_error() {
+    let path = path_param(q)?;
+    let st = stat_in_root(root, &path).map_err(|err| match err.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ENOTDIR) => ApiError::NotFound(format!("Could not find the file {path} in container {id}")),
         _ => ApiError::internal(err),
     })?;
@@ -315,19 +359,139 @@ fn stat_response(e: &Engine, key: &str, q: &Query) -> Result<Response<Body>, Api
 
 /// HEAD /containers/{id}/archive?path=
 pub async fn head(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
-    stat_response(e, key, q)
+    let (c, guard) = container_root(e, key).await?;
+    let r = stat_response(&c.id, &guard.root, q);
+    tokio::task::spawn_blocking(move || drop(guard)).await.map_err(ApiError::internal)?;
+    r
 }
+
+/// Open the directory `path` inside `root` for extraction: resolved with openat2
+/// (RESOLVE_IN_ROOT, symlinks followed but clamped to the root, as Docker resolves the
+/// destination), opened as a real directory fd that the extraction walk starts from.
+fn open_dir_in_root(root: &Path, path: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let rootf = std::fs::File::open(root)?;
+    let parts = clean_parts(path);
+    let rel = if parts.is_empty() { ".".to_string() } else { parts.join("/") };
+    let c = CString::new(rel.as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open_how is plain integers; all-zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `how` and `c` outlive the call; the size passed is that of `how`.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_openat2, rootf.as_raw_fd(), c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just handed us this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Docker's lexical clean of a client path (`a/link/..` means `a`).
+fn clean_parts(path: &str) -> Vec<&str> {
+    let mut parts: Vec<&str> = Vec::new();
+    for comp in path.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    parts
+}
+
+/// Bounds for one `docker cp` upload: generous (the client is the machine's admin), but a
+/// runaway stream still ends with an error instead of filling the disk with inodes.
+const COPY_LIMITS: berth_image::unpack::UnpackLimits =
+    berth_image::unpack::UnpackLimits { max_bytes: 1 << 40, max_entries: 10_000_000 };
+
+/// gzip-compressed uploads are accepted (the API allows them); plain tar otherwise.
+fn decompressing(r: impl std::io::Read + Send + 'static) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::with_capacity(256 * 1024, r);
+    let head = r.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::read::GzDecoder::new(r)))
+    } else {
+        Ok(Box::new(r))
+    }
+}
+
+/// Map an extraction failure: the client's archive or paths (400/409) vs the daemon's
+/// filesystem (500).
+fn extract_error(err: berth_image::ImageError) -> ApiError {
+    use berth_image::ImageError as I;
+    match err {
+        I::Conflict(m) => ApiError::Conflict(m),
+        I::UnsafeLayer(m) => ApiError::bad(format!("refusing archive entry: {m}")),
+        I::LimitExceeded(m) => ApiError::bad(m),
+        I::Io(e) if e.raw_os_error().is_none() => ApiError::bad(format!("invalid tar archive: {e}")),
+        other => ApiError::internal(other),
+    }
+}
+
 /// PUT /containers/{id}/archive?path=&noOverwriteDirNonDir=&copyUIDGID=
-pub async fn put(_e: &Arc<Engine>, _key: &str, _req: Request<Incoming>, _q: &Query) -> Result<Response<Body>, ApiError> {
-    Err(not_yet("docker cp"))
+/// Extracts the uploaded tar into the directory `path` with berth-image's unpack walk
+/// (O_NOFOLLOW component by component from an openat2-resolved directory fd), so a container
+/// that swaps path components for symlinks meanwhile makes the copy fail, never escape.
+pub async fn put(e: &Arc<Engine>, key: &str, req: Request<Incoming>, q: &Query) -> Result<Response<Body>, ApiError> {
+    let path = path_param(q)?;
+    let no_overwrite = q.bool("noOverwriteDirNonDir")?;
+    let copy_ids = q.bool("copyUIDGID")?;
+    let (c, guard) = container_root(e, key).await?;
+    if c.host_config.readonly_rootfs.unwrap_or(false) {
+        return Err(ApiError::Forbidden("container rootfs is marked read-only".into()));
+    }
+    let user = c.config.user.clone().unwrap_or_default();
+    let id = c.id.clone();
+    let reader = crate::images::body_reader(req);
+    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+        let root = &guard.root;
+        let st = stat_in_root(root, &path);
+        if matches!(st.as_ref().map_err(|e| e.raw_os_error()), Err(Some(libc::ENOENT)) | Err(Some(libc::ENOTDIR))) {
+            return Err(ApiError::NotFound(format!("Could not find the file {path} in container {id}")));
+        }
+        st.map_err(ApiError::internal)?;
+        let dir = open_dir_in_root(root, &path).map_err(|err| match err.raw_os_error() {
+            Some(libc::ENOTDIR) => ApiError::bad("extraction point is not a directory"),
+            Some(libc::ENOENT) => ApiError::NotFound(format!("Could not find the file {path} in container {id}")),
+            _ => ApiError::internal(err),
+        })?;
+        // copyUIDGID: everything belongs to the container's user (Docker looks it up in the
+        // container's own passwd file, as the runtime does).
+        let owner = if copy_ids && !user.is_empty() {
+            let u = berth_runtime::user::resolve(root, &user, &[]).map_err(|err| ApiError::bad(err.to_string()))?;
+            Some((u.user.uid, u.user.gid))
+        } else {
+            None
+        };
+        let input = decompressing(reader).map_err(|err| ApiError::bad(format!("reading the archive: {err}")))?;
+        let opts = berth_image::unpack::ExtractOptions::copy_in(COPY_LIMITS, no_overwrite, owner);
+        let r = berth_image::unpack::extract_at(input, dir, opts).map(drop).map_err(extract_error);
+        drop(guard);
+        r
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(crate::http_util::status_only(http::StatusCode::OK))
 }
-/// GET /containers/{id}/export (running containers only for now; built in memory).
+
+/// GET /containers/{id}/export (built in memory).
 pub async fn export(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiError> {
-    let (_, root) = running_root(e, key)?;
-    let tar = tokio::task::spawn_blocking(move || tar_in_root(&root, "/"))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let (_, guard) = container_root(e, key).await?;
+    let tar = tokio::task::spawn_blocking(move || {
+        let r = tar_in_root(&guard.root, "/");
+        drop(guard);
+        r
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
     Response::builder()
         .status(200)
         .header(http::header::CONTENT_TYPE, "application/x-tar")
