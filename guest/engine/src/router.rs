@@ -122,7 +122,7 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Respons
                 None => (rest, ""),
             };
             match (&m, action) {
-                (&Method::GET, "json") => containers::inspect(&engine, id).await,
+                (&Method::GET, "json") => containers::inspect(&engine, id, &query).await,
                 (&Method::POST, "rename") => containers::rename(&engine, id, &query).await,
                 (&Method::DELETE, "") => containers::lifecycle::remove(&engine, id, &query).await,
                 (&Method::POST, "start") => containers::lifecycle::start(&engine, id).await,

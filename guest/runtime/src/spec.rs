@@ -298,6 +298,17 @@ pub fn cgroups_path(cgroup_parent: &str, id: &str) -> String {
     format!("/{parent}/{id}")
 }
 
+/// The spec's sysctls. The domain name travels as the `kernel.domainname` sysctl (of the
+/// container's own UTS namespace) rather than the spec's `domainname` field: runc before 1.2
+/// (Debian 12 ships 1.1.5) ignores that field, and it refuses the sysctl when the field is set.
+fn sysctls(spec: &ContainerSpec) -> HashMap<String, String> {
+    let mut m: HashMap<String, String> = spec.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    if !spec.domainname.is_empty() {
+        m.entry("kernel.domainname".into()).or_insert_with(|| spec.domainname.clone());
+    }
+    m
+}
+
 /// Builds the OCI spec for `spec`.
 pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
     if spec.id.is_empty() || spec.id.contains('/') || spec.id.starts_with('.') {
@@ -577,12 +588,7 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
         .resources(resources.build()?)
         .cgroups_path(PathBuf::from(cgroups_path(&spec.cgroup_parent, &spec.id)))
         .devices(devices)
-        .sysctl(
-            spec.sysctls
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<HashMap<_, _>>(),
-        );
+        .sysctl(sysctls(spec));
     if privileged {
         linux = linux
             .masked_paths(Vec::<String>::new())
@@ -619,9 +625,7 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
     if !spec.hostname.is_empty() {
         b = b.hostname(spec.hostname.clone());
     }
-    if !spec.domainname.is_empty() {
-        b = b.domainname(spec.domainname.clone());
-    }
+
     Ok(b.build()?)
 }
 
@@ -843,6 +847,12 @@ mod tests {
         assert_eq!(r.pids().as_ref().unwrap().limit(), 20);
         assert_eq!(l.cgroups_path().as_deref(), Some(Path::new("/berth/c1")));
         assert_eq!(l.sysctl().as_ref().unwrap()["net.ipv4.ip_forward"], "1");
+        assert!(!l.sysctl().as_ref().unwrap().contains_key("kernel.domainname"));
+        let mut d = base();
+        d.domainname = "example.org".into();
+        let s2 = build(&d).unwrap();
+        assert_eq!(s2.linux().as_ref().unwrap().sysctl().as_ref().unwrap()["kernel.domainname"], "example.org");
+        assert_eq!(s2.domainname(), &None, "runc 1.1 refuses the sysctl when the field is set too");
         let proc_ = s.process().as_ref().unwrap();
         assert_eq!(proc_.oom_score_adj(), Some(500));
         let rl = proc_.rlimits().as_ref().unwrap();

@@ -93,6 +93,21 @@ fn container_spec(c: &Container, rootfs: PathBuf, user: berth_runtime::user::Res
     }
     let mut args = vec![c.path.clone()];
     args.extend(c.args.iter().cloned());
+    let mut mounts = Vec::new();
+    if h.init.unwrap_or(false) {
+        // Docker's --init: a static tini bind-mounted read-only as /sbin/docker-init, run as
+        // pid 1 in front of the command (it forwards signals and reaps zombies).
+        let init = init_binary().ok_or_else(|| {
+            ApiError::bad("--init: no static init binary found (install Debian's tini, or set BERTH_INIT)")
+        })?;
+        args.splice(0..0, [INIT_PATH.to_string(), "--".to_string()]);
+        mounts.push(MountSpec {
+            source: init.display().to_string(),
+            destination: INIT_PATH.into(),
+            typ: "bind".into(),
+            options: vec!["bind".into(), "ro".into()],
+        });
+    }
     let security = h.security_opt.clone().unwrap_or_default();
     let mut seccomp_unconfined = false;
     let mut no_new_privileges = false;
@@ -119,7 +134,6 @@ fn container_spec(c: &Container, rootfs: PathBuf, user: berth_runtime::user::Res
             permissions: d.cgroup_permissions.filter(|p| !p.is_empty()).unwrap_or_else(|| "rwm".into()),
         });
     }
-    let mut mounts = Vec::new();
     let mut binds = Vec::new();
     for b in h.binds.clone().unwrap_or_default() {
         let parts: Vec<&str> = b.split(':').collect();
@@ -178,6 +192,22 @@ fn container_spec(c: &Container, rootfs: PathBuf, user: berth_runtime::user::Res
     })
 }
 
+/// Where `--init` puts the init inside the container (Docker's path).
+pub const INIT_PATH: &str = "/sbin/docker-init";
+
+/// The init binary for `--init`: `BERTH_INIT`, else a static tini (Debian's `tini` package
+/// ships `/usr/bin/tini-static`; `docker.io` ships it as docker-init). It must be static: it
+/// runs inside the container's rootfs, which has none of the host's libraries.
+pub fn init_binary() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("BERTH_INIT") {
+        return Some(p.into());
+    }
+    ["/usr/bin/tini-static", "/usr/sbin/docker-init", "/usr/bin/docker-init", "/usr/libexec/docker/docker-init"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
 /// Files Docker bind-mounts into every container: /etc/hostname, /etc/hosts, /etc/resolv.conf.
 fn write_etc_files(c: &Container, bundle: &std::path::Path) -> Result<Vec<MountSpec>, ApiError> {
     let hostname = c.config.hostname.clone().unwrap_or_default();
@@ -231,15 +261,27 @@ pub(crate) fn runtime_root(e: &Engine) -> PathBuf {
     e.config.exec_root.join("runc")
 }
 
-/// Prepare the rootfs and bundle and hand the container to a shim. Blocking.
-fn launch(e: &Engine, c: &Container, wait_attach: usize) -> Result<berth_shim::ShimHandle, ApiError> {
-    let t0 = std::time::Instant::now();
+/// Create the container's bundle directory and mount its overlay rootfs there (image layers
+/// below, the container's upper dir on top). Used to start it, and briefly by `docker cp` and
+/// `export` of a stopped container. Any mount left over (a crash during such a copy) is
+/// detached first, so overlays never stack. Blocking.
+pub(crate) fn mount_rootfs(e: &Engine, c: &Container) -> Result<Bundle, ApiError> {
     let p = paths(e, &c.id);
     let image = e.store.get_image(&berth_image::Digest::parse(&c.image_id)?)?;
     let layers: Vec<PathBuf> = image.layers.iter().rev().map(|l| e.store.layer_diff_dir(l)).collect();
     let bundle = Bundle::create(&p.bundle).map_err(ApiError::internal)?;
     let m = SysMounter;
+    bundle.unmount_rootfs(&m).map_err(ApiError::internal)?;
     bundle.mount_rootfs(&m, &layers, &p.upper, &p.work).map_err(ApiError::internal)?;
+    Ok(bundle)
+}
+
+/// Prepare the rootfs and bundle and hand the container to a shim. Blocking.
+fn launch(e: &Engine, c: &Container, wait_attach: usize) -> Result<berth_shim::ShimHandle, ApiError> {
+    let t0 = std::time::Instant::now();
+    let p = paths(e, &c.id);
+    let bundle = mount_rootfs(e, c)?;
+    let m = SysMounter;
     let t_mount = t0.elapsed();
     let result = (|| {
         let user = berth_runtime::user::resolve(
@@ -453,6 +495,8 @@ fn schedule_restart(e: Arc<Engine>, id: String, delay: Duration) {
 
 /// Remove a stopped container's record, files and log, and tell waiters.
 async fn destroy(e: &Arc<Engine>, c: &Container) -> Result<(), ApiError> {
+    // Not while a start or a `docker cp` of the stopped container holds its rootfs.
+    let _guard = e.lifecycle_lock(&c.id).await;
     let store = Arc::clone(&e.containers);
     let id = c.id.clone();
     let bundle = Bundle { dir: paths(e, &c.id).bundle };
@@ -701,23 +745,41 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
     let c = e.containers.get(key)?;
     let (stdin, stdout, stderr) = (q.bool("stdin")?, q.bool("stdout")?, q.bool("stderr")?);
     let stream = q.bool("stream")?;
-    if !stream {
-        return Err(ApiError::bad("attach without stream=1 (logs replay) is not supported by Berth yet"));
-    }
+    let logs = q.bool("logs")?;
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.eq_ignore_ascii_case("tcp"))
         .unwrap_or(false);
+    let tty = c.config.tty.unwrap_or(false);
+    let id = c.id.clone();
+    if !stream {
+        // logs=1 alone: the recorded output, then the end (a plain body unless hijacked).
+        let replay = if logs { replay_logs(e, &c, stdout, stderr).await } else { Vec::new() };
+        if !upgrade {
+            let mut r = Response::new(crate::http_util::full(replay));
+            let ct = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            return Ok(r);
+        }
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(u) = on_upgrade.await {
+                let mut client = TokioIo::new(u);
+                let _ = client.write_all(&replay).await;
+                let _ = client.shutdown().await;
+            }
+        });
+        return Ok(super::upgraded_response(tty));
+    }
     if !upgrade {
         return Err(ApiError::bad("attach needs a connection upgrade (Upgrade: tcp)"));
     }
-    let tty = c.config.tty.unwrap_or(false);
-    let id = c.id.clone();
     let ticket = if !is_running(&c) { Some(e.register_attach(&id)) } else { None };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let e2 = Arc::clone(e);
+    let c2 = c.clone();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -729,6 +791,17 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
                 return;
             }
         };
+        let mut client = TokioIo::new(upgraded);
+        if logs {
+            // docker-py/compose `attach(logs=True)`: what the container printed so far first.
+            let replay = replay_logs(&e2, &c2, stdout, stderr).await;
+            if client.write_all(&replay).await.is_err() {
+                if let Some(t) = ticket {
+                    e2.cancel_attach(&id, t);
+                }
+                return;
+            }
+        }
         if let Some(t) = ticket {
             if !e2.wait_started(&id, t).await {
                 return;
@@ -749,11 +822,33 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
                 }
             }
         };
-        let mut client = TokioIo::new(upgraded);
         super::splice(&mut client, &mut remote).await;
         let _ = client.shutdown().await;
     });
     Ok(super::upgraded_response(tty))
+}
+
+/// The container's log so far, rendered as an attach stream would carry it (framed unless TTY).
+async fn replay_logs(e: &Arc<Engine>, c: &Container, stdout: bool, stderr: bool) -> Vec<u8> {
+    let tty = c.config.tty.unwrap_or(false);
+    let log = paths(e, &c.id).log;
+    let opts = berth_shim::LogOptions { stdout, stderr, since: None, until: None, tail: None, timestamps: false, follow: false };
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let Ok(reader) = berth_shim::read_logs(&log, opts) else { return out };
+        for entry in reader {
+            let Ok(entry) = entry else { break };
+            let data = entry.render(false);
+            if tty {
+                out.extend_from_slice(&data);
+            } else {
+                out.extend_from_slice(&berth_shim::frame(entry.stream_type(), &data));
+            }
+        }
+        out
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// POST /containers/{id}/resize?h=&w=
@@ -779,6 +874,8 @@ pub async fn resize(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Bo
 pub async fn restore(e: &Arc<Engine>) {
     for c in e.containers.list() {
         if !is_running(&c) || c.state.status == Status::Restarting {
+            // A crash during `docker cp` of a stopped container may have left its rootfs mounted.
+            let _ = Bundle { dir: paths(e, &c.id).bundle }.remove(&SysMounter);
             // Policies that keep a container up bring it back when the daemon starts.
             use bollard_stubs::models::RestartPolicyNameEnum as P;
             let policy = c.host_config.restart_policy.as_ref().and_then(|p| p.name);

@@ -267,8 +267,9 @@ fn state_view(c: &Container) -> ContainerState {
 }
 
 /// GET /containers/{id}/json
-pub async fn inspect(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiError> {
+pub async fn inspect(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
     let c = e.containers.get(key)?;
+    let size = if q.bool("size")? { Some(sizes(e, &c).await) } else { None };
     let dir = e.containers.dir(&c.id);
     let out = ContainerInspectResponse {
         id: Some(c.id.clone()),
@@ -291,8 +292,8 @@ pub async fn inspect(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiEr
         exec_ids: None,
         host_config: Some(c.host_config.clone()),
         graph_driver: Some(DriverData { name: "overlay2".into(), data: HashMap::new() }),
-        size_rw: None,
-        size_root_fs: None,
+        size_rw: size.map(|s| s.0),
+        size_root_fs: size.map(|s| s.1),
         mounts: Some(vec![]),
         config: Some(c.config.clone()),
         network_settings: None,
@@ -358,9 +359,19 @@ pub fn summary(c: &Container) -> ContainerSummary {
     }
 }
 
+/// Docker's SizeRw (bytes in the container's writable layer) and SizeRootFs (that plus the
+/// image) for `ps -s` and `inspect --size`.
+pub async fn sizes(e: &Arc<Engine>, c: &Container) -> (i64, i64) {
+    let upper = lifecycle::paths(e, &c.id).upper;
+    let image = berth_image::Digest::parse(&c.image_id).ok().and_then(|d| e.store.get_image(&d).ok()).map(|i| i.size).unwrap_or(0);
+    let rw = tokio::task::spawn_blocking(move || stats::dir_size(&upper)).await.unwrap_or(0);
+    (rw as i64, (rw + image) as i64)
+}
+
 /// GET /containers/json
 pub async fn list(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError> {
     let all = q.bool("all")?;
+    let with_size = q.bool("size")?;
     let limit = q.i64("limit")?.filter(|l| *l > 0);
     let f = q.filters()?;
     f.only(&["id", "name", "label", "status", "ancestor", "exited", "before", "since", "health", "network", "volume", "publish", "expose", "isolation", "is-task"])?;
@@ -381,7 +392,13 @@ pub async fn list(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError
         {
             continue;
         }
-        out.push(summary(&c));
+        let mut row = summary(&c);
+        if with_size {
+            let (rw, root) = sizes(e, &c).await;
+            row.size_rw = Some(rw);
+            row.size_root_fs = Some(root);
+        }
+        out.push(row);
         if limit.map(|l| out.len() as i64 >= l).unwrap_or(false) {
             break;
         }

@@ -873,7 +873,7 @@ fn until_nanos(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<i64> {
 }
 
 /// Bytes under a directory, not following symlinks (the container's writable layer).
-fn dir_size(p: &Path) -> u64 {
+pub(crate) fn dir_size(p: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(p) else { return 0 };
     if !meta.is_dir() {
         return meta.len();
