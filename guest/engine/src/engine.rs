@@ -21,6 +21,7 @@ pub struct Engine {
     pub config: Config,
     pub store: Arc<Store>,
     pub containers: Arc<ContainerStore>,
+    pub volumes: crate::volumes::VolumeStore,
     pub registry: Client,
     pub events: EventBus,
     /// One download per blob digest across concurrent pulls.
@@ -53,12 +54,14 @@ impl Engine {
         })
         .map_err(ApiError::from)?;
         let containers = ContainerStore::open(&config.data_root.join("containers"))?;
+        let volumes = crate::volumes::VolumeStore::open(&config.data_root.join("volumes"))?;
         let id = load_or_create_id(&config.data_root)?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Ok(Arc::new(Engine {
             config,
             store: Arc::new(store),
             containers: Arc::new(containers),
+            volumes,
             registry,
             events: EventBus::new(),
             downloads: SingleFlight::default(),

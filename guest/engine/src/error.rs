@@ -86,6 +86,19 @@ impl From<berth_image::archive::ArchiveError> for ApiError {
     }
 }
 
+impl From<crate::volumes::VolumeError> for ApiError {
+    fn from(e: crate::volumes::VolumeError) -> Self {
+        use crate::volumes::VolumeError as V;
+        let msg = e.to_string();
+        match e {
+            V::NotFound(_) => ApiError::NotFound(msg),
+            V::InUse { .. } => ApiError::Conflict(msg),
+            V::InvalidName(_) | V::InvalidOptions { .. } | V::Driver(_) => ApiError::BadParameter(msg),
+            V::Mount { .. } | V::Io { .. } => ApiError::Internal(msg),
+        }
+    }
+}
+
 impl From<serde_json::Error> for ApiError {
     fn from(e: serde_json::Error) -> Self {
         ApiError::BadParameter(format!("invalid JSON: {e}"))

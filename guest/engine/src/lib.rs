@@ -18,6 +18,7 @@ pub mod pull;
 pub mod router;
 pub mod singleflight;
 pub mod system;
+pub mod volumes;
 
 pub use config::Config;
 pub use daemon::{run, DaemonError};

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use crate::engine::{Engine, API_VERSION, MIN_API_VERSION};
 use crate::error::ApiError;
 use crate::http_util::{error_response, Body, Query};
-use crate::{containers, images, system};
+use crate::{containers, images, system, volumes};
 
 /// A parsed `/vX.Y` prefix, compared numerically (1.9 < 1.41).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -106,6 +106,11 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Respons
         (&Method::POST, "/containers/create") => containers::create(&engine, req, &query).await,
         (&Method::GET, "/containers/json") => containers::list(&engine, &query).await,
         (&Method::POST, "/containers/prune") => containers::stats::prune(&engine, &query).await,
+        (&Method::GET, "/volumes") => volumes::list(&engine, &query).await,
+        (&Method::POST, "/volumes/create") => volumes::create(&engine, req).await,
+        (&Method::POST, "/volumes/prune") => volumes::prune(&engine, &query).await,
+        (&Method::GET, p) if p.starts_with("/volumes/") => volumes::inspect(&engine, &p["/volumes/".len()..]).await,
+        (&Method::DELETE, p) if p.starts_with("/volumes/") => volumes::remove(&engine, &p["/volumes/".len()..], &query).await,
         (_, p) if p.starts_with("/exec/") => {
             let (id, action) = p["/exec/".len()..].split_once('/').unwrap_or((&p["/exec/".len()..], ""));
             match (&m, action) {

@@ -243,7 +243,7 @@ pub async fn df(e: &Arc<Engine>) -> Result<Response<Body>, ApiError> {
         "LayersSize": layers_size,
         "Images": summaries,
         "Containers": e.containers.list().iter().map(crate::containers::summary).collect::<Vec<_>>(),
-        "Volumes": [],
+        "Volumes": crate::volumes::df(e),
         "BuildCache": [],
     });
     Ok(ok_json(&v))

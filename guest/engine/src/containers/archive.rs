@@ -203,6 +203,11 @@ pub fn open_in_root(root: &Path, path: &str) -> std::io::Result<std::os::fd::Own
     open_in_root_with(root, path, libc::O_NOFOLLOW)
 }
 
+/// Like [`open_in_root`] but a final symlink is followed (still clamped to the root).
+pub(crate) fn open_in_root_following(root: &Path, path: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    open_in_root_with(root, path, 0)
+}
+
 /// Like [`open_in_root`]; `extra` = 0 follows a final symlink (still clamped to the root), for
 /// parent directories, which Docker resolves through links.
 fn open_in_root_with(root: &Path, path: &str, extra: i32) -> std::io::Result<std::os::fd::OwnedFd> {

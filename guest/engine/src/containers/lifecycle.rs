@@ -134,22 +134,6 @@ fn container_spec(c: &Container, rootfs: PathBuf, user: berth_runtime::user::Res
             permissions: d.cgroup_permissions.filter(|p| !p.is_empty()).unwrap_or_else(|| "rwm".into()),
         });
     }
-    let mut binds = Vec::new();
-    for b in h.binds.clone().unwrap_or_default() {
-        let parts: Vec<&str> = b.split(':').collect();
-        let (src, dst, opts) = match parts.as_slice() {
-            [s, d] => (*s, *d, ""),
-            [s, d, o] => (*s, *d, *o),
-            _ => return Err(ApiError::bad(format!("invalid bind mount spec {b:?}"))),
-        };
-        if !src.starts_with('/') {
-            return Err(ApiError::bad(format!("named volumes are not supported by Berth yet: {b:?}")));
-        }
-        let mut o = vec!["rbind".to_string()];
-        o.push(if opts.split(',').any(|x| x == "ro") { "ro".into() } else { "rw".into() });
-        binds.push(MountSpec { source: src.into(), destination: dst.into(), typ: "bind".into(), options: o });
-    }
-    mounts.extend(binds);
     Ok(ContainerSpec {
         id: c.id.clone(),
         rootfs,
@@ -291,6 +275,7 @@ fn launch(e: &Engine, c: &Container, wait_attach: usize) -> Result<berth_shim::S
         )
         .map_err(|err| ApiError::bad(err.to_string()))?;
         let mut spec = container_spec(c, bundle.rootfs(), user)?;
+        spec.mounts.extend(super::mounts::runtime_mounts(e, &c.mounts, &bundle.rootfs())?);
         spec.mounts.extend(write_etc_files(c, &p.bundle)?);
         let oci = berth_runtime::spec::build(&spec).map_err(|err| ApiError::bad(err.to_string()))?;
         bundle.write_config(&oci).map_err(ApiError::internal)?;
@@ -331,7 +316,7 @@ pub async fn start(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiErro
 }
 
 pub async fn start_container(e: &Arc<Engine>, id: &str) -> Result<(), ApiError> {
-    let _guard = e.lifecycle_lock(id).await;
+    let guard = e.lifecycle_lock(id).await;
     let c = e.containers.get(id)?;
     if is_running(&c) {
         return Ok(());
@@ -354,6 +339,13 @@ pub async fn start_container(e: &Arc<Engine>, id: &str) -> Result<(), ApiError> 
                 c.state.finished_at = Some(now());
             });
             e.notify_exit(ExitNote { id: id.to_string(), exit_code: 128, removed: false });
+            // `docker run --rm` waits for the removal: a start that failed removes it too.
+            if c.host_config.auto_remove.unwrap_or(false) {
+                drop(guard);
+                if let Ok(c) = e.containers.get(id) {
+                    let _ = destroy(e, &c, true).await;
+                }
+            }
             return Err(err);
         }
     };
@@ -424,6 +416,11 @@ async fn record_exit(e: &Arc<Engine>, id: &str, status: Option<berth_shim::ExitS
     }) else {
         return;
     };
+    {
+        let e2 = Arc::clone(e);
+        let mounts = c.mounts.clone();
+        let _ = tokio::task::spawn_blocking(move || super::mounts::release(&e2, &mounts)).await;
+    }
     if oom {
         e.events.container("oom", &c);
     }
@@ -436,7 +433,8 @@ async fn record_exit(e: &Arc<Engine>, id: &str, status: Option<berth_shim::ExitS
         return;
     }
     if c.host_config.auto_remove.unwrap_or(false) {
-        if let Err(err) = destroy(e, &c).await {
+        // `--rm` takes the container's anonymous volumes with it, as Docker does.
+        if let Err(err) = destroy(e, &c, true).await {
             tracing::warn!(%id, "auto-remove failed: {err}");
         }
     }
@@ -493,10 +491,12 @@ fn schedule_restart(e: Arc<Engine>, id: String, delay: Duration) {
     });
 }
 
-/// Remove a stopped container's record, files and log, and tell waiters.
-async fn destroy(e: &Arc<Engine>, c: &Container) -> Result<(), ApiError> {
+/// Remove a stopped container's record, files and log, and tell waiters; with `volumes`, also
+/// its anonymous volumes (`rm -v`).
+async fn destroy(e: &Arc<Engine>, c: &Container, volumes: bool) -> Result<(), ApiError> {
     // Not while a start or a `docker cp` of the stopped container holds its rootfs.
     let _guard = e.lifecycle_lock(&c.id).await;
+    let anonymous = if volumes { super::mounts::anonymous_volumes(e, &c.mounts) } else { Vec::new() };
     let store = Arc::clone(&e.containers);
     let id = c.id.clone();
     let bundle = Bundle { dir: paths(e, &c.id).bundle };
@@ -506,6 +506,11 @@ async fn destroy(e: &Arc<Engine>, c: &Container) -> Result<(), ApiError> {
     })
     .await??;
     e.events.container("destroy", c);
+    for v in anonymous {
+        if let Err(err) = crate::volumes::remove_volume(e, &v).await {
+            tracing::debug!(volume = %v, "not removing the anonymous volume: {err}");
+        }
+    }
     e.notify_exit(ExitNote { id: c.id.clone(), exit_code: c.state.exit_code, removed: true });
     Ok(())
 }
@@ -660,7 +665,7 @@ pub async fn remove(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Bo
     if is_running(&c) {
         return Err(ApiError::internal(format!("container {} did not stop", c.short_id())));
     }
-    destroy(e, &c).await?;
+    destroy(e, &c, q.bool("v")?).await?;
     Ok(status_only(StatusCode::NO_CONTENT))
 }
 

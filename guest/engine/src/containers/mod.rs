@@ -5,6 +5,7 @@ pub mod archive;
 pub mod exec;
 pub mod health;
 pub mod lifecycle;
+pub mod mounts;
 pub mod stats;
 pub mod store;
 
@@ -190,6 +191,8 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Resul
     }
     let host_config = body.host_config.unwrap_or_default();
     crate::containers::validate_host_config(&host_config)?;
+    let from = mounts::volumes_from(e, &host_config)?;
+    let (mount_points, wanted) = mounts::plan(&config, &host_config, &from)?;
     let id = random_id()?;
     if config.hostname.as_deref().unwrap_or("").is_empty() {
         config.hostname = Some(id[..12].to_string());
@@ -207,7 +210,9 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Resul
         host_config,
         state: State::default(),
         id: id.clone(),
+        mounts: mount_points,
     };
+    mounts::create_volumes(e, wanted).await?;
     let mut attempt = 0;
     loop {
         let store = Arc::clone(&e.containers);
@@ -294,7 +299,7 @@ pub async fn inspect(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<B
         graph_driver: Some(DriverData { name: "overlay2".into(), data: HashMap::new() }),
         size_rw: size.map(|s| s.0),
         size_root_fs: size.map(|s| s.1),
-        mounts: Some(vec![]),
+        mounts: Some(mounts::inspect_view(e, &c.mounts)),
         config: Some(c.config.clone()),
         network_settings: None,
     };

@@ -1100,6 +1100,7 @@ mod tests {
             path: "sh".into(),
             args: vec![],
             state: Default::default(),
+            mounts: vec![],
         };
         c.state.status = Status::Exited;
         assert!(prune_selects(&c, None, &[], &[]));

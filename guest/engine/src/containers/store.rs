@@ -74,6 +74,9 @@ pub struct Container {
     pub path: String,
     pub args: Vec<String>,
     pub state: State,
+    /// Mounts resolved at create time (volumes, binds, tmpfs).
+    #[serde(default)]
+    pub mounts: Vec<super::mounts::MountPoint>,
 }
 
 impl Container {
@@ -291,6 +294,7 @@ mod tests {
             path: "sh".into(),
             args: vec![],
             state: State::default(),
+            mounts: vec![],
         }
     }
 
