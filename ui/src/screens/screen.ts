@@ -1,0 +1,5 @@
+export interface Screen {
+  readonly el: HTMLElement;
+  show(): void;
+  hide(): void;
+}
