@@ -118,8 +118,11 @@ fn default_container_has_docker_capabilities_and_own_namespaces() {
     assert_eq!(pid.trim(), "1");
     let host = w.d.docker_ok(&["run", "--rm", "--hostname", "boat", &img, "hostname"]);
     assert_eq!(host.trim(), "boat");
-    // Only loopback in the default network namespace.
+    // Own network namespace: loopback plus the default bridge's eth0; only loopback with none.
     let links = w.d.docker_ok(&["run", "--rm", &img, "cat", "/proc/net/dev"]);
+    let ifaces: Vec<&str> = links.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(ifaces, vec!["lo", "eth0"], "{links}");
+    let links = w.d.docker_ok(&["run", "--rm", "--network", "none", &img, "cat", "/proc/net/dev"]);
     let ifaces: Vec<&str> = links.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
     assert_eq!(ifaces, vec!["lo"], "{links}");
 }

@@ -179,7 +179,8 @@ fn cp_into_running_and_stopped_containers() {
     // No mount of the stopped container's rootfs is left behind.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let exec_root = w.d.exec_root().display().to_string();
-    let ours: Vec<&str> = mounts.lines().filter(|l| l.contains(&exec_root)).collect();
+    // (The running container's network namespace file is a mount too; count rootfs mounts.)
+    let ours: Vec<&str> = mounts.lines().filter(|l| l.contains(&exec_root) && l.contains(" - overlay ")).collect();
     assert_eq!(ours.len(), 1, "only the running container's rootfs may be mounted: {ours:?}");
 }
 

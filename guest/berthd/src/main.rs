@@ -28,6 +28,10 @@ struct Args {
     /// Registry reached over plain HTTP (host:port); repeatable. Loopback is always allowed.
     #[arg(long = "insecure-registry")]
     insecure_registry: Vec<String>,
+    /// Upstream DNS server for containers' embedded resolver (IP or IP:PORT); repeatable.
+    /// Default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "dns")]
+    dns: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         exec_root: args.exec_root,
         pidfile: args.pidfile,
         insecure_registries: args.insecure_registry,
+        dns: args.dns,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async {

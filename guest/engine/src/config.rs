@@ -15,6 +15,8 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     /// Registries reached over plain HTTP besides loopback (`host:port` or `host`).
     pub insecure_registries: Vec<String>,
+    /// Upstream resolvers for the embedded DNS (`--dns IP[:PORT]`); default: /etc/resolv.conf.
+    pub dns: Vec<String>,
 }
 
 impl Default for Config {
@@ -25,6 +27,7 @@ impl Default for Config {
             exec_root: DEFAULT_EXEC_ROOT.into(),
             pidfile: None,
             insecure_registries: Vec::new(),
+            dns: Vec::new(),
         }
     }
 }

@@ -156,6 +156,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if tokio::time::timeout(Duration::from_secs(5), all_done.recv()).await.is_err() {
         tracing::warn!("some connections were still open after 5 s; closing them");
     }
+    crate::networks::shutdown(&engine);
     for p in &paths {
         let _ = std::fs::remove_file(p);
     }

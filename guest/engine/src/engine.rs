@@ -22,6 +22,7 @@ pub struct Engine {
     pub store: Arc<Store>,
     pub containers: Arc<ContainerStore>,
     pub volumes: crate::volumes::VolumeStore,
+    pub networks: crate::networks::Networks,
     pub registry: Client,
     pub events: EventBus,
     /// One download per blob digest across concurrent pulls.
@@ -55,6 +56,12 @@ impl Engine {
         .map_err(ApiError::from)?;
         let containers = ContainerStore::open(&config.data_root.join("containers"))?;
         let volumes = crate::volumes::VolumeStore::open(&config.data_root.join("volumes"))?;
+        let networks = crate::networks::Networks::open(
+            &config.data_root,
+            &config.exec_root,
+            std::sync::Arc::new(berth_network::plumbing::Linux),
+            &config.dns,
+        )?;
         let id = load_or_create_id(&config.data_root)?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Ok(Arc::new(Engine {
@@ -62,6 +69,7 @@ impl Engine {
             store: Arc::new(store),
             containers: Arc::new(containers),
             volumes,
+            networks,
             registry,
             events: EventBus::new(),
             downloads: SingleFlight::default(),

@@ -99,6 +99,21 @@ impl From<crate::volumes::VolumeError> for ApiError {
     }
 }
 
+impl From<crate::networks::NetworkError> for ApiError {
+    fn from(e: crate::networks::NetworkError) -> Self {
+        use crate::networks::NetworkError as N;
+        let msg = e.to_string();
+        match e {
+            N::NotFound(_) => ApiError::NotFound(msg),
+            N::NameInUse(_) | N::AlreadyConnected { .. } => ApiError::Conflict(msg),
+            N::Predefined(_) | N::ActiveEndpoints { .. } | N::Overlap => ApiError::Forbidden(msg),
+            N::Invalid(_) | N::NotConnected { .. } => ApiError::BadParameter(msg),
+            N::Plumbing(berth_network::NetError::Invalid(_) | berth_network::NetError::AddressInUse(_)) => ApiError::BadParameter(msg),
+            N::PortAllocated { .. } | N::Plumbing(_) | N::Io { .. } => ApiError::Internal(msg),
+        }
+    }
+}
+
 impl From<serde_json::Error> for ApiError {
     fn from(e: serde_json::Error) -> Self {
         ApiError::BadParameter(format!("invalid JSON: {e}"))

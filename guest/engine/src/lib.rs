@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod http_util;
 pub mod images;
+pub mod networks;
 pub mod pull;
 pub mod router;
 pub mod singleflight;

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use crate::engine::{Engine, API_VERSION, MIN_API_VERSION};
 use crate::error::ApiError;
 use crate::http_util::{error_response, Body, Query};
-use crate::{containers, images, system, volumes};
+use crate::{containers, images, networks, system, volumes};
 
 /// A parsed `/vX.Y` prefix, compared numerically (1.9 < 1.41).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -106,6 +106,20 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Respons
         (&Method::POST, "/containers/create") => containers::create(&engine, req, &query).await,
         (&Method::GET, "/containers/json") => containers::list(&engine, &query).await,
         (&Method::POST, "/containers/prune") => containers::stats::prune(&engine, &query).await,
+        (&Method::GET, "/networks") => networks::list(&engine, &query).await,
+        (&Method::POST, "/networks/create") => networks::create(&engine, req).await,
+        (&Method::POST, "/networks/prune") => networks::prune(&engine, &query).await,
+        (_, p) if p.starts_with("/networks/") => {
+            let rest = &p["/networks/".len()..];
+            let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
+            match (&m, action) {
+                (&Method::GET, "") => networks::inspect(&engine, id).await,
+                (&Method::DELETE, "") => networks::remove(&engine, id).await,
+                (&Method::POST, "connect") => networks::connect(&engine, id, req).await,
+                (&Method::POST, "disconnect") => networks::disconnect(&engine, id, req).await,
+                _ => Err(ApiError::NotFound(format!("page not found: {m} {p}"))),
+            }
+        }
         (&Method::GET, "/volumes") => volumes::list(&engine, &query).await,
         (&Method::POST, "/volumes/create") => volumes::create(&engine, req).await,
         (&Method::POST, "/volumes/prune") => volumes::prune(&engine, &query).await,

@@ -79,6 +79,7 @@ const ALL_SCENARIOS: &[&str] = &[
     "run-d-rm",
     "concurrent-20",
     "idle-rss-after-100",
+    "publish-tcp",
 ];
 /// Repository and tag of the small container image (the busybox fixture) for run scenarios.
 const RUN_REPO: &str = "bench/busybox";
@@ -744,6 +745,8 @@ enum Goal {
     SpeedupAtLeast(f64),
     /// berthd median must stay below this value (in the scenario's unit).
     BerthdBelow(f64),
+    /// berthd median / peer median must reach this (for throughputs: higher is better).
+    RatioAtLeast(f64),
     /// No target in any issue: measured for the record only.
     None,
 }
@@ -780,6 +783,9 @@ impl ScenarioResult {
                 }
                 if let Goal::SpeedupAtLeast(x) = self.goal {
                     verdicts.push(b > 0.0 && m / b >= x);
+                }
+                if let Goal::RatioAtLeast(x) = self.goal {
+                    verdicts.push(m > 0.0 && b / m >= x);
                 }
             }
         }
@@ -834,6 +840,7 @@ fn markdown(header: &str, results: &[ScenarioResult]) -> String {
         let goal = match r.goal {
             Goal::SpeedupAtLeast(x) => format!("berthd at least {x}x faster (peer/berthd >= {x})"),
             Goal::BerthdBelow(x) => format!("berthd below {x} {}", r.unit),
+            Goal::RatioAtLeast(x) => format!("berthd/peer at least {x}"),
             Goal::None => "none (informational)".to_string(),
         };
         let mut speedups = String::new();
@@ -1189,6 +1196,56 @@ impl Bench<'_> {
         })
     }
 
+    /// `publish-tcp`: TCP throughput from the daemons' host namespace to a container through a
+    /// port published on 127.0.0.1 (dockerd: docker-proxy, its default for loopback; berthd:
+    /// its in-process splice relay). Server and client are Debian's iperf3; the server runs in
+    /// the busybox image with the host's iperf3 and libraries bind-mounted read-only.
+    fn publish_tcp(&self, daemons: &[(PeerKind, Result<Daemon>)]) -> ScenarioResult {
+        let result = self.empty_result(
+            "publish-tcp",
+            "iperf3 -c 127.0.0.1:PORT -t 3 (one stream) to a container behind `-p 127.0.0.1:PORT:5201`; received Gbit/s.".into(),
+            "Gbit/s",
+            Goal::RatioAtLeast(1.0),
+        );
+        let iperf = which("iperf3");
+        let ports: Vec<Result<u16>> = daemons
+            .iter()
+            .map(|(_, d)| {
+                let d = d.as_ref().map_err(|e| anyhow!("{e:#}"))?;
+                let iperf = iperf.clone().ok_or_else(|| anyhow!("iperf3 is not installed (Debian package iperf3)"))?;
+                let port = self.ns.free_port().map_err(|e| anyhow!("{e}"))?;
+                let _ = d.docker(&["rm", "-f", "bench-iperf"]);
+                d.docker(&[
+                    "run", "-d", "--name", "bench-iperf", "-p", &format!("127.0.0.1:{port}:5201"),
+                    "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/lib64:ro",
+                    "-v", &format!("{}:/iperf3:ro", iperf.display()),
+                    "-e", "LD_LIBRARY_PATH=/lib/x86_64-linux-gnu",
+                    &self.run_reference, "/iperf3", "-s",
+                ])?;
+                // Ready when a short test goes through.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while iperf_gbits(self.ns, port, 1).is_err() {
+                    if Instant::now() > deadline {
+                        bail!("iperf3 server behind port {port} never answered");
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Ok(port)
+            })
+            .collect();
+        let r = self.timed(daemons, result, self.opts.runs, |d| {
+            let i = daemons.iter().position(|(k, _)| *k == d.kind).ok_or_else(|| anyhow!("peer"))?;
+            let port = *ports[i].as_ref().map_err(|e| anyhow!("{e:#}"))?;
+            iperf_gbits(self.ns, port, 3)
+        });
+        for (_, d) in daemons {
+            if let Ok(d) = d {
+                let _ = d.docker(&["rm", "-f", "bench-iperf"]);
+            }
+        }
+        r
+    }
+
     /// `run-d-rm`: start a detached sleeper and force-remove it; both calls timed together.
     fn run_d_rm(&self, daemons: &[(PeerKind, Result<Daemon>)]) -> ScenarioResult {
         let result = self.empty_result(
@@ -1320,6 +1377,23 @@ fn version_of(program: &Path, arg: &str) -> String {
         .unwrap_or_else(|| "unavailable".into())
 }
 
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+/// One iperf3 run of `secs` seconds from the namespace to 127.0.0.1:port; received Gbit/s.
+fn iperf_gbits(ns: &NetNs, port: u16, secs: u32) -> Result<f64> {
+    let mut cmd = ns.command("iperf3");
+    cmd.args(["-c", "127.0.0.1", "-p", &port.to_string(), "-t", &secs.to_string(), "-J"]);
+    let (status, out, err) = run_with_timeout(cmd, None, Duration::from_secs(secs as u64 + 20)).map_err(|e| anyhow!("iperf3: {e}"))?;
+    if !status.success() {
+        bail!("iperf3 failed: {}{}", String::from_utf8_lossy(&out).chars().take(300).collect::<String>(), String::from_utf8_lossy(&err));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out)?;
+    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64().ok_or_else(|| anyhow!("no throughput in iperf3 output"))?;
+    Ok(bps / 1e9)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Err(e) = run(&args) {
@@ -1375,7 +1449,7 @@ fn run(args: &[String]) -> Result<()> {
     for s in &opts.scenarios {
         let uses_run_daemons = matches!(
             s.as_str(),
-            "run-rm" | "run-rm-netnone" | "run-d-rm" | "concurrent-20"
+            "run-rm" | "run-rm-netnone" | "run-d-rm" | "concurrent-20" | "publish-tcp"
         );
         if uses_run_daemons && run_daemons.is_none() {
             run_daemons = Some(bench.run_daemons());
@@ -1394,6 +1468,7 @@ fn run(args: &[String]) -> Result<()> {
             "run-d-rm" => bench.run_d_rm(rd),
             "concurrent-20" => bench.concurrent(rd),
             "idle-rss-after-100" => bench.idle_rss_after_runs(),
+            "publish-tcp" => bench.publish_tcp(rd),
             other => bail!("unknown scenario {other}"),
         });
     }

@@ -193,23 +193,31 @@ pub fn init_binary() -> Option<PathBuf> {
 }
 
 /// Files Docker bind-mounts into every container: /etc/hostname, /etc/hosts, /etc/resolv.conf.
-fn write_etc_files(c: &Container, bundle: &std::path::Path) -> Result<Vec<MountSpec>, ApiError> {
+/// On bridge networks the resolver is the embedded one at 127.0.0.11 (container names on
+/// user-defined networks, everything else forwarded to the host's resolvers, loopback ones
+/// included); with `--network host` the host's files; with `none` the host's resolvers that a
+/// container's own namespace can reach.
+fn write_etc_files(c: &Container, bundle: &std::path::Path, net: &crate::networks::NetState) -> Result<Vec<MountSpec>, ApiError> {
     let hostname = c.config.hostname.clone().unwrap_or_default();
     let host_net = c.host_config.network_mode.as_deref() == Some("host");
     let hosts = if host_net {
         std::fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
-        format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.0.1\t{hostname}\n"
-        )
+        crate::networks::etc_hosts(c, net)
     };
-    // Resolvers on the host's loopback are unreachable from a container's own namespace.
-    let resolv: String = std::fs::read_to_string("/etc/resolv.conf")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| host_net || !(l.starts_with("nameserver 127.") || l.starts_with("nameserver ::1")))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv: String = if !net.endpoints.is_empty() {
+        let mut r: String = host_resolv.lines().filter(|l| l.starts_with("search ") || l.starts_with("domain ")).map(|l| format!("{l}\n")).collect();
+        r.push_str("nameserver 127.0.0.11\noptions ndots:0\n");
+        r
+    } else {
+        // Resolvers on the host's loopback are unreachable from a container's own namespace.
+        host_resolv
+            .lines()
+            .filter(|l| host_net || !(l.starts_with("nameserver 127.") || l.starts_with("nameserver ::1")))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
     let mut out = Vec::new();
     for (name, content) in [("hostname", format!("{hostname}\n")), ("hosts", hosts), ("resolv.conf", resolv)] {
         let p = bundle.join(name);
@@ -261,12 +269,20 @@ pub(crate) fn mount_rootfs(e: &Engine, c: &Container) -> Result<Bundle, ApiError
 }
 
 /// Prepare the rootfs and bundle and hand the container to a shim. Blocking.
-fn launch(e: &Engine, c: &Container, wait_attach: usize) -> Result<berth_shim::ShimHandle, ApiError> {
+fn launch(e: &Arc<Engine>, c: &Container, wait_attach: usize) -> Result<(berth_shim::ShimHandle, crate::networks::NetState), ApiError> {
     let t0 = std::time::Instant::now();
     let p = paths(e, &c.id);
     let bundle = mount_rootfs(e, c)?;
     let m = SysMounter;
     let t_mount = t0.elapsed();
+    let net = match crate::networks::attach(e, c) {
+        Ok(n) => n,
+        Err(err) => {
+            let _ = bundle.unmount_rootfs(&m);
+            return Err(err);
+        }
+    };
+    let t_net = t0.elapsed();
     let result = (|| {
         let user = berth_runtime::user::resolve(
             &bundle.rootfs(),
@@ -275,8 +291,13 @@ fn launch(e: &Engine, c: &Container, wait_attach: usize) -> Result<berth_shim::S
         )
         .map_err(|err| ApiError::bad(err.to_string()))?;
         let mut spec = container_spec(c, bundle.rootfs(), user)?;
+        spec.network = match (&net.netns, net.host_mode) {
+            (_, true) => NetworkMode::Host,
+            (Some(ns), false) => NetworkMode::Path(ns.clone()),
+            (None, false) => NetworkMode::Private,
+        };
         spec.mounts.extend(super::mounts::runtime_mounts(e, &c.mounts, &bundle.rootfs())?);
-        spec.mounts.extend(write_etc_files(c, &p.bundle)?);
+        spec.mounts.extend(write_etc_files(c, &p.bundle, &net.state)?);
         let oci = berth_runtime::spec::build(&spec).map_err(|err| ApiError::bad(err.to_string()))?;
         bundle.write_config(&oci).map_err(ApiError::internal)?;
         let mut opts = berth_shim::ShimOptions::new(
@@ -293,16 +314,20 @@ fn launch(e: &Engine, c: &Container, wait_attach: usize) -> Result<berth_shim::S
         opts.wait_attach = wait_attach;
         let t_bundle = t0.elapsed();
         let r = berth_shim::spawn(&opts);
-        tracing::debug!(id = %c.short_id(), ?t_mount, ?t_bundle, total = ?t0.elapsed(), "container launched");
+        tracing::debug!(id = %c.short_id(), ?t_mount, ?t_net, ?t_bundle, total = ?t0.elapsed(), "container launched");
         r.map_err(|err| match err {
             berth_shim::ShimError::Start(msg) => ApiError::bad(msg),
             other => ApiError::internal(other),
         })
     })();
-    if result.is_err() {
-        let _ = bundle.unmount_rootfs(&m);
+    match result {
+        Ok(h) => Ok((h, net.state)),
+        Err(err) => {
+            crate::networks::detach(e, c, &net.state);
+            let _ = bundle.unmount_rootfs(&m);
+            Err(err)
+        }
     }
-    result
 }
 
 /// POST /containers/{id}/start
@@ -328,7 +353,7 @@ pub async fn start_container(e: &Arc<Engine>, id: &str) -> Result<(), ApiError> 
     e.announce_started(id);
     let e2 = Arc::clone(e);
     let c2 = c.clone();
-    let handle = match tokio::task::spawn_blocking(move || launch(&e2, &c2, pending)).await? {
+    let (handle, net) = match tokio::task::spawn_blocking(move || launch(&e2, &c2, pending)).await? {
         Ok(h) => h,
         Err(err) => {
             let msg = err.to_string();
@@ -359,8 +384,14 @@ pub async fn start_container(e: &Arc<Engine>, id: &str) -> Result<(), ApiError> 
         c.state.finished_at = None;
         c.state.manually_stopped = false;
         c.state.health = None;
+        c.net = net.clone();
         c.clone()
     })?;
+    for ep in &c.net.endpoints {
+        if let Ok(r) = e.networks.get(&ep.network_id) {
+            crate::networks::network_event(e, "connect", &r, Some(&c.id));
+        }
+    }
     e.events.container("start", &c);
     super::health::monitor(Arc::clone(e), &c);
     watch_exit(Arc::clone(e), id.to_string());
@@ -418,9 +449,27 @@ async fn record_exit(e: &Arc<Engine>, id: &str, status: Option<berth_shim::ExitS
     };
     {
         let e2 = Arc::clone(e);
-        let mounts = c.mounts.clone();
-        let _ = tokio::task::spawn_blocking(move || super::mounts::release(&e2, &mounts)).await;
+        let c2 = c.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::networks::detach(&e2, &c2, &c2.net);
+            super::mounts::release(&e2, &c2.mounts);
+        })
+        .await;
+        for ep in &c.net.endpoints {
+            if let Ok(r) = e.networks.get(&ep.network_id) {
+                crate::networks::network_event(e, "disconnect", &r, Some(&c.id));
+            }
+        }
     }
+    let c = match e.containers.update(id, |c| {
+        c.net.sandbox.clear();
+        c.net.endpoints.clear();
+        c.net.ports.clear();
+        c.clone()
+    }) {
+        Ok(c) => c,
+        Err(_) => return,
+    };
     if oom {
         e.events.container("oom", &c);
     }
@@ -877,6 +926,13 @@ pub async fn resize(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Bo
 /// After a daemon restart: containers whose shim still runs are followed again; the others
 /// get their recorded exit (live-restore).
 pub async fn restore(e: &Arc<Engine>) {
+    // Bridges and the firewall first: containers brought back below attach to them.
+    {
+        let e2 = Arc::clone(e);
+        if let Ok(Err(err)) = tokio::task::spawn_blocking(move || e2.networks.sync_host()).await {
+            tracing::warn!("network setup: {err}");
+        }
+    }
     for c in e.containers.list() {
         if !is_running(&c) || c.state.status == Status::Restarting {
             // A crash during `docker cp` of a stopped container may have left its rootfs mounted.
@@ -899,6 +955,7 @@ pub async fn restore(e: &Arc<Engine>) {
         let p = paths(e, &c.id);
         if berth_shim::is_alive(&p.shim_state) {
             tracing::info!(id = %c.short_id(), "container still running; following it again");
+            crate::networks::reattach(e, &c);
             super::health::monitor(Arc::clone(e), &c);
             watch_exit(Arc::clone(e), c.id.clone());
         } else {
@@ -906,6 +963,8 @@ pub async fn restore(e: &Arc<Engine>) {
             record_exit(e, &c.id, status).await;
         }
     }
+    let e2 = Arc::clone(e);
+    let _ = tokio::task::spawn_blocking(move || crate::networks::reconcile(&e2)).await;
 }
 
 #[cfg(test)]

@@ -189,8 +189,12 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Resul
     if argv.is_empty() {
         return Err(ApiError::bad("no command specified"));
     }
-    let host_config = body.host_config.unwrap_or_default();
+    let mut host_config = body.host_config.unwrap_or_default();
     crate::containers::validate_host_config(&host_config)?;
+    crate::networks::normalize_mode(e, &mut host_config);
+    crate::networks::resolve_extra_hosts(e, &mut host_config)?;
+    let wanted_networks = crate::networks::wanted_at_create(e, &host_config, body.networking_config.as_ref())?;
+    crate::networks::port_requests_valid(&config, &host_config)?;
     let from = mounts::volumes_from(e, &host_config)?;
     let (mount_points, wanted) = mounts::plan(&config, &host_config, &from)?;
     let id = random_id()?;
@@ -211,6 +215,7 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Resul
         state: State::default(),
         id: id.clone(),
         mounts: mount_points,
+        net: crate::networks::NetState { wanted: wanted_networks, ..Default::default() },
     };
     mounts::create_volumes(e, wanted).await?;
     let mut attempt = 0;
@@ -232,11 +237,6 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Resul
 
 /// Refuse what Berth cannot honour yet, clearly, instead of silently ignoring it.
 pub fn validate_host_config(h: &HostConfig) -> Result<(), ApiError> {
-    if let Some(m) = h.network_mode.as_deref() {
-        if !matches!(m, "" | "default" | "none" | "host" | "bridge") {
-            return Err(ApiError::bad(format!("network mode {m:?} is not supported by Berth yet")));
-        }
-    }
     if let Some(m) = h.memory {
         if m != 0 && m < 6 * 1024 * 1024 {
             return Err(ApiError::bad("Minimum memory limit allowed is 6MB"));
@@ -303,7 +303,15 @@ pub async fn inspect(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<B
         config: Some(c.config.clone()),
         network_settings: None,
     };
-    Ok(ok_json(&out))
+    let mut v = serde_json::to_value(&out)?;
+    v["NetworkSettings"] = crate::networks::settings_view(e, &c);
+    let p = lifecycle::paths(e, &c.id);
+    if matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting) {
+        for (k, f) in [("ResolvConfPath", "resolv.conf"), ("HostnamePath", "hostname"), ("HostsPath", "hosts")] {
+            v[k] = Value::String(p.bundle.join(f).display().to_string());
+        }
+    }
+    Ok(ok_json(&v))
 }
 
 fn status_text(c: &Container) -> String {
@@ -352,14 +360,36 @@ pub fn summary(c: &Container) -> ContainerSummary {
         image_id: Some(c.image_id.clone()),
         command: Some(command),
         created: chrono::DateTime::parse_from_rfc3339(&c.created).ok().map(|t| t.timestamp()),
-        ports: Some(vec![]),
+        ports: Some(crate::networks::ps_ports(c)),
         size_rw: None,
         size_root_fs: None,
         labels: c.config.labels.clone(),
         state: Some(c.state.status.as_str().into()),
         status: Some(status_text(c)),
         host_config: None,
-        network_settings: None,
+        network_settings: Some(bollard_stubs::models::ContainerSummaryNetworkSettings {
+            networks: Some(
+                c.net
+                    .wanted
+                    .iter()
+                    .map(|(name, _)| {
+                        let ep = c.net.endpoints.iter().find(|ep| ep.network == *name);
+                        (
+                            name.clone(),
+                            bollard_stubs::models::EndpointSettings {
+                                network_id: ep.map(|ep| ep.network_id.clone()),
+                                endpoint_id: ep.map(|ep| ep.endpoint_id.clone()),
+                                ip_address: ep.map(|ep| ep.ip.to_string()),
+                                gateway: ep.map(|ep| ep.gateway.to_string()),
+                                ip_prefix_len: ep.map(|ep| ep.prefix as i64),
+                                mac_address: ep.map(|ep| ep.mac.clone()),
+                                ..Default::default()
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
+        }),
         mounts: Some(vec![]),
     }
 }

@@ -1101,6 +1101,7 @@ mod tests {
             args: vec![],
             state: Default::default(),
             mounts: vec![],
+            net: Default::default(),
         };
         c.state.status = Status::Exited;
         assert!(prune_selects(&c, None, &[], &[]));

@@ -77,6 +77,9 @@ pub struct Container {
     /// Mounts resolved at create time (volumes, binds, tmpfs).
     #[serde(default)]
     pub mounts: Vec<super::mounts::MountPoint>,
+    /// Networks asked for, and while running the endpoints and published ports.
+    #[serde(default)]
+    pub net: crate::networks::NetState,
 }
 
 impl Container {
@@ -295,6 +298,7 @@ mod tests {
             args: vec![],
             state: State::default(),
             mounts: vec![],
+            net: Default::default(),
         }
     }
 
