@@ -1158,6 +1158,7 @@ fn commit(
             created,
             size,
             loaded_at,
+            parent: None,
         });
     }
     // Everything is committed: now make it visible.
@@ -1468,6 +1469,7 @@ mod tests {
                 created: Some("2024-05-06T07:08:09Z".into()),
                 size: 0,
                 loaded_at: now_rfc3339(),
+                parent: None,
             })
             .unwrap();
         for t in tags {

@@ -15,6 +15,7 @@
 //!   keep it until `put_image` has succeeded.
 
 pub mod archive;
+pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod reference;
@@ -26,5 +27,5 @@ pub use digest::{Digest, Hasher};
 pub use error::ImageError;
 pub use reference::{looks_like_id, Reference};
 pub use store::{
-    now_rfc3339, Compression, GcStats, ImageRecord, Ingest, LayerInfo, Lease, Store, StoreLimits,
+    now_rfc3339, BlobWriter, Compression, GcStats, ImageRecord, Ingest, LayerInfo, Lease, Store, StoreLimits,
 };

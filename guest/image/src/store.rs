@@ -99,6 +99,10 @@ pub struct ImageRecord {
     pub created: Option<String>,
     pub size: u64,
     pub loaded_at: String,
+    /// The image this one was built or committed on top of (local metadata, as Docker
+    /// keeps it: build cache lookups and hiding intermediate images use it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Digest>,
 }
 
 /// Result of a garbage collection.
@@ -349,6 +353,14 @@ impl Store {
             self.atomic_write(&self.blob_path(&d), bytes)?;
         }
         Ok(d)
+    }
+
+    /// A writer for a blob whose digest is only known at the end (a layer tar being made).
+    /// Nothing is visible until [`BlobWriter::commit`]; a crash leaves only a file in tmp/.
+    pub fn blob_writer(&self) -> Result<BlobWriter<'_>, ImageError> {
+        let path = self.root.join("tmp").join(format!("blob-{}.tmp", rand_suffix()));
+        let file = File::create(&path)?;
+        Ok(BlobWriter { store: self, path, file: Some(io::BufWriter::with_capacity(1 << 20, file)), hasher: Hasher::new(), size: 0 })
     }
 
     /// Starts (or resumes) writing a blob. Blocks while another `Ingest` of the
@@ -798,6 +810,54 @@ impl Write for HashingWriter<'_> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// See [`Store::blob_writer`].
+pub struct BlobWriter<'s> {
+    store: &'s Store,
+    path: PathBuf,
+    file: Option<io::BufWriter<File>>,
+    hasher: Hasher,
+    size: u64,
+}
+
+impl BlobWriter<'_> {
+    /// fsync, then rename into blobs/ under its digest. Returns (digest, size).
+    pub fn commit(mut self) -> Result<(Digest, u64), ImageError> {
+        let f = self.file.take().expect("not committed twice");
+        let f = f.into_inner().map_err(|e| ImageError::Io(e.into_error()))?;
+        f.sync_all()?;
+        let d = self.hasher.clone().finish();
+        let _g = self.store.gc_lock.read().unwrap();
+        let dest = self.store.blob_path(&d);
+        if dest.is_file() {
+            let _ = fs::remove_file(&self.path);
+        } else {
+            fs::rename(&self.path, &dest)?;
+            fsync_dir(dest.parent().unwrap_or(&self.store.root))?;
+        }
+        Ok((d, self.size))
+    }
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.as_mut().expect("open").write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("open").flush()
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -37,6 +37,7 @@ fn make_image(s: &Store, n: u32, layers: &[&[u8]]) -> ImageRecord {
         created: None,
         size: 0,
         loaded_at: now_rfc3339(),
+        parent: None,
     };
     s.put_image(&rec).unwrap();
     rec

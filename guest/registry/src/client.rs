@@ -10,7 +10,7 @@ use base64::Engine;
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use reqwest::header::{
-    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER,
+    HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER,
     WWW_AUTHENTICATE,
 };
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -585,7 +585,8 @@ impl Client {
             )));
         }
         let service = ch.params.get("service").cloned();
-        let mut scopes: Vec<String> = scope.map(|s| vec![s.to_string()]).unwrap_or_default();
+        // Several scopes (a push that mounts from another repository) travel space-separated.
+        let mut scopes: Vec<String> = scope.map(|s| s.split(' ').filter(|p| !p.is_empty()).map(str::to_string).collect()).unwrap_or_default();
         if let Some(s) = ch.params.get("scope") {
             for part in s.split(' ').filter(|p| !p.is_empty()) {
                 if !scopes.iter().any(|x| x == part) {
@@ -675,6 +676,138 @@ impl Client {
 
 fn pull_scope(name: &str) -> String {
     format!("repository:{name}:pull")
+}
+
+fn push_scope(name: &str, mount_from: Option<&str>) -> String {
+    match mount_from {
+        Some(f) if f != name => format!("repository:{name}:pull,push repository:{f}:pull"),
+        _ => format!("repository:{name}:pull,push"),
+    }
+}
+
+/// Outcome of starting a blob upload.
+pub enum UploadStart {
+    /// The registry mounted the blob from the other repository: nothing to send.
+    Mounted,
+    /// An upload session to PATCH/PUT to.
+    Session(url::Url),
+}
+
+impl Client {
+    fn repo_url(&self, repo: &Repository, path: &str) -> Result<url::Url, RegistryError> {
+        validate_repository_name(&repo.name)?;
+        self.base_url(&repo.registry)?
+            .join(&format!("v2/{}/{path}", repo.name))
+            .map_err(|e| RegistryError::InvalidReference(e.to_string()))
+    }
+
+    /// HEAD /v2/<name>/blobs/<digest> with push rights: Some(size) when the registry has it.
+    pub async fn blob_exists(&self, repo: &Repository, digest: &str, auth: &Auth) -> Result<Option<u64>, RegistryError> {
+        if !manifest::is_valid_digest(digest) {
+            return Err(RegistryError::InvalidReference(format!("invalid blob digest {digest:?}")));
+        }
+        let url = self.repo_url(repo, &format!("blobs/{digest}"))?;
+        let scope = push_scope(&repo.name, None);
+        let resp = self.send_authed(&repo.registry, Some(&scope), auth, |c| c.head(url.clone()).timeout(SMALL_REQUEST_TIMEOUT)).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(Some(resp.content_length().unwrap_or(0))),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(error_from_response(resp).await),
+        }
+    }
+
+    /// POST /v2/<name>/blobs/uploads/, asking to mount `digest` from repository `from` (same
+    /// registry) when given; registries that cannot mount answer with a normal session.
+    pub async fn start_upload(&self, repo: &Repository, auth: &Auth, mount: Option<(&str, &str)>) -> Result<UploadStart, RegistryError> {
+        let mut url = self.repo_url(repo, "blobs/uploads/")?;
+        if let Some((from, digest)) = mount {
+            url.query_pairs_mut().append_pair("mount", digest).append_pair("from", from);
+        }
+        let scope = push_scope(&repo.name, mount.map(|(f, _)| f));
+        let resp = self
+            .send_authed(&repo.registry, Some(&scope), auth, |c| c.post(url.clone()).header(CONTENT_LENGTH, "0").timeout(SMALL_REQUEST_TIMEOUT))
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED if mount.is_some() => Ok(UploadStart::Mounted),
+            StatusCode::ACCEPTED => Ok(UploadStart::Session(self.location(repo, &resp)?)),
+            _ => Err(error_from_response(resp).await),
+        }
+    }
+
+    fn location(&self, repo: &Repository, resp: &Response) -> Result<url::Url, RegistryError> {
+        let loc = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Transport("upload response without Location".into()))?;
+        self.base_url(&repo.registry)?.join(loc).map_err(|e| RegistryError::Transport(format!("bad upload Location {loc:?}: {e}")))
+    }
+
+    /// Upload the file at `path` (whose sha256 is `digest`) to an upload session: one
+    /// streamed PATCH (a chunked upload of a single chunk), then the closing PUT ?digest=.
+    /// `sent` counts the bytes as they go, for progress.
+    pub async fn upload_blob(
+        &self,
+        repo: &Repository,
+        session: url::Url,
+        path: &std::path::Path,
+        digest: &str,
+        auth: &Auth,
+        sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<(), RegistryError> {
+        let scope = push_scope(&repo.name, None);
+        let size = std::fs::metadata(path).map_err(|e| RegistryError::Transport(format!("{}: {e}", path.display())))?.len();
+        let p = path.to_path_buf();
+        let resp = self
+            .send_authed(&repo.registry, Some(&scope), auth, |c| {
+                sent.store(0, std::sync::atomic::Ordering::Relaxed);
+                let counter = std::sync::Arc::clone(&sent);
+                let body = match std::fs::File::open(&p) {
+                    Ok(f) => {
+                        let s = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(f), 256 * 1024).inspect(move |r| {
+                            if let Ok(b) = r {
+                                counter.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        });
+                        reqwest::Body::wrap_stream(s)
+                    }
+                    Err(_) => reqwest::Body::from(Vec::new()),
+                };
+                c.patch(session.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, size.to_string())
+                    .body(body)
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT {
+            return Err(error_from_response(resp).await);
+        }
+        let mut put = self.location(repo, &resp).unwrap_or(session);
+        put.query_pairs_mut().append_pair("digest", digest);
+        let resp = self
+            .send_authed(&repo.registry, Some(&scope), auth, |c| c.put(put.clone()).header(CONTENT_LENGTH, "0").timeout(SMALL_REQUEST_TIMEOUT))
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(error_from_response(resp).await);
+        }
+        Ok(())
+    }
+
+    /// PUT /v2/<name>/manifests/<reference>; returns the digest (computed locally).
+    pub async fn put_manifest(&self, repo: &Repository, reference: &str, media_type: &str, bytes: Bytes, auth: &Auth) -> Result<String, RegistryError> {
+        validate_manifest_reference(reference)?;
+        let url = self.repo_url(repo, &format!("manifests/{reference}"))?;
+        let scope = push_scope(&repo.name, None);
+        let resp = self
+            .send_authed(&repo.registry, Some(&scope), auth, |c| {
+                c.put(url.clone()).header(CONTENT_TYPE, media_type).body(bytes.clone()).timeout(SMALL_REQUEST_TIMEOUT)
+            })
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(error_from_response(resp).await);
+        }
+        Ok(format!("sha256:{}", hex::encode(Sha256::digest(&bytes))))
+    }
 }
 
 /// "bytes 100-199/200" -> (100, Some(200)); "bytes 100-199/*" -> (100, None).

@@ -14,7 +14,7 @@ mod server_tests;
 pub use authconfig::{
     parse_auth_config_json, parse_auth_header, parse_auth_header_config, AuthConfig,
 };
-pub use client::{BlobResponse, Client, ClientConfig, FetchedManifest};
+pub use client::{BlobResponse, Client, ClientConfig, FetchedManifest, UploadStart};
 pub use error::RegistryError;
 
 /// Credentials for one registry.
