@@ -32,6 +32,9 @@ struct Args {
     /// Default: the nameservers of /etc/resolv.conf.
     #[arg(long = "dns")]
     dns: Vec<String>,
+    /// Largest build context (unpacked bytes) that `docker build` may send.
+    #[arg(long = "max-build-context", default_value_t = berth_engine::build::DEFAULT_MAX_CONTEXT_BYTES)]
+    max_build_context: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         pidfile: args.pidfile,
         insecure_registries: args.insecure_registry,
         dns: args.dns,
+        build_context_max_bytes: args.max_build_context,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async {

@@ -17,6 +17,8 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     /// Upstream resolvers for the embedded DNS (`--dns IP[:PORT]`); default: /etc/resolv.conf.
     pub dns: Vec<String>,
+    /// Largest unpacked build context accepted by POST /build.
+    pub build_context_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -28,6 +30,7 @@ impl Default for Config {
             pidfile: None,
             insecure_registries: Vec::new(),
             dns: Vec::new(),
+            build_context_max_bytes: crate::build::DEFAULT_MAX_CONTEXT_BYTES,
         }
     }
 }

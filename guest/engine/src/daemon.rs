@@ -108,6 +108,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let paths: Vec<PathBuf> = config.hosts.iter().map(|h| unix_path(h)).collect::<Result<_, _>>()?;
     let engine = Engine::new(config.clone())?;
+    crate::build::recover(&config.exec_root);
     crate::containers::lifecycle::restore(&engine).await;
     let mut listeners = Vec::new();
     for p in &paths {

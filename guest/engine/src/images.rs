@@ -111,7 +111,7 @@ fn labels(config: &Value) -> HashMap<String, String> {
 fn summary(v: &View) -> ImageSummary {
     ImageSummary {
         id: v.rec.id.to_string(),
-        parent_id: String::new(),
+        parent_id: v.rec.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
         repo_tags: v.tags.clone(),
         repo_digests: v.digests.clone(),
         created: created_unix(&v.config),
@@ -137,8 +137,15 @@ pub async fn list(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError
     let before = resolve_filter_times(e, f.get("before")).await?;
     let since = resolve_filter_times(e, f.get("since")).await?;
     let vs = e.blocking(views).await?;
+    // Intermediate images (untagged parents of other images, left by builds) are hidden
+    // unless all=1, as in Docker.
+    let parents: HashSet<String> = vs.iter().filter_map(|v| v.rec.parent.as_ref().map(|p| p.to_string())).collect();
+    let all = q.bool("all")?;
     let mut out: Vec<ImageSummary> = Vec::new();
     for v in &vs {
+        if !all && v.tags.is_empty() && parents.contains(&v.rec.id.to_string()) {
+            continue;
+        }
         if let Some(d) = dangling {
             if d != v.tags.is_empty() {
                 continue;
@@ -196,7 +203,7 @@ async fn resolve_filter_times(e: &Arc<Engine>, names: &[String]) -> Result<Vec<i
 /// POST /images/create (docker pull). `docker import` (fromSrc) arrives with the builder work.
 pub async fn create(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Result<Response<Body>, ApiError> {
     if q.get("fromSrc").is_some() {
-        return Err(ApiError::NotImplemented("docker import is not supported by Berth yet".into()));
+        return crate::push::import(e, req, q).await;
     }
     let from = q.get("fromImage").filter(|f| !f.is_empty()).ok_or_else(|| ApiError::bad("fromImage is required"))?;
     let tag = q.get("tag").unwrap_or("");
@@ -256,7 +263,7 @@ pub async fn inspect(e: &Arc<Engine>, name: &str) -> Result<Response<Body>, ApiE
         id: Some(v.rec.id.to_string()),
         repo_tags: Some(v.tags.clone()),
         repo_digests: Some(v.digests.clone()),
-        parent: Some(String::new()),
+        parent: Some(v.rec.parent.as_ref().map(|p| p.to_string()).unwrap_or_default()),
         comment: Some(str_of("comment").unwrap_or_default()),
         created: str_of("created").or_else(|| v.rec.created.clone()),
         docker_version: Some(str_of("docker_version").unwrap_or_default()),
@@ -462,6 +469,20 @@ fn remove_blocking(
         }
     }
     events.push(("delete", id.to_string(), None));
+    // Untagged parents left by a build go too, while nothing else needs them (Docker's
+    // default "prune parents" on rmi).
+    let mut parent = v.rec.parent.clone();
+    while let Some(p) = parent.take() {
+        let Ok(prec) = s.get_image(&p) else { break };
+        let has_children = s.list_images()?.iter().any(|r| r.parent.as_ref() == Some(&p));
+        if has_children || !s.references_to(&p)?.is_empty() || in_use.iter().any(|u| *u == p.to_string()) {
+            break;
+        }
+        s.delete_image(&p)?;
+        items.push(ImageDeleteResponseItem { untagged: None, deleted: Some(p.to_string()) });
+        events.push(("delete", p.to_string(), None));
+        parent = prec.parent;
+    }
     if let Err(err) = s.gc() {
         tracing::warn!("garbage collection after rmi failed: {err}");
     }
@@ -488,8 +509,14 @@ pub async fn prune(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiErro
             let mut items = Vec::new();
             let mut events: Events = Vec::new();
             let mut reclaimed = 0u64;
-            for v in views(s)? {
+            let all = views(s)?;
+            let parents: HashSet<String> = all.iter().filter_map(|v| v.rec.parent.as_ref().map(|p| p.to_string())).collect();
+            for v in all {
                 if (dangling_only && !v.tags.is_empty()) || in_use.contains(&v.rec.id.to_string()) {
+                    continue;
+                }
+                // Intermediate images go with their last child, not on their own.
+                if parents.contains(&v.rec.id.to_string()) || s.get_image(&v.rec.id).is_err() {
                     continue;
                 }
                 if until.map(|u| created_unix(&v.config) >= u).unwrap_or(false) {

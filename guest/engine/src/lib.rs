@@ -6,6 +6,8 @@
 //! `berth-image` store and the `berth-registry` client; `error` is the one place that turns
 //! failures into Docker's HTTP statuses.
 
+pub mod build;
+pub mod commit;
 pub mod config;
 pub mod containers;
 pub mod daemon;
@@ -16,6 +18,7 @@ pub mod http_util;
 pub mod images;
 pub mod networks;
 pub mod pull;
+pub mod push;
 pub mod router;
 pub mod singleflight;
 pub mod system;

@@ -259,6 +259,7 @@ pub async fn fetch(e: Arc<Engine>, r: Reference, auth: Auth, res: Resolved, prog
                     created,
                     size,
                     loaded_at: chrono::Utc::now().to_rfc3339(),
+                    parent: None,
                 },
             };
             if !rec.repo_digests.contains(&repo_digest) {

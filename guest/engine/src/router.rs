@@ -103,6 +103,8 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Respons
         (&Method::GET, "/images/search") => {
             Err(ApiError::NotImplemented("image search is not supported by Berth yet".into()))
         }
+        (&Method::POST, "/build") => crate::build::build(&engine, req, &query).await,
+        (&Method::POST, "/commit") => crate::commit::commit(&engine, req, &query).await,
         (&Method::POST, "/containers/create") => containers::create(&engine, req, &query).await,
         (&Method::GET, "/containers/json") => containers::list(&engine, &query).await,
         (&Method::POST, "/containers/prune") => containers::stats::prune(&engine, &query).await,
@@ -178,9 +180,7 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Respons
                 (&Method::GET, "history") => images::history(&engine, name).await,
                 (&Method::POST, "tag") => images::tag(&engine, name, &query).await,
                 (&Method::GET, "get") => images::save(&engine, &[name]).await,
-                (&Method::POST, "push") => {
-                    Err(ApiError::NotImplemented("docker push is not supported by Berth yet".into()))
-                }
+                (&Method::POST, "push") => crate::push::push(&engine, name, req, &query).await,
                 _ => Err(ApiError::NotFound(format!("page not found: {m} {p}"))),
             }
         }

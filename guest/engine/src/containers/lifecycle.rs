@@ -595,7 +595,7 @@ pub async fn wait(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
 
 /// The next exit note for container `id` (with `removed` when asked for). Subscribe before
 /// acting, so an exit in between is not missed. None when the daemon's bus closes.
-async fn next_exit(mut rx: tokio::sync::broadcast::Receiver<ExitNote>, id: String, removed: bool) -> Option<ExitNote> {
+pub(crate) async fn next_exit(mut rx: tokio::sync::broadcast::Receiver<ExitNote>, id: String, removed: bool) -> Option<ExitNote> {
     loop {
         match rx.recv().await {
             Ok(n) if n.id == id && (!removed || n.removed) => return Some(n),

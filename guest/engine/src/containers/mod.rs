@@ -161,8 +161,15 @@ fn generated_name(id: &str, attempt: u32) -> String {
 /// POST /containers/create
 pub async fn create(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Result<Response<Body>, ApiError> {
     let body: CreateBody = crate::images::read_json(req, 4 * 1024 * 1024).await?;
+    let id = create_container(e, body, q.get("name")).await?;
+    Ok(json(StatusCode::CREATED, &ContainerCreateResponse { id, warnings: vec![] }))
+}
+
+/// Create a container record (what POST /containers/create does; also the builder's RUN
+/// steps). Returns the new ID.
+pub async fn create_container(e: &Arc<Engine>, body: CreateBody, name: Option<&str>) -> Result<String, ApiError> {
     let image_name = body.config.image.clone().filter(|i| !i.is_empty()).ok_or_else(|| ApiError::bad("config.Image is required"))?;
-    let name = match q.get("name").filter(|n| !n.is_empty()) {
+    let name = match name.filter(|n| !n.is_empty()) {
         Some(n) => {
             let n = n.strip_prefix('/').unwrap_or(n);
             if !valid_name(n) {
@@ -232,7 +239,7 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Resul
         }
     }
     e.events.container("create", &c);
-    Ok(json(StatusCode::CREATED, &ContainerCreateResponse { id, warnings: vec![] }))
+    Ok(id)
 }
 
 /// Refuse what Berth cannot honour yet, clearly, instead of silently ignoring it.
