@@ -397,3 +397,43 @@ fn client_disconnect_mid_build_leaves_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+#[test]
+fn kill_9_mid_build_leaves_no_partial_image() {
+    require_berthd!();
+    let mut w = World::start();
+    let base = w.pulled("busybox:latest");
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "big", &"x".repeat(1 << 20));
+    write(ctx.path(), "Dockerfile", &format!("FROM {base}\nCOPY big /big\nRUN echo started; sleep 60\n"));
+    let before = w.d.docker_ok(&["images", "-aq", "--no-trunc"]);
+    let mut cmd = w.d.docker_command();
+    cmd.args(["build", "-t", "never:done", ctx.path().to_str().unwrap()]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while w.d.docker_ok(&["ps", "-q"]).trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the RUN container never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    w.d.kill9();
+    let _ = child.kill();
+    let _ = child.wait();
+    w.d.restart().unwrap();
+    // The tag never appeared; what exists is complete (inspectable, its layers on disk).
+    assert!(!w.d.docker(&["image", "inspect", "never:done"]).success());
+    for id in w.d.docker_ok(&["images", "-aq", "--no-trunc"]).lines() {
+        w.d.docker_ok(&["image", "inspect", id]);
+        w.d.docker_ok(&["history", id]);
+    }
+    let _ = before;
+    // The interrupted build's RUN container is gone after the restart, and its mounts with it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !w.d.docker_ok(&["ps", "-aq"]).trim().is_empty() || !mounts_under(&w.d).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "left: {} {:?}", w.d.docker_ok(&["ps", "-a"]), mounts_under(&w.d));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // And a build of the same context now succeeds, reusing the COPY step that completed.
+    write(ctx.path(), "Dockerfile", &format!("FROM {base}\nCOPY big /big\nRUN echo quick\n"));
+    let out = build_ok(&w.d, &["-t", "done:1", ctx.path().to_str().unwrap()]);
+    assert_eq!(out.matches("Using cache").count(), 1, "{out}");
+}

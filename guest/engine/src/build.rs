@@ -716,7 +716,7 @@ impl Job {
             env: Some(env),
             user: Some(cfg.user.clone()).filter(|u| !u.is_empty()),
             working_dir: Some(cfg.working_dir.clone()).filter(|w| !w.is_empty()),
-            labels: Some([("com.github.berth.build".to_string(), "intermediate".to_string())].into()),
+            labels: Some([(INTERMEDIATE_LABEL.to_string(), "intermediate".to_string())].into()),
             ..Default::default()
         };
         let host_config = HostConfig { network_mode: self.network_mode.clone(), ..Default::default() };
@@ -851,6 +851,22 @@ fn extract_archive(from: &Root, rel: &str, to: &Root, dest: &str, owner: Option<
     let opts = berth_image::unpack::ExtractOptions::copy_in(limits, false, owner);
     berth_image::unpack::extract_at(reader, dfd, opts).map_err(|e| format!("ADD failed: {rel}: {e}"))?;
     Ok(())
+}
+
+/// The label marking a build's RUN containers (removed at daemon start if a crash left any).
+pub const INTERMEDIATE_LABEL: &str = "com.github.berth.build";
+
+/// After a crash or kill -9 mid-build: RUN containers of builds that no longer exist are
+/// killed and removed, with their anonymous volumes.
+pub async fn recover_containers(e: &Arc<Engine>) {
+    for c in e.containers.list() {
+        if c.config.labels.as_ref().is_some_and(|l| l.get(INTERMEDIATE_LABEL).map(String::as_str) == Some("intermediate")) {
+            tracing::info!(id = %c.short_id(), "removing an intermediate build container left by an interrupted build");
+            if let Err(err) = crate::containers::lifecycle::remove(e, &c.id, &Query::parse(Some("force=1&v=1"))).await {
+                tracing::warn!(id = %c.short_id(), "cannot remove intermediate container: {err}");
+            }
+        }
+    }
 }
 
 /// After a crash: detach any step or source mounts left under the exec root.

@@ -110,6 +110,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let engine = Engine::new(config.clone())?;
     crate::build::recover(&config.exec_root);
     crate::containers::lifecycle::restore(&engine).await;
+    crate::build::recover_containers(&engine).await;
     let mut listeners = Vec::new();
     for p in &paths {
         listeners.push(bind_unix(p)?);

@@ -345,8 +345,31 @@ pub async fn history(e: &Arc<Engine>, name: &str) -> Result<Response<Body>, ApiE
     }
     items.reverse();
     if let Some(top) = items.first_mut() {
-        top.id = v.rec.id.to_string();
         top.tags = v.tags.clone();
+    }
+    // Images built here have one history entry per step and a parent chain: show the local
+    // image of each step, as Docker does (pulled history stays <missing>).
+    let chain = {
+        let store = Arc::clone(&e.store);
+        let top = v.rec.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ids = vec![top.id.to_string()];
+            let mut cur = top.parent.clone();
+            while let Some(p) = cur {
+                match store.get_image(&p) {
+                    Ok(r) => {
+                        ids.push(r.id.to_string());
+                        cur = r.parent.clone();
+                    }
+                    Err(_) => break,
+                }
+            }
+            ids
+        })
+        .await?
+    };
+    for (item, id) in items.iter_mut().zip(chain) {
+        item.id = id;
     }
     Ok(ok_json(&items))
 }
