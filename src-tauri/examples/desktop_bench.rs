@@ -159,16 +159,25 @@ fn tree_memory(pid: u32) -> (f64, f64) {
     }
     let mut rss = 0u64;
     let mut pss = 0u64;
+    let mut parts = Vec::new();
     for p in pids {
         let roll = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
+        let (mut r, mut q) = (0, 0);
         for line in roll.lines() {
             let kb = |l: &str| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             if line.starts_with("Rss:") {
-                rss += kb(line);
+                r = kb(line);
             } else if line.starts_with("Pss:") {
-                pss += kb(line);
+                q = kb(line);
             }
         }
+        rss += r;
+        pss += q;
+        let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        parts.push(format!("{} {:.0}/{:.0}", comm.trim(), r as f64 / 1024.0, q as f64 / 1024.0));
+    }
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprintln!("  per process RSS/PSS MiB: {}", parts.join(", "));
     }
     (rss as f64 / 1024.0, pss as f64 / 1024.0)
 }

@@ -20,6 +20,7 @@ use tauri::Manager;
 use crate::state::AppState;
 
 pub fn run() {
+    platform::prepare_env();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

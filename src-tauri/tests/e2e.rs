@@ -94,12 +94,35 @@ fn scenario(s: &Session, w: &World, shots: &std::path::Path) {
     let images = w.d.api("GET", "/images/json", None).unwrap().json().unwrap();
     assert_eq!(images.as_array().unwrap().len(), 2, "{images}");
 
+    // A bad pull shows the engine's own message.
+    let missing = w.fx.reference("nosuch:1");
+    let engine_says = w.d.api("POST", &format!("/images/create?fromImage={missing}"), None).unwrap().text();
+    s.type_into("[data-testid=pull-input]", &missing);
+    s.click("[data-testid=pull-button]");
+    let notice = s.wait_js("pull error notice", "return document.querySelector('[data-testid=notice-error] .notice-text')?.textContent", T);
+    let notice = notice.as_str().unwrap().to_string();
+    assert!(!notice.is_empty() && engine_says.contains(&notice), "notice {notice:?} is not the engine's message {engine_says:?}");
+    s.click("[data-testid=notice-close]");
+    s.js("document.querySelector('[data-testid=pull-input]').value = ''; return true");
+
+    // Volumes: create one from its screen, to mount in the container below.
+    s.click("[data-testid=nav-volumes]");
+    s.type_into("[data-testid=volume-create-name]", "gui-vol");
+    s.click("[data-testid=volume-create]");
+    s.wait_js("volume listed", "return !!document.querySelector('[data-testid=volume-row][data-name=gui-vol]')", T);
+    s.click("[data-testid=volume-row][data-name=gui-vol] [data-testid=volume-inspect]");
+    s.wait_js("volume inspect", "return document.querySelector('[data-testid=volume-inspect-dialog] [data-testid=inspect-json]')?.textContent.includes('\"Name\": \"gui-vol\"')", T);
+    s.click("[data-testid=dialog-close]");
+    s.click("[data-testid=nav-images]");
+
     // Run the web image from its Run button, with a name, env and a command that logs.
     let run_btn = format!("[data-testid=image-row][data-ref={}] [data-testid=image-run]", css_attr(&web));
     s.click(&run_btn);
     s.find("[data-testid=run-dialog]");
     s.type_into("[data-testid=run-name]", "gui-web");
     s.type_into("[data-testid=run-env]", "GREETING=hello-from-env");
+    s.type_into("[data-testid=run-volumes]", "gui-vol:/data");
+    s.find("[data-testid=run-restart]");
     s.type_into(
         "[data-testid=run-command]",
         "sh -c 'echo web-started $GREETING; for i in 1 2 3; do echo tick-$i; done; exec httpd -f -v -p 80 -h /www'",
@@ -139,7 +162,7 @@ fn scenario(s: &Session, w: &World, shots: &std::path::Path) {
     s.click("[data-testid=tab-button-terminal]");
     s.wait_js("terminal connected", "return document.querySelector('[data-testid=terminal-status]').textContent.startsWith('Connected')", T);
     s.wait_js("prompt", "return /[#$][\\s\\u00a0]/.test(document.querySelector('.xterm-rows')?.textContent ?? '')", T);
-    s.type_into(".xterm-helper-textarea", "echo sum-$((6*7)); wget -qO- http://127.0.0.1/; echo live-from-terminal > /proc/1/fd/1\u{E007}");
+    s.type_into(".xterm-helper-textarea", "echo sum-$((6*7)); wget -qO- http://127.0.0.1/; echo live-from-terminal > /proc/1/fd/1; echo kept > /data/f\u{E007}");
     s.wait_js("command output", "return document.querySelector('.xterm-rows').textContent.includes('sum-42')", T);
     s.wait_js("web page in terminal", &format!("return document.querySelector('.xterm-rows').textContent.includes({})", css_attr(WEB_MARKER)), T);
     s.screenshot(&shots.join("container-terminal.png"));
@@ -168,10 +191,18 @@ fn scenario(s: &Session, w: &World, shots: &std::path::Path) {
     let left = w.d.api("GET", "/containers/json?all=1", None).unwrap().json().unwrap();
     assert_eq!(left, json!([]), "the engine still has containers");
 
-    // The other screens, for the README.
+    // The volume outlived the container, with what the shell wrote; then delete it.
     s.click("[data-testid=nav-volumes]");
-    s.wait_js("volumes screen", "return !!document.querySelector('[data-testid=volumes-empty], [data-testid=volume-row], [data-testid=volumes-error]')", T);
+    s.wait_js("volume still listed", "return !!document.querySelector('[data-testid=volume-row][data-name=gui-vol]')", T);
     s.screenshot(&shots.join("volumes.png"));
+    let vol = w.d.api("GET", "/volumes/gui-vol", None).unwrap().json().unwrap();
+    let mp = vol["Mountpoint"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(std::path::Path::new(mp).join("f")).unwrap(), "kept\n");
+    s.click("[data-testid=volume-row][data-name=gui-vol] [data-testid=volume-delete]");
+    s.click("[data-testid=confirm-ok]");
+    s.wait_js("volume gone", "return !document.querySelector('[data-testid=volume-row][data-name=gui-vol]')", T);
+    let r = w.d.api("GET", "/volumes/gui-vol", None).unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
     s.click("[data-testid=nav-networks]");
     s.wait_js("networks screen", "return !!document.querySelector('[data-testid=networks-empty], [data-testid=network-row], [data-testid=networks-error]')", T);
     s.screenshot(&shots.join("networks.png"));

@@ -5,3 +5,6 @@ pub fn default_socket() -> PathBuf {
     let base = std::env::var_os("LOCALAPPDATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("C:\\"));
     base.join("berth\\run\\docker.sock")
 }
+
+/// Nothing to adjust before the webview starts on this OS.
+pub fn prepare_env() {}

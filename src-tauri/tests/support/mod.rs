@@ -105,6 +105,10 @@ pub fn start_webdriver(ns: &NetNs, dir: &Path, display: &str, env: &[(&str, Stri
         .env("DISPLAY", display)
         .env("TAURI_WEBVIEW_AUTOMATION", "true")
         .env("NO_AT_BRIDGE", "1")
+        // The app turns WebKit's accelerated compositing off by default (memory); with it off,
+        // WebKitWebDriver's screenshot under Xvfb sometimes waits forever for a presentation
+        // update, so the GUI test runs the composited path. Page behaviour is the same.
+        .env("BERTH_GPU_COMPOSITING", "1")
         .env("LIBGL_ALWAYS_SOFTWARE", "1")
         .env_remove("WAYLAND_DISPLAY")
         .env_remove("DBUS_SESSION_BUS_ADDRESS");
@@ -241,7 +245,8 @@ impl<'a> Session<'a> {
         use base64::Engine as _;
         let t = Instant::now();
         // WebKit snapshots after the next presentation update: make sure one is due.
-        let _ = self.call("POST", &self.s("/execute/sync"), Some(json!({"script": "document.body.dataset.shot = String(Date.now()); document.body.style.outline = document.body.style.outline ? '' : '0px solid transparent'; return true", "args": []})));
+        // WebKit snapshots after the next presentation update: make sure one is due.
+        let _ = self.call("POST", &self.s("/execute/sync"), Some(json!({"script": "document.body.style.outline = document.body.style.outline ? '' : '0px solid transparent'; return true", "args": []})));
         let v = self.call("GET", &self.s("/screenshot"), None)?;
         eprintln!("screenshot {} took {:?}", path.display(), t.elapsed());
         let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).map_err(|e| e.to_string())?;

@@ -1,9 +1,8 @@
 // One container: header with actions, and tabs for live logs, an exec terminal, stats graphs
 // and inspect. Streams are opened when a tab is shown and closed when it is left.
 
-import { Terminal } from "@xterm/xterm";
-import { FitAddon } from "@xterm/addon-fit";
-import "@xterm/xterm/css/xterm.css";
+import type { Terminal } from "@xterm/xterm";
+import type { FitAddon } from "@xterm/addon-fit";
 import { api, errorText } from "../api";
 import { actionButton, h } from "../dom";
 import { hub } from "../events";
@@ -232,6 +231,9 @@ export class DetailScreen implements Screen {
   // ---- terminal
   private async openTerminal() {
     this.closeTerminal();
+    // xterm.js is loaded on first use: it is most of the bundle, and the start-up path (the
+    // containers list) does not need it.
+    const [{ Terminal }, { FitAddon }] = await Promise.all([import("@xterm/xterm"), import("@xterm/addon-fit"), import("@xterm/xterm/css/xterm.css")]);
     const term = new Terminal({ fontSize: 13, cursorBlink: true, convertEol: false, fontFamily: "monospace", theme: { background: "#0f1720" } });
     const fit = new FitAddon();
     term.loadAddon(fit);
