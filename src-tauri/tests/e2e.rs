@@ -37,10 +37,19 @@ fn desktop_app_pull_run_logs_terminal_stop_delete() {
         ("XDG_CACHE_HOME", home.join(".cache").display().to_string()),
         ("XDG_RUNTIME_DIR", dir.path().display().to_string()),
     ];
+    // The system's URL opener, as the app finds it on PATH: this one records what it was asked
+    // to open (the test must not start a browser).
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let opened = dir.path().join("opened.txt");
+    std::fs::write(bin.join("xdg-open"), format!("#!/bin/sh\necho \"$@\" >> {}\n", opened.display())).unwrap();
+    std::fs::set_permissions(bin.join("xdg-open"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let env: Vec<(&str, String)> = env.into_iter().chain([("PATH", path)]).collect();
     let (driver, addr) = support::start_webdriver(&w.fx.ns, dir.path(), &display, &env);
     let app = std::path::PathBuf::from(env!("CARGO_BIN_EXE_berth-desktop"));
     let s = Session::new(&w.fx.ns, &addr, &app, &[]);
-    let run = std::panic::AssertUnwindSafe(|| scenario(&s, &w, &shots));
+    let run = std::panic::AssertUnwindSafe(|| scenario(&s, &w, &shots, &opened));
     if let Err(p) = std::panic::catch_unwind(run) {
         let _ = std::fs::create_dir_all(dir.path());
         if let Err(e) = s.try_screenshot(&dir.path().join("failure.png")) {
@@ -53,7 +62,8 @@ fn desktop_app_pull_run_logs_terminal_stop_delete() {
     }
 }
 
-fn scenario(s: &Session, w: &World, shots: &std::path::Path) {
+fn scenario(s: &Session, w: &World, shots: &std::path::Path, opened: &std::path::Path) {
+    let port = w.fx.ns.free_port().unwrap();
     let busybox = w.fx.reference("busybox:latest");
     let web = w.fx.reference("web:latest");
 
@@ -122,6 +132,7 @@ fn scenario(s: &Session, w: &World, shots: &std::path::Path) {
     s.type_into("[data-testid=run-name]", "gui-web");
     s.type_into("[data-testid=run-env]", "GREETING=hello-from-env");
     s.type_into("[data-testid=run-volumes]", "gui-vol:/data");
+    s.type_into("[data-testid=run-ports]", &format!("{port}:80"));
     s.find("[data-testid=run-restart]");
     s.type_into(
         "[data-testid=run-command]",
@@ -141,7 +152,20 @@ fn scenario(s: &Session, w: &World, shots: &std::path::Path) {
     s.wait_js("running row", &format!("return document.querySelector({})?.dataset.state === 'running'", css_attr(row)), T);
     assert!(s.text(&format!("{row} .c-image")).ends_with("/web:latest"), "{}", s.text(row));
     s.wait_js("uptime", &format!("return /^\\d+s$|^\\d+m/.test(document.querySelector({} + ' .uptime').textContent)", css_attr(row)), T);
+    // Its published port is a link; clicking it hands the URL to the system's opener, and the
+    // port really serves the container's page.
+    let link = format!("{row} [data-testid=port-link]");
+    s.wait_js("port link", &format!("return document.querySelector({})?.textContent === '{port}:80'", css_attr(&link)), T);
     s.screenshot(&shots.join("containers.png"));
+    s.click(&link);
+    let want = format!("http://localhost:{port}");
+    let deadline = std::time::Instant::now() + T;
+    while !std::fs::read_to_string(opened).unwrap_or_default().contains(&want) {
+        assert!(std::time::Instant::now() < deadline, "the port link did not open {want}: {:?}", std::fs::read_to_string(opened));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let page = berth_tests::http::request(&w.fx.ns, "GET", &format!("127.0.0.1:{port}"), "/", &[], b"").unwrap();
+    assert!(page.text().contains(WEB_MARKER), "{}", page.text());
     // Search narrows the list.
     s.type_into("[data-testid=container-search]", "no-such-container");
     s.wait_js("search hides it", &format!("return !document.querySelector({})", css_attr(row)), T);
@@ -203,9 +227,20 @@ fn scenario(s: &Session, w: &World, shots: &std::path::Path) {
     s.wait_js("volume gone", "return !document.querySelector('[data-testid=volume-row][data-name=gui-vol]')", T);
     let r = w.d.api("GET", "/volumes/gui-vol", None).unwrap();
     assert_eq!(r.status, 404, "{}", r.text());
+    // Networks: create, inspect, delete.
     s.click("[data-testid=nav-networks]");
-    s.wait_js("networks screen", "return !!document.querySelector('[data-testid=networks-empty], [data-testid=network-row], [data-testid=networks-error]')", T);
+    s.wait_js("networks screen", "return !!document.querySelector('[data-testid=network-row][data-name=bridge]')", T);
+    s.type_into("[data-testid=network-create-name]", "gui-net");
+    s.click("[data-testid=network-create]");
+    s.wait_js("network listed", "return !!document.querySelector('[data-testid=network-row][data-name=gui-net]')", T);
     s.screenshot(&shots.join("networks.png"));
+    s.click("[data-testid=network-row][data-name=gui-net] [data-testid=network-inspect]");
+    s.wait_js("network inspect", "return document.querySelector('[data-testid=network-inspect-dialog] [data-testid=inspect-json]')?.textContent.includes('\"Name\": \"gui-net\"')", T);
+    s.click("[data-testid=dialog-close]");
+    s.click("[data-testid=network-row][data-name=gui-net] [data-testid=network-delete]");
+    s.click("[data-testid=confirm-ok]");
+    s.wait_js("network gone", "return !document.querySelector('[data-testid=network-row][data-name=gui-net]')", T);
+    assert_eq!(w.d.api("GET", "/networks/gui-net", None).unwrap().status, 404);
     s.click("[data-testid=nav-engine]");
     s.wait_js("engine screen", "return document.querySelector('[data-testid=engine-state]')?.textContent === 'running'", T);
     let socket = s.text("[data-testid=engine-socket]");
