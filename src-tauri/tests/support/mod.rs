@@ -189,6 +189,20 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Like [`Session::wait_js`], but gives up quietly: true when `script` became truthy.
+    pub fn try_wait_js(&self, script: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(v) = self.call("POST", &self.s("/execute/sync"), Some(json!({"script": script, "args": []}))) {
+                if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     /// Find one element by CSS selector, waiting for it to appear.
     #[track_caller]
     pub fn find(&self, css: &str) -> String {
@@ -208,12 +222,14 @@ impl<'a> Session<'a> {
     /// A real click (WebDriver element click: scrolls into view, checks it is not covered).
     #[track_caller]
     pub fn click(&self, css: &str) {
-        let el = self.find(css);
+        let mut el = self.find(css);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match self.call("POST", &self.s(&format!("/element/{el}/click")), Some(json!({}))) {
                 Ok(_) => return,
                 Err(e) if Instant::now() > deadline => panic!("click {css}: {e}"),
+                // The list re-rendered (an engine event) between find and click: find it again.
+                Err(e) if e.contains("stale element") => el = self.find(css),
                 Err(_) => std::thread::sleep(Duration::from_millis(150)),
             }
         }
@@ -222,9 +238,15 @@ impl<'a> Session<'a> {
     /// Type into an element (WebDriver Element Send Keys: real key events).
     #[track_caller]
     pub fn type_into(&self, css: &str, text: &str) {
-        let el = self.find(css);
-        self.call("POST", &self.s(&format!("/element/{el}/value")), Some(json!({"text": text})))
-            .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+        let mut el = self.find(css);
+        for _ in 0..5 {
+            match self.call("POST", &self.s(&format!("/element/{el}/value")), Some(json!({"text": text}))) {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element") => el = self.find(css),
+                Err(e) => panic!("type into {css}: {e}"),
+            }
+        }
+        panic!("type into {css}: the element kept being replaced");
     }
 
     /// Text content of the first element matching `css` (empty if none).
