@@ -163,9 +163,12 @@ fn build_instructions_and_errors() {
     assert!(w.d.docker_ok(&["run", "--rm", "instr"]).contains("default"));
     // ONBUILD triggers run in a build FROM the image.
     let ctx2 = tempfile::tempdir().unwrap();
-    write(ctx2.path(), "Dockerfile", "FROM instr\nRUN test -f /trigger\n");
+    // COPY --from by stage index and by image name.
+    write(ctx2.path(), "Dockerfile", &format!("FROM instr\nRUN test -f /trigger\nFROM {base}\nCOPY --from=0 /trigger /t0\nCOPY --from=instr /exec /t1\n"));
     let out = build_ok(&w.d, &["-t", "child", ctx2.path().to_str().unwrap()]);
     assert!(out.contains("Executing 1 build trigger"), "{out}");
+    let o = w.d.docker_ok(&["run", "--rm", "child", "cat", "/t0", "/t1"]);
+    assert_eq!(o, "triggered\nexec form\n");
 
     // Errors: Dockerfile line, a path outside the context, a failing RUN (its exit code).
     let bad = tempfile::tempdir().unwrap();
