@@ -170,6 +170,12 @@ fn build_instructions_and_errors() {
     let o = w.d.docker_ok(&["run", "--rm", "child", "cat", "/t0", "/t1"]);
     assert_eq!(o, "triggered\nexec form\n");
 
+    // `docker build - < Dockerfile`: the Dockerfile alone, no context.
+    let df = format!("FROM {base}\nRUN echo from-stdin > /s\n");
+    let o = w.d.docker_with_stdin(&["build", "-t", "stdin:1", "-"], Some(df.as_bytes()));
+    assert!(o.success(), "{o:?}");
+    assert_eq!(w.d.docker_ok(&["run", "--rm", "stdin:1", "cat", "/s"]), "from-stdin\n");
+
     // Errors: Dockerfile line, a path outside the context, a failing RUN (its exit code).
     let bad = tempfile::tempdir().unwrap();
     let b = bad.path().to_str().unwrap();

@@ -103,6 +103,17 @@ fn unpack_context(r: impl Read, dir: &Path, max_bytes: u64) -> Result<(), ApiErr
             if head.starts_with(b"BZh") || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z']) {
                 return Err(ApiError::bad("bzip2 and xz build contexts are not supported by Berth; send a plain or gzip tar"));
             }
+            let is_tar = head.len() >= 262 && &head[257..262] == b"ustar";
+            if !is_tar && !head.is_empty() {
+                // `docker build - < Dockerfile`: the body is the Dockerfile itself, no context.
+                let mut text = Vec::new();
+                (&mut r).take(MAX_DOCKERFILE + 1).read_to_end(&mut text).map_err(|e| ApiError::bad(format!("reading the Dockerfile: {e}")))?;
+                if text.len() as u64 > MAX_DOCKERFILE {
+                    return Err(ApiError::bad("the build context is neither a tar archive nor a Dockerfile"));
+                }
+                std::fs::write(dir.join("Dockerfile"), text).map_err(ApiError::internal)?;
+                return Ok(());
+            }
             Box::new(r)
         }
     };
