@@ -180,6 +180,12 @@ fn scenario(s: &Session, w: &W<'_>, shots: &std::path::Path, opened: &std::path:
     s.wait_js("search hides it", &format!("return !document.querySelector({})", css_attr(row)), T);
     s.js("const i = document.querySelector('[data-testid=container-search]'); i.value = ''; i.dispatchEvent(new Event('input')); return true");
     s.find(row);
+    // Pause and resume from the row.
+    s.click(&format!("{row} [data-testid=container-pause]"));
+    s.wait_js("paused", &format!("return document.querySelector({})?.dataset.state === 'paused'", css_attr(row)), T);
+    assert_eq!(w.d.api("GET", "/containers/gui-web/json", None).unwrap().json().unwrap()["State"]["Status"], "paused");
+    s.click(&format!("{row} [data-testid=container-unpause]"));
+    s.wait_js("resumed", &format!("return document.querySelector({})?.dataset.state === 'running'", css_attr(row)), T);
 
     // Open it; logs, search, timestamps.
     s.click(&format!("{row} [data-testid=container-name]"));
@@ -228,8 +234,17 @@ fn scenario(s: &Session, w: &W<'_>, shots: &std::path::Path, opened: &std::path:
     s.click("[data-testid=tab-button-inspect]");
     s.wait_js("inspect", "return document.querySelector('[data-testid=inspect-json]')?.textContent.includes('\"Name\": \"/gui-web\"')", T);
 
-    // Stop from the list, then delete (with confirmation).
+    // Restart, stop from the list, then delete (with confirmation).
     s.click("[data-testid=detail-back]");
+    let started = |w: &W<'_>| w.d.api("GET", "/containers/gui-web/json", None).unwrap().json().unwrap()["State"]["StartedAt"].clone();
+    let before = started(w);
+    s.click(&format!("{row} [data-testid=container-restart]"));
+    let deadline = std::time::Instant::now() + T;
+    while started(w) == before {
+        assert!(std::time::Instant::now() < deadline, "restart did not restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.wait_js("running after restart", &format!("return document.querySelector({})?.dataset.state === 'running'", css_attr(row)), T);
     s.click(&format!("{row} [data-testid=container-stop]"));
     s.wait_js("stopped", &format!("return document.querySelector({})?.dataset.state === 'exited'", css_attr(row)), T);
     let st = w.d.api("GET", "/containers/gui-web/json", None).unwrap().json().unwrap();
@@ -252,6 +267,15 @@ fn scenario(s: &Session, w: &W<'_>, shots: &std::path::Path, opened: &std::path:
     s.wait_js("volume gone", "return !document.querySelector('[data-testid=volume-row][data-name=gui-vol]')", T);
     let r = w.d.api("GET", "/volumes/gui-vol", None).unwrap();
     assert_eq!(r.status, 404, "{}", r.text());
+    // Delete the web image from the Images screen, then prune.
+    s.click("[data-testid=nav-images]");
+    s.click(&format!("[data-testid=image-row][data-ref={}] [data-testid=image-delete]", css_attr(&web)));
+    s.click("[data-testid=confirm-ok]");
+    s.wait_js("image row gone", &format!("return !document.querySelector({})", css_attr(&format!("[data-testid=image-row][data-ref={}]", css_attr(&web)))), T);
+    assert_eq!(w.d.api("GET", &format!("/images/{web}/json"), None).unwrap().status, 404);
+    s.click("[data-testid=images-prune]");
+    s.wait_js("prune notice", "return [...document.querySelectorAll('[data-testid=notice-info]')].some(n => n.textContent.startsWith('Pruned'))", T);
+
     // Networks: create, inspect, delete.
     s.click("[data-testid=nav-networks]");
     s.wait_js("networks screen", "return !!document.querySelector('[data-testid=network-row][data-name=bridge]')", T);
@@ -267,7 +291,7 @@ fn scenario(s: &Session, w: &W<'_>, shots: &std::path::Path, opened: &std::path:
     s.wait_js("network gone", "return !document.querySelector('[data-testid=network-row][data-name=gui-net]')", T);
     assert_eq!(w.d.api("GET", "/networks/gui-net", None).unwrap().status, 404);
     s.click("[data-testid=nav-engine]");
-    s.wait_js("engine screen", "return document.querySelector('[data-testid=engine-state]')?.textContent === 'running' && document.querySelector('[data-testid=engine-images]')?.textContent === '2'", T);
+    s.wait_js("engine screen", "return document.querySelector('[data-testid=engine-state]')?.textContent === 'running' && document.querySelector('[data-testid=engine-images]')?.textContent === '1'", T);
     let socket = s.text("[data-testid=engine-socket]");
     assert!(socket.contains(&w.d.socket().display().to_string()) && socket.contains("DOCKER_HOST"), "{socket}");
     s.screenshot(&shots.join("engine.png"));
@@ -284,4 +308,10 @@ fn engine_restart(s: &Session, d: &mut berth_tests::berthd::Berthd, fx: &berth_t
     let img = fx.reference("busybox:latest");
     d.docker_ok(&["create", "--name", "after-restart", &img, "true"]);
     s.wait_js("new container listed after reconnect", "return !!document.querySelector('[data-testid=container-row][data-name=after-restart]')", T);
+    // Bulk: select it with its checkbox and delete the selection.
+    s.click("[data-testid=container-row][data-name=after-restart] [data-testid=container-select]");
+    s.click("[data-testid=bulk-delete]");
+    s.click("[data-testid=confirm-ok]");
+    s.wait_js("bulk delete", "return !document.querySelector('[data-testid=container-row][data-name=after-restart]')", T);
+    assert_eq!(d.api("GET", "/containers/json?all=1", None).unwrap().json().unwrap(), serde_json::json!([]));
 }
