@@ -23,7 +23,7 @@ pub enum DaemonError {
     AlreadyRunning { root: PathBuf, pid: String },
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
-    #[error("unsupported --host {0:?}: Berth listens on unix:///path sockets")]
+    #[error("unsupported --host {0:?}: Berth listens on unix:///path sockets and vsock://:PORT (inside its VM)")]
     UnsupportedHost(String),
     #[error("cannot prepare {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -89,10 +89,50 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, DaemonError> {
     Ok(l)
 }
 
+/// Where berthd listens: a unix socket, or (inside the Berth VM) an AF_VSOCK port that only the
+/// host may connect to. Never TCP: the API is root-equivalent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ListenAddr {
+    Unix(PathBuf),
+    Vsock(u32),
+}
+
+fn parse_host(host: &str) -> Result<ListenAddr, DaemonError> {
+    let bad = || DaemonError::UnsupportedHost(host.to_string());
+    if let Some(p) = host.strip_prefix("unix://") {
+        return if p.is_empty() { Err(bad()) } else { Ok(ListenAddr::Unix(PathBuf::from(p))) };
+    }
+    if let Some(rest) = host.strip_prefix("vsock://") {
+        // `vsock://:2375`; a CID before the colon is accepted only as "any" (we listen on our own).
+        let (cid, port) = rest.rsplit_once(':').unwrap_or(("", rest));
+        if !(cid.is_empty() || cid == "any") {
+            return Err(bad());
+        }
+        return port.parse::<u32>().ok().filter(|p| *p > 0).map(ListenAddr::Vsock).ok_or_else(bad);
+    }
+    Err(bad())
+}
+
+#[cfg(test)]
 fn unix_path(host: &str) -> Result<PathBuf, DaemonError> {
-    match host.strip_prefix("unix://") {
-        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
-        _ => Err(DaemonError::UnsupportedHost(host.to_string())),
+    match parse_host(host)? {
+        ListenAddr::Unix(p) => Ok(p),
+        ListenAddr::Vsock(_) => Err(DaemonError::UnsupportedHost(host.to_string())),
+    }
+}
+
+/// One bound listener of either kind; accepted connections are served the same way.
+enum Listener {
+    Unix(UnixListener),
+    Vsock(crate::vsock::HostOnlyListener),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<Box<dyn crate::vsock::Conn>> {
+        match self {
+            Listener::Unix(l) => Ok(Box::new(l.accept().await?.0)),
+            Listener::Vsock(l) => Ok(Box::new(l.accept().await?)),
+        }
     }
 }
 
@@ -106,14 +146,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .map_err(io_err(&config.data_root))?;
     let _lock = lock_data_root(&config.data_root)?;
 
-    let paths: Vec<PathBuf> = config.hosts.iter().map(|h| unix_path(h)).collect::<Result<_, _>>()?;
+    let addrs: Vec<ListenAddr> = config.hosts.iter().map(|h| parse_host(h)).collect::<Result<_, _>>()?;
+    let paths: Vec<PathBuf> = addrs
+        .iter()
+        .filter_map(|a| match a {
+            ListenAddr::Unix(p) => Some(p.clone()),
+            ListenAddr::Vsock(_) => None,
+        })
+        .collect();
     let engine = Engine::new(config.clone())?;
     crate::build::recover(&config.exec_root);
     crate::containers::lifecycle::restore(&engine).await;
     crate::build::recover_containers(&engine).await;
     let mut listeners = Vec::new();
-    for p in &paths {
-        listeners.push(bind_unix(p)?);
+    for a in &addrs {
+        listeners.push(match a {
+            ListenAddr::Unix(p) => Listener::Unix(bind_unix(p)?),
+            ListenAddr::Vsock(port) => Listener::Vsock(crate::vsock::HostOnlyListener::bind(*port).map_err(|e| {
+                DaemonError::Listen { addr: format!("vsock://:{port}"), reason: e.to_string() }
+            })?),
+        });
     }
     if let Some(pidfile) = &config.pidfile {
         std::fs::write(pidfile, format!("{}\n", std::process::id())).map_err(io_err(pidfile))?;
@@ -135,7 +187,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 tokio::select! {
                     _ = stop.changed() => break,
                     r = l.accept() => match r {
-                        Ok((stream, _)) => serve_conn(Arc::clone(&engine), stream, conn_stop.clone(), alive.clone()),
+                        Ok(stream) => serve_conn(Arc::clone(&engine), stream, conn_stop.clone(), alive.clone()),
                         Err(e) => {
                             tracing::warn!("accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -170,7 +222,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 fn serve_conn(
     engine: Arc<Engine>,
-    stream: tokio::net::UnixStream,
+    stream: Box<dyn crate::vsock::Conn>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     alive: tokio::sync::mpsc::Sender<()>,
 ) {
@@ -233,8 +285,14 @@ mod tests {
     }
 
     #[test]
-    fn only_unix_hosts() {
+    fn only_unix_and_vsock_hosts() {
         assert!(unix_path("tcp://0.0.0.0:2375").is_err());
         assert_eq!(unix_path("unix:///x/y.sock").unwrap(), PathBuf::from("/x/y.sock"));
+        assert_eq!(parse_host("vsock://:2375").unwrap(), ListenAddr::Vsock(2375));
+        assert_eq!(parse_host("vsock://any:2375").unwrap(), ListenAddr::Vsock(2375));
+        assert!(parse_host("vsock://3:2375").is_err(), "listening on another CID makes no sense");
+        assert!(parse_host("vsock://:0").is_err());
+        assert!(parse_host("vsock://:x").is_err());
+        assert!(parse_host("unix://").is_err());
     }
 }

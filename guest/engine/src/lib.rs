@@ -23,6 +23,7 @@ pub mod router;
 pub mod singleflight;
 pub mod system;
 pub mod volumes;
+pub mod vsock;
 
 pub use config::Config;
 pub use daemon::{run, DaemonError};

@@ -1,0 +1,79 @@
+//! berth-init: PID 1 of the Berth VM.
+//!
+//! In order: mount the kernel filesystems (cgroup2 only: inside our VM cgroups are v2), move the
+//! initramfs root onto a bind mount (so the OCI runtime can `pivot_root`), load the kernel
+//! modules listed by the image build, format (first boot) and mount the persistent data disk at
+//! berthd's data root, set the clock from the host, start the host-facing vsock services, start
+//! berthd on vsock port 2375, and then reap orphans and keep berthd running until the host asks
+//! for a shutdown. Every stage is printed on the console as `berth-init: stage=NAME ...`, which
+//! the host agent timestamps.
+//!
+//! The vsock port numbers are a contract with the host agent (`src-tauri/agent`, `protocol.rs`).
+
+mod boot;
+mod clock;
+mod cmdline;
+mod console;
+mod disk;
+mod services;
+mod supervise;
+
+use std::time::Duration;
+
+fn main() {
+    if std::process::id() != 1 && std::env::var_os("BERTH_INIT_NOT_PID1").is_none() {
+        eprintln!("berth-init must run as PID 1 of the Berth VM");
+        std::process::exit(2);
+    }
+    std::panic::set_hook(Box::new(|info| {
+        console::line(&format!("stage=failed reason=\"panic: {info}\""));
+    }));
+    if let Err(e) = run() {
+        console::line(&format!("stage=failed reason=\"{e}\""));
+        // Leave the console readable for `berth logs`, then power off so the host sees it.
+        std::thread::sleep(Duration::from_millis(200));
+        supervise::power_off();
+    }
+}
+
+fn run() -> Result<(), InitError> {
+    boot::mount_early()?;
+    boot::enter_bind_root()?;
+    let cmd = cmdline::Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+    console::stage("init-up", "");
+    boot::load_modules("/etc/berth/modules")?;
+    boot::mount_late()?;
+    // SAFETY: a valid buffer and length.
+    unsafe { libc::sethostname(b"berth".as_ptr().cast(), 5) };
+    disk::prepare(&cmd.data_disk, disk::DATA_ROOT)?;
+    for share in &cmd.shares {
+        disk::mount_share(share)?;
+    }
+    console::stage("disk-up", disk::DATA_ROOT);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| InitError::Io("tokio runtime".into(), e))?;
+    // TLS certificates and image timestamps need the right time before berthd starts.
+    match rt.block_on(clock::sync_once()) {
+        Ok(off) => console::stage("clock-synced", &format!("offset_ms={}", off.0 / 1_000_000)),
+        Err(e) => console::line(&format!("clock: no time from the host yet: {e}")),
+    }
+    let (shutdown_tx, shutdown_rx) = std::sync::mpsc::channel::<()>();
+    services::start_all(&rt, shutdown_tx);
+    rt.spawn(clock::keep_in_step());
+    supervise::run(&rt, shutdown_rx)
+}
+
+/// Why start-up failed; printed on the console as the reason of the `failed` stage.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("{0}: {1}")]
+    Sys(String, #[source] nix::Error),
+    #[error("{0}")]
+    Other(String),
+}
+

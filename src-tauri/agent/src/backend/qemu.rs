@@ -1,0 +1,652 @@
+//! berthd in the Berth VM: QEMU started as a process (`-machine microvm`, PVH boot of the
+//! uncompressed kernel, the initramfs from vm-images/), a qcow2 data disk, vsock through
+//! vhost-user-vsock (the `vhost-device-vsock` daemon) or kernel vhost-vsock, a QMP socket for
+//! control, the serial console read line by line for readiness stages and `berth logs`.
+//!
+//! Acceleration is probed in the platform's order (KVM, HVF, WHPX, then TCG): a candidate that
+//! does not get the kernel to print within [`PROGRESS_TIMEOUT`] is abandoned (nested KVM on
+//! some hosts accepts the VM and then never runs it), and the verdict is remembered in
+//! `vm/accel.json` so the next start goes straight to what works.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+
+use super::{describe_exit, explaining_line, platform, Backend, BackendError, BackendEvent, Running};
+use crate::api::{Accel, Settings, Stage};
+use crate::paths::Home;
+use crate::protocol::{self, CONTROL_PORT, ENGINE_PORT};
+use crate::transport::hybrid::Hybrid;
+use crate::transport::Transport;
+
+/// A hardware accelerator that has not printed a kernel line by then does not work here.
+pub const PROGRESS_TIMEOUT: Duration = Duration::from_secs(10);
+/// The whole boot, to a ping answered through vsock (TCG on a loaded 2-core machine is slow).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const CONSOLE_KEEP: usize = 2000;
+
+/// Where the VM image and the helper programs are.
+#[derive(Debug, Clone)]
+pub struct VmAssets {
+    pub qemu: PathBuf,
+    pub qemu_img: PathBuf,
+    pub vhost_vsock: Option<PathBuf>,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+impl VmAssets {
+    /// Programs from `$BERTH_QEMU`, `$BERTH_VHOST_VSOCK` or PATH (and ~/.cargo/bin); the image
+    /// from `$BERTH_VM_IMAGES`, else `vm-images/out` next to the executable's workspace, else
+    /// `~/.berth/vm-images`.
+    pub fn locate(home: &Home) -> Result<VmAssets, String> {
+        let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
+        let qemu = env("BERTH_QEMU").or_else(|| which("qemu-system-x86_64")).ok_or("qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86)")?;
+        let qemu_img = env("BERTH_QEMU_IMG").or_else(|| which("qemu-img")).ok_or("qemu-img is not installed (Debian: apt-get install qemu-utils)")?;
+        let cargo_bin = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/vhost-device-vsock"));
+        let vhost_vsock = env("BERTH_VHOST_VSOCK").or_else(|| which("vhost-device-vsock")).or_else(|| cargo_bin.filter(|p| p.is_file()));
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if let Some(d) = env("BERTH_VM_IMAGES") {
+            dirs.push(d);
+        }
+        if let Ok(exe) = std::env::current_exe() {
+            // target/{debug,release}/berth -> <workspace>/vm-images/out
+            for up in exe.ancestors().skip(1).take(4) {
+                dirs.push(up.join("vm-images/out"));
+            }
+        }
+        dirs.push(home.root().join("vm-images"));
+        let dir = dirs
+            .iter()
+            .find(|d| d.join("vmlinux").is_file() && d.join("initramfs.cpio").is_file())
+            .ok_or_else(|| format!("the VM image is not built (run vm-images/build); looked in {}", dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")))?;
+        Ok(VmAssets { qemu, qemu_img, vhost_vsock, kernel: dir.join("vmlinux"), initramfs: dir.join("initramfs.cpio") })
+    }
+}
+
+/// Everything that decides QEMU's command line (kept pure for unit tests).
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    pub accel: Accel,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub disk: PathBuf,
+    pub qmp: PathBuf,
+    /// vhost-user-vsock control socket; None: kernel vhost-vsock with [`protocol::GUEST_CID`].
+    pub vhost_user_vsock: Option<PathBuf>,
+    pub shares: Vec<String>,
+    pub tsc_khz: u64,
+    pub cpu: &'static str,
+}
+
+/// QEMU's arguments. No network device at all: egress goes through the agent over vsock.
+pub fn qemu_args(c: &QemuConfig) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |v: &[&str]| a.extend(v.iter().map(|s| s.to_string()));
+    let mem = format!("{}M", c.memory_mib);
+    push(&["-name", "berth", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    // microvm: no PCI, no firmware, PVH entry straight into the kernel. The RTC stays on
+    // (microvm under TCG hangs without it).
+    push(&["-machine", "microvm,acpi=on,rtc=on,pit=off,pic=off,isa-serial=on,memory-backend=mem"]);
+    push(&["-accel", c.accel.as_str(), "-cpu", c.cpu, "-smp", &c.cpus.to_string(), "-m", &mem]);
+    // vhost-user devices need guest memory the daemon can map.
+    push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
+    push(&["-kernel", &c.kernel.to_string_lossy(), "-initrd", &c.initramfs.to_string_lossy()]);
+    let mut cmdline = format!("console=ttyS0 reboot=t panic=-1 tsc_early_khz={} berth.disk=/dev/vda", c.tsc_khz);
+    for (i, s) in c.shares.iter().enumerate() {
+        cmdline.push_str(&format!(" berth.share=share{i}:{s}"));
+    }
+    push(&["-append", &cmdline]);
+    push(&["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
+    push(&["-qmp", &format!("unix:{},server=on,wait=off", c.qmp.display())]);
+    push(&["-drive", &format!("id=data,file={},format=qcow2,if=none,discard=unmap,detect-zeroes=unmap,cache=writeback", c.disk.display())]);
+    push(&["-device", "virtio-blk-device,drive=data"]);
+    match &c.vhost_user_vsock {
+        Some(sock) => {
+            push(&["-chardev", &format!("socket,id=vsock,path={}", sock.display())]);
+            push(&["-device", "vhost-user-vsock-device,chardev=vsock"]);
+        }
+        None => push(&["-device", &format!("vhost-vsock-device,guest-cid={}", protocol::GUEST_CID)]),
+    }
+    for (i, s) in c.shares.iter().enumerate() {
+        push(&["-fsdev", &format!("local,id=fs{i},path={s},security_model=none")]);
+        push(&["-device", &format!("virtio-9p-device,fsdev=fs{i},mount_tag=share{i}")]);
+    }
+    a
+}
+
+/// Accelerators QEMU itself supports (`-accel help`).
+async fn qemu_accels(qemu: &Path) -> Vec<String> {
+    let out = Command::new(qemu).args(["-accel", "help"]).output().await;
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).lines().skip(1).map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Probe verdicts remembered across starts: accelerators that did not make progress.
+fn load_bad_accels(vm_dir: &Path) -> Vec<Accel> {
+    std::fs::read(vm_dir.join("accel.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+fn save_bad_accels(vm_dir: &Path, bad: &[Accel]) {
+    if let Ok(j) = serde_json::to_vec(bad) {
+        let _ = std::fs::write(vm_dir.join("accel.json"), j);
+    }
+}
+
+/// The order to try: forced (settings or `BERTH_ACCEL`), else the platform's candidates that
+/// QEMU supports and that have not failed before; TCG always last.
+pub fn accel_order(forced: Option<Accel>, candidates: &[Accel], qemu_has: &[String], known_bad: &[Accel]) -> Vec<Accel> {
+    if let Some(f) = forced {
+        return vec![f];
+    }
+    let mut v: Vec<Accel> = candidates
+        .iter()
+        .copied()
+        .filter(|a| *a != Accel::Tcg && qemu_has.iter().any(|q| q == a.as_str()) && !known_bad.contains(a))
+        .collect();
+    v.push(Accel::Tcg);
+    v
+}
+
+/// The console, shared between the reader task and status queries.
+#[derive(Clone, Default)]
+pub struct Console {
+    lines: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Console {
+    fn push(&self, l: String) {
+        let mut v = self.lines.lock().expect("console lock");
+        if v.len() >= CONSOLE_KEEP {
+            v.pop_front();
+        }
+        v.push_back(l);
+    }
+    pub fn tail(&self, n: usize) -> Vec<String> {
+        let v = self.lines.lock().expect("console lock");
+        v.iter().skip(v.len().saturating_sub(n)).cloned().collect()
+    }
+}
+
+pub struct Qemu {
+    home: Home,
+    console: Console,
+    child_pid: Option<u32>,
+    helper: Option<Child>,
+    transport: Option<Arc<dyn Transport>>,
+    exited: Option<watch::Receiver<Option<String>>>,
+    qmp_path: PathBuf,
+}
+
+impl Qemu {
+    pub fn new(home: Home) -> Qemu {
+        let qmp_path = home.vm_dir().join("qmp.sock");
+        Qemu { home, console: Console::default(), child_pid: None, helper: None, transport: None, exited: None, qmp_path }
+    }
+
+    fn vm(&self, name: &str) -> PathBuf {
+        self.home.vm_dir().join(name)
+    }
+
+    /// A QEMU left behind by an agent that was killed: stop it (only if its pid file and
+    /// command line say it is ours).
+    fn reap_stale(&self) {
+        let pidfile = self.vm("qemu.pid");
+        let Ok(pid) = std::fs::read_to_string(&pidfile).map(|s| s.trim().parse::<i32>().unwrap_or(0)) else { return };
+        if pid > 0 {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ours = String::from_utf8_lossy(&cmdline).contains(&*self.home.vm_dir().to_string_lossy());
+            if ours {
+                // SAFETY: signalling a process we started (checked above).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        let _ = std::fs::remove_file(pidfile);
+    }
+
+    async fn ensure_disk(&self, assets: &VmAssets, gib: u32) -> Result<PathBuf, BackendError> {
+        let disk = self.vm("disk.qcow2");
+        if !disk.exists() {
+            let out = Command::new(&assets.qemu_img)
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(&disk)
+                .arg(format!("{gib}G"))
+                .output()
+                .await
+                .map_err(|e| BackendError::Setup(format!("qemu-img: {e}")))?;
+            if !out.status.success() {
+                return Err(BackendError::Setup(format!("qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+            }
+        }
+        Ok(disk)
+    }
+
+    /// Start the vhost-user-vsock daemon for this boot (it exits with QEMU's disconnect on
+    /// some versions; one per boot is simplest).
+    async fn start_vhost_vsock(&mut self, bin: &Path) -> Result<(PathBuf, Hybrid), BackendError> {
+        let ctl = self.vm("vhost-vsock.sock");
+        let uds = self.vm("vsock.sock");
+        let _ = std::fs::remove_file(&ctl);
+        let _ = std::fs::remove_file(&uds);
+        let log = std::fs::File::create(self.vm("vhost-vsock.log")).map_err(|e| BackendError::Setup(e.to_string()))?;
+        let child = Command::new(bin)
+            .arg("--guest-cid")
+            .arg(protocol::GUEST_CID.to_string())
+            .arg("--socket")
+            .arg(&ctl)
+            .arg("--uds-path")
+            .arg(&uds)
+            // 1 MiB hangs bulk guest uploads (measured); 256 KiB is fine.
+            .args(["--tx-buffer-size", "262144"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| BackendError::Setup(e.to_string()))?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| BackendError::Setup(format!("cannot start {}: {e}", bin.display())))?;
+        self.helper = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ctl.exists() {
+            if Instant::now() > deadline {
+                return Err(BackendError::Setup("vhost-device-vsock did not create its socket within 10 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok((ctl, Hybrid::new(uds)))
+    }
+
+    fn fail(&self, stage: Stage, message: String) -> BackendError {
+        BackendError::Start { stage, message, log_line: explaining_line(&self.console.tail(200)) }
+    }
+
+    /// One boot attempt with one accelerator, up to a ping answered through the transport.
+    async fn boot(
+        &mut self,
+        cfg: &QemuConfig,
+        assets: &VmAssets,
+        events: &mpsc::UnboundedSender<BackendEvent>,
+        probe: bool,
+    ) -> Result<Running, BootError> {
+        let _ = std::fs::remove_file(&cfg.qmp);
+        let console_path = self.vm("console.log");
+        if console_path.exists() {
+            let _ = std::fs::rename(&console_path, self.vm("console.log.1"));
+        }
+        let mut cmd = Command::new(&assets.qemu);
+        cmd.args(qemu_args(cfg)).arg("-pidfile").arg(self.vm("qemu.pid"));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| BootError::Fatal(BackendError::Setup(format!("cannot start {}: {e}", assets.qemu.display()))))?;
+        let pid = child.id().unwrap_or(0);
+        self.child_pid = Some(pid);
+        let (stage_tx, mut stage_rx) = mpsc::unbounded_channel::<(String, Option<f64>, String)>();
+        let mut file = std::fs::File::create(&console_path).ok();
+        let console = self.console.clone();
+        let ev = events.clone();
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let first_line = Arc::new(tokio::sync::Notify::new());
+        let first = Arc::clone(&first_line);
+        tokio::spawn(async move {
+            let mut r = BufReader::new(stdout);
+            let mut buf = Vec::new();
+            let mut seen_first = false;
+            loop {
+                buf.clear();
+                match (&mut r).take(64 * 1024).read_until(b'\n', &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                if !seen_first {
+                    seen_first = true;
+                    first.notify_one();
+                }
+                if let Some(f) = file.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Some(s) = protocol::parse_stage_line(&line) {
+                    let _ = stage_tx.send((s.name, s.uptime_s, s.detail));
+                }
+                console.push(line.clone());
+                let _ = ev.send(BackendEvent::Log(line));
+            }
+        });
+        let console = self.console.clone();
+        tokio::spawn(async move {
+            let mut r = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                console.push(format!("qemu: {l}"));
+            }
+        });
+        let (exit_tx, exit_rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let s = child.wait().await;
+            let reason = match s {
+                Ok(s) => format!("QEMU exited ({})", describe_exit(s)),
+                Err(e) => format!("QEMU: {e}"),
+            };
+            let _ = exit_tx.send(Some(reason));
+        });
+        self.exited = Some(exit_rx.clone());
+        let mut exited = exit_rx.clone();
+        let start = Instant::now();
+
+        // vm-started: QMP answers and the VM runs.
+        let mut qmp_ok = false;
+        while start.elapsed() < Duration::from_secs(30) {
+            if exited.borrow().is_some() {
+                break;
+            }
+            if let Ok(mut q) = crate::qmp::Qmp::connect(&cfg.qmp).await {
+                if q.status().await.map(|s| s == "running").unwrap_or(false) {
+                    qmp_ok = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !qmp_ok {
+            let reason = exited.borrow().clone().unwrap_or_else(|| "QEMU did not answer on QMP within 30 s".into());
+            self.kill_vm().await;
+            return Err(BootError::Fatal(self.fail(Stage::VmStarted, reason)));
+        }
+        let _ = events.send(BackendEvent::Stage { stage: Stage::VmStarted, guest_uptime_s: None });
+
+        // kernel-up: the first console line. A hardware accelerator that cannot get this far
+        // quickly does not work on this host.
+        let limit = if probe { PROGRESS_TIMEOUT } else { BOOT_TIMEOUT };
+        tokio::select! {
+            _ = first_line.notified() => {}
+            _ = tokio::time::sleep(limit) => {
+                self.kill_vm().await;
+                return Err(if probe { BootError::NoProgress } else { BootError::Fatal(self.fail(Stage::KernelUp, "the kernel printed nothing".into())) });
+            }
+            _ = exited.changed() => {
+                let reason = exited.borrow().clone().unwrap_or_default();
+                return Err(if probe { BootError::NoProgress } else { BootError::Fatal(self.fail(Stage::KernelUp, reason)) });
+            }
+        }
+        let _ = events.send(BackendEvent::Stage { stage: Stage::KernelUp, guest_uptime_s: None });
+
+        // Guest stages from the console, up to engine-up confirmed by a ping through vsock.
+        let transport = self.transport.clone().expect("transport set before boot");
+        let deadline = start + BOOT_TIMEOUT;
+        let mut next = Stage::InitUp;
+        let mut engine_uptime = None;
+        loop {
+            if Instant::now() > deadline {
+                self.kill_vm().await;
+                return Err(BootError::Fatal(self.fail(next, format!("the VM did not reach {} within {} s", next.as_str(), BOOT_TIMEOUT.as_secs()))));
+            }
+            while let Ok((name, up, detail)) = stage_rx.try_recv() {
+                match name.as_str() {
+                    "init-up" => {
+                        let _ = events.send(BackendEvent::Stage { stage: Stage::InitUp, guest_uptime_s: up });
+                        next = Stage::DiskUp;
+                    }
+                    "disk-up" => {
+                        let _ = events.send(BackendEvent::Stage { stage: Stage::DiskUp, guest_uptime_s: up });
+                        next = Stage::EngineUp;
+                    }
+                    "engine-up" => engine_uptime = up,
+                    "failed" => {
+                        self.kill_vm().await;
+                        return Err(BootError::Fatal(self.fail(next, format!("the VM failed at {}: {detail}", next.as_str()))));
+                    }
+                    _ => {}
+                }
+            }
+            if exited.borrow().is_some() {
+                let reason = exited.borrow().clone().unwrap_or_default();
+                return Err(BootError::Fatal(self.fail(next, reason)));
+            }
+            if next == Stage::EngineUp {
+                if let Ok(s) = transport.connect(ENGINE_PORT).await {
+                    if super::ping(s).await {
+                        let _ = events.send(BackendEvent::Stage { stage: Stage::EngineUp, guest_uptime_s: engine_uptime });
+                        return Ok(Running { pid, accel: Some(cfg.accel), transport: Some(transport), exited: exit_rx });
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+
+    async fn kill_vm(&mut self) {
+        if let Some(pid) = self.child_pid.take() {
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            if let Some(rx) = self.exited.as_mut() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|v| v.is_some())).await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let _ = std::fs::remove_file(self.vm("qemu.pid"));
+    }
+}
+
+enum BootError {
+    NoProgress,
+    Fatal(BackendError),
+}
+
+#[async_trait::async_trait]
+impl Backend for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn expected_stages(&self) -> Vec<Stage> {
+        vec![Stage::VmStarted, Stage::KernelUp, Stage::InitUp, Stage::DiskUp, Stage::EngineUp, Stage::SocketForwarded]
+    }
+
+    async fn start(&mut self, settings: &Settings, events: mpsc::UnboundedSender<BackendEvent>) -> Result<Running, BackendError> {
+        self.reap_stale();
+        let assets = VmAssets::locate(&self.home).map_err(BackendError::Setup)?;
+        let disk = self.ensure_disk(&assets, settings.disk_gib).await?;
+        let vhost_user = if platform::host_vsock() {
+            self.transport = Some(Arc::new(host_vsock_transport()?));
+            None
+        } else {
+            let bin = assets.vhost_vsock.clone().ok_or_else(|| {
+                BackendError::Setup("vhost-device-vsock is not installed and /dev/vhost-vsock is missing (cargo install --locked vhost-device-vsock)".into())
+            })?;
+            let (ctl, t) = self.start_vhost_vsock(&bin).await?;
+            self.transport = Some(Arc::new(t));
+            Some(ctl)
+        };
+        // The guest asks for the time and for egress while it boots: serve both first.
+        let t = self.transport.clone().expect("set above");
+        let time_l = t.listen(protocol::TIME_PORT).await.map_err(|e| BackendError::Setup(e.to_string()))?;
+        tokio::spawn(crate::timeserve::serve(time_l));
+        let egress_l = t.listen(protocol::EGRESS_PORT).await.map_err(|e| BackendError::Setup(e.to_string()))?;
+        tokio::spawn(crate::egress::serve(egress_l));
+
+        let forced = settings.accel.or_else(|| std::env::var("BERTH_ACCEL").ok().and_then(|a| Accel::parse(&a)));
+        let mut bad = load_bad_accels(&self.home.vm_dir());
+        let order = accel_order(forced, &platform::accel_candidates(), &qemu_accels(&assets.qemu).await, &bad);
+        let mut last_err = None;
+        for accel in order {
+            let cfg = QemuConfig {
+                accel,
+                cpus: settings.cpus,
+                memory_mib: settings.memory_mib,
+                kernel: assets.kernel.clone(),
+                initramfs: assets.initramfs.clone(),
+                disk: disk.clone(),
+                qmp: self.qmp_path.clone(),
+                vhost_user_vsock: vhost_user.clone(),
+                shares: settings.shares.clone(),
+                tsc_khz: platform::tsc_khz(),
+                cpu: platform::cpu_model(accel),
+            };
+            let probe = accel != Accel::Tcg && forced.is_none();
+            let _ = events.send(BackendEvent::Log(format!("berth: starting QEMU with -accel {}", accel.as_str())));
+            match self.boot(&cfg, &assets, &events, probe).await {
+                Ok(mut r) => {
+                    self.exited = Some(r.exited.clone());
+                    r.accel = Some(accel);
+                    return Ok(r);
+                }
+                Err(BootError::NoProgress) => {
+                    let _ = events.send(BackendEvent::Log(format!(
+                        "berth: -accel {} made no progress within {} s; trying the next accelerator",
+                        accel.as_str(),
+                        PROGRESS_TIMEOUT.as_secs()
+                    )));
+                    bad.push(accel);
+                    save_bad_accels(&self.home.vm_dir(), &bad);
+                    // The vhost-user daemon may have exited with the killed QEMU: restart it.
+                    if let Some(bin) = assets.vhost_vsock.clone().filter(|_| vhost_user.is_some()) {
+                        if let Some(mut h) = self.helper.take() {
+                            let _ = h.kill().await;
+                        }
+                        let (_, t) = self.start_vhost_vsock(&bin).await?;
+                        let _ = t; // same paths as before
+                    }
+                }
+                Err(BootError::Fatal(e)) => {
+                    last_err = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(mut h) = self.helper.take() {
+            let _ = h.kill().await;
+        }
+        Err(last_err.unwrap_or_else(|| BackendError::Setup("no accelerator could boot the VM".into())))
+    }
+
+    async fn stop(&mut self) {
+        let Some(pid) = self.child_pid else {
+            if let Some(mut h) = self.helper.take() {
+                let _ = h.kill().await;
+            }
+            return;
+        };
+        let exited = self.exited.clone();
+        let gone = |rx: Option<watch::Receiver<Option<String>>>, d: Duration| async move {
+            match rx {
+                Some(mut rx) => tokio::time::timeout(d, rx.wait_for(|v| v.is_some())).await.is_ok(),
+                None => false,
+            }
+        };
+        // 1. Ask init: it stops berthd, the containers and the disk, then powers off.
+        let mut asked = false;
+        if let Some(t) = &self.transport {
+            if let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(3), t.connect(CONTROL_PORT)).await {
+                asked = s.write_all(b"shutdown\n").await.is_ok();
+            }
+        }
+        let mut done = asked && gone(exited.clone(), Duration::from_secs(30)).await;
+        // 2. QMP quit. 3. SIGKILL.
+        if !done {
+            if let Ok(mut q) = crate::qmp::Qmp::connect(&self.qmp_path).await {
+                let _ = q.quit().await;
+            }
+            done = gone(exited.clone(), Duration::from_secs(5)).await;
+        }
+        if !done {
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = gone(exited, Duration::from_secs(5)).await;
+        }
+        self.child_pid = None;
+        let _ = std::fs::remove_file(self.vm("qemu.pid"));
+        if let Some(mut h) = self.helper.take() {
+            let _ = h.kill().await;
+        }
+    }
+
+    fn log_tail(&self, n: usize) -> Vec<String> {
+        self.console.tail(n)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn host_vsock_transport() -> Result<crate::transport::host_vsock::HostVsock, BackendError> {
+    Ok(crate::transport::host_vsock::HostVsock::new(protocol::GUEST_CID))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn host_vsock_transport() -> Result<crate::transport::per_port::PerPortUnix, BackendError> {
+    Err(BackendError::Setup("host AF_VSOCK is Linux-only".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> QemuConfig {
+        QemuConfig {
+            accel: Accel::Tcg,
+            cpus: 2,
+            memory_mib: 1024,
+            kernel: "/img/vmlinux".into(),
+            initramfs: "/img/initramfs.cpio".into(),
+            disk: "/h/vm/disk.qcow2".into(),
+            qmp: "/h/vm/qmp.sock".into(),
+            vhost_user_vsock: Some("/h/vm/vhost-vsock.sock".into()),
+            shares: vec!["/home/u".into()],
+            tsc_khz: 2_600_000,
+            cpu: "max",
+        }
+    }
+
+    #[test]
+    fn command_line_has_no_network_and_shared_memory_for_vhost_user() {
+        let a = qemu_args(&cfg()).join(" ");
+        assert!(a.contains("-accel tcg"));
+        assert!(a.contains("-smp 2 -m 1024M"));
+        assert!(a.contains("memory-backend-memfd,id=mem,size=1024M,share=on"));
+        assert!(a.contains("vhost-user-vsock-device,chardev=vsock"));
+        assert!(a.contains("discard=unmap"));
+        assert!(a.contains("berth.share=share0:/home/u"));
+        assert!(a.contains("tsc_early_khz=2600000"));
+        assert!(a.contains("-nodefaults"), "no default NIC or devices");
+        for forbidden in ["-netdev", "-nic", "user,", "hostfwd"] {
+            assert!(!a.contains(forbidden), "{forbidden} in {a}");
+        }
+        let mut k = cfg();
+        k.vhost_user_vsock = None;
+        assert!(qemu_args(&k).join(" ").contains("vhost-vsock-device,guest-cid=3"));
+    }
+
+    #[test]
+    fn accelerator_order() {
+        let has = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(accel_order(None, &[Accel::Kvm, Accel::Tcg], &has(&["kvm", "tcg"]), &[]), vec![Accel::Kvm, Accel::Tcg]);
+        assert_eq!(accel_order(None, &[Accel::Kvm, Accel::Tcg], &has(&["tcg"]), &[]), vec![Accel::Tcg], "QEMU without KVM");
+        assert_eq!(accel_order(None, &[Accel::Kvm, Accel::Tcg], &has(&["kvm", "tcg"]), &[Accel::Kvm]), vec![Accel::Tcg], "remembered verdict");
+        assert_eq!(accel_order(Some(Accel::Tcg), &[Accel::Kvm], &has(&["kvm"]), &[]), vec![Accel::Tcg]);
+        assert_eq!(accel_order(None, &[Accel::Hvf, Accel::Tcg], &has(&["hvf", "tcg"]), &[]), vec![Accel::Hvf, Accel::Tcg]);
+    }
+
+    #[test]
+    fn console_keeps_the_tail() {
+        let c = Console::default();
+        for i in 0..(CONSOLE_KEEP + 10) {
+            c.push(i.to_string());
+        }
+        let t = c.tail(3);
+        assert_eq!(t, vec![(CONSOLE_KEEP + 7).to_string(), (CONSOLE_KEEP + 8).to_string(), (CONSOLE_KEEP + 9).to_string()]);
+    }
+}
