@@ -25,6 +25,7 @@ pub mod image;
 pub mod netns;
 pub mod push;
 pub mod registry;
+pub mod vm;
 pub mod world;
 
 /// The one error type of the harness. Tests mostly `.expect()` these; the variants exist so a

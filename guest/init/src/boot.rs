@@ -83,3 +83,30 @@ pub fn load_modules(list: &str) -> Result<(), InitError> {
     }
     Ok(())
 }
+
+/// Bring up the loopback interface (berthd reaches the egress relay on 127.0.0.1; the VM has
+/// no other network device).
+pub fn loopback_up() -> Result<(), InitError> {
+    // SAFETY: a datagram socket for the interface ioctls, and an ifreq naming "lo".
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(InitError::Io("socket for lo".into(), std::io::Error::last_os_error()));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(InitError::Io("bring up lo".into(), err));
+        }
+    }
+    Ok(())
+}

@@ -15,6 +15,7 @@ mod clock;
 mod cmdline;
 mod console;
 mod disk;
+mod framed;
 mod services;
 mod supervise;
 
@@ -43,6 +44,7 @@ fn run() -> Result<(), InitError> {
     console::stage("init-up", "");
     boot::load_modules("/etc/berth/modules")?;
     boot::mount_late()?;
+    boot::loopback_up()?;
     // SAFETY: a valid buffer and length.
     unsafe { libc::sethostname(b"berth".as_ptr().cast(), 5) };
     disk::prepare(&cmd.data_disk, disk::DATA_ROOT)?;

@@ -5,6 +5,7 @@
 //! | 2376 | host to guest | forward: `tcp IP:PORT\n`, answer `OK\n` or `ERR reason\n`, then raw bytes (published ports) |
 //! | 2378 | host to guest | shell: `shell ROWS COLS\n`, answer `OK\n`, then a pty running /bin/sh (`berth shell`) |
 //! | 2379 | host to guest | control: `shutdown\n` or `sync-time\n`, answer `OK ...\n` |
+//! | 2380 | host to guest | berthd's Engine API with half-close carried in frames (`framed.rs`) |
 //! | 3128 | guest to host | egress: an HTTP proxy served by the agent; init relays guest 127.0.0.1:3128 to it |
 //! | 2377 | guest to host | time (see `clock.rs`) |
 //!
@@ -23,6 +24,8 @@ pub const FORWARD_PORT: u32 = 2376;
 pub const SHELL_PORT: u32 = 2378;
 pub const CONTROL_PORT: u32 = 2379;
 pub const EGRESS_PORT: u32 = 3128;
+/// berthd's socket, framed (see `framed.rs`).
+pub const FRAMED_ENGINE_PORT: u32 = 2380;
 /// Where berthd finds the egress proxy (HTTP_PROXY / HTTPS_PROXY).
 pub const EGRESS_LISTEN: &str = "127.0.0.1:3128";
 /// Longest header line a host may send.
@@ -48,10 +51,15 @@ fn bad(msg: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
 }
 
-/// A forward request: `tcp 127.0.0.1:8080`.
-pub fn parse_forward(line: &str) -> Result<SocketAddr, String> {
-    let rest = line.strip_prefix("tcp ").ok_or_else(|| format!("unsupported forward {line:?}"))?;
-    rest.trim().parse::<SocketAddr>().map_err(|_| format!("bad address {rest:?}"))
+/// A forward request: `tcp 127.0.0.1:8080` (raw bytes after `OK`) or `tcp+framed ADDR`
+/// (frames after `OK`, for transports whose half-close is a full close; see `framed.rs`).
+pub fn parse_forward(line: &str) -> Result<(SocketAddr, bool), String> {
+    let (rest, framed) = match (line.strip_prefix("tcp "), line.strip_prefix("tcp+framed ")) {
+        (Some(r), _) => (r, false),
+        (_, Some(r)) => (r, true),
+        _ => return Err(format!("unsupported forward {line:?}")),
+    };
+    rest.trim().parse::<SocketAddr>().map(|a| (a, framed)).map_err(|_| format!("bad address {rest:?}"))
 }
 
 /// A shell request: `shell ROWS COLS`.
@@ -100,12 +108,22 @@ pub fn start_all(rt: &tokio::runtime::Runtime, shutdown: Sender<()>) {
     rt.spawn(serve(FORWARD_PORT, forward));
     rt.spawn(serve(SHELL_PORT, shell));
     rt.spawn(serve(CONTROL_PORT, move |s| control(s, shutdown.clone())));
+    rt.spawn(serve(FRAMED_ENGINE_PORT, framed_engine));
     rt.spawn(egress_relay());
+}
+
+async fn framed_engine(s: VsockStream) {
+    match tokio::net::UnixStream::connect(crate::supervise::INNER_SOCKET).await {
+        Ok(engine) => {
+            let _ = crate::framed::splice_framed(engine, s).await;
+        }
+        Err(e) => crate::console::line(&format!("framed engine relay: {e}")),
+    }
 }
 
 async fn forward(mut s: VsockStream) {
     let Ok(line) = read_line(&mut s).await else { return };
-    let target = match parse_forward(&line) {
+    let (target, framed) = match parse_forward(&line) {
         Ok(t) => t,
         Err(e) => {
             let _ = s.write_all(format!("ERR {e}\n").as_bytes()).await;
@@ -115,7 +133,11 @@ async fn forward(mut s: VsockStream) {
     match TcpStream::connect(target).await {
         Ok(mut t) => {
             if s.write_all(b"OK\n").await.is_ok() {
-                let _ = tokio::io::copy_bidirectional(&mut s, &mut t).await;
+                if framed {
+                    let _ = crate::framed::splice_framed(t, s).await;
+                } else {
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut t).await;
+                }
             }
         }
         Err(e) => {
@@ -254,8 +276,9 @@ mod tests {
 
     #[test]
     fn forward_headers() {
-        assert_eq!(parse_forward("tcp 127.0.0.1:8080").unwrap(), "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(parse_forward("tcp [::1]:80").unwrap(), "[::1]:80".parse().unwrap());
+        assert_eq!(parse_forward("tcp 127.0.0.1:8080").unwrap(), ("127.0.0.1:8080".parse().unwrap(), false));
+        assert_eq!(parse_forward("tcp [::1]:80").unwrap(), ("[::1]:80".parse().unwrap(), false));
+        assert_eq!(parse_forward("tcp+framed 10.0.0.2:80").unwrap(), ("10.0.0.2:80".parse().unwrap(), true));
         assert!(parse_forward("udp 127.0.0.1:53").is_err());
         assert!(parse_forward("tcp localhost:80").is_err(), "no name lookups in init");
         assert!(parse_forward("").is_err());

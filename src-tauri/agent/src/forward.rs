@@ -59,19 +59,29 @@ impl Forwarder {
                 let Ok((mut client, _)) = l.accept().await else { continue };
                 let t = Arc::clone(&transport);
                 tokio::spawn(async move {
-                    match t.connect(port).await {
+                    let framed = !t.half_close() && port == crate::protocol::ENGINE_PORT;
+                    let target = if framed { crate::protocol::FRAMED_ENGINE_PORT } else { port };
+                    match t.connect(target).await {
+                        Ok(guest) if framed => {
+                            let _ = crate::framed::splice_framed(client, guest).await;
+                        }
                         Ok(mut guest) => {
                             let _ = splice(&mut client, &mut guest).await;
                         }
                         Err(e) => {
                             // Answer like an engine would, so the CLI prints something useful.
-                            use tokio::io::AsyncWriteExt;
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            // Read the request first: closing with unread data would reset the
+                            // connection before the client sees the answer.
+                            let mut sink = [0u8; 8192];
+                            let _ = tokio::time::timeout(std::time::Duration::from_millis(300), client.read(&mut sink)).await;
                             let body = serde_json::json!({ "message": format!("Berth engine unreachable: {e}") }).to_string();
                             let resp = format!(
                                 "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                                 body.len()
                             );
                             let _ = client.write_all(resp.as_bytes()).await;
+                            let _ = client.shutdown().await;
                             tracing::warn!("docker socket: {e}");
                         }
                     }

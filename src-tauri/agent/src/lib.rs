@@ -37,6 +37,7 @@ pub mod client;
 pub mod context;
 pub mod egress;
 pub mod forward;
+pub mod framed;
 pub mod paths;
 pub mod ports;
 pub mod protocol;

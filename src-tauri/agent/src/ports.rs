@@ -162,12 +162,12 @@ fn bracket(ip: &str) -> String {
 
 async fn accept_loop(l: TcpListener, t: Arc<dyn Transport>, target: SocketAddr) {
     loop {
-        let Ok((mut c, _)) = l.accept().await else { continue };
+        let Ok((c, _)) = l.accept().await else { continue };
         let t = Arc::clone(&t);
         tokio::spawn(async move {
             match open_forward(&*t, target).await {
-                Ok(mut g) => {
-                    let _ = crate::forward::splice(&mut c, &mut g).await;
+                Ok(g) => {
+                    let _ = g.splice(c).await;
                 }
                 Err(e) => tracing::warn!("port forward to {target}: {e}"),
             }
@@ -175,10 +175,30 @@ async fn accept_loop(l: TcpListener, t: Arc<dyn Transport>, target: SocketAddr) 
     }
 }
 
+/// A connection to a TCP address inside the VM, raw or framed (see [`crate::framed`]).
+pub struct GuestTcp {
+    stream: crate::transport::BoxStream,
+    framed: bool,
+}
+
+impl GuestTcp {
+    /// Relay `local` (e.g. an accepted host TCP connection) to it, with half-close both ways.
+    pub async fn splice<L: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(self, mut local: L) -> std::io::Result<()> {
+        let mut g = self.stream;
+        if self.framed {
+            crate::framed::splice_framed(local, g).await
+        } else {
+            crate::forward::splice(&mut local, &mut g).await.map(|_| ())
+        }
+    }
+}
+
 /// A stream to `target` inside the VM through init's forward service.
-pub async fn open_forward(t: &dyn Transport, target: SocketAddr) -> std::io::Result<crate::transport::BoxStream> {
+pub async fn open_forward(t: &dyn Transport, target: SocketAddr) -> std::io::Result<GuestTcp> {
     let mut g = t.connect(FORWARD_PORT).await?;
-    g.write_all(format!("tcp {target}\n").as_bytes()).await?;
+    let framed = !t.half_close();
+    let kind = if framed { "tcp+framed" } else { "tcp" };
+    g.write_all(format!("{kind} {target}\n").as_bytes()).await?;
     let mut line = Vec::new();
     loop {
         let b = g.read_u8().await?;
@@ -191,7 +211,7 @@ pub async fn open_forward(t: &dyn Transport, target: SocketAddr) -> std::io::Res
         }
     }
     if line == b"OK" {
-        Ok(g)
+        Ok(GuestTcp { stream: g, framed })
     } else {
         Err(std::io::Error::other(String::from_utf8_lossy(&line).into_owned()))
     }

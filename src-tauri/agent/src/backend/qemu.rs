@@ -106,7 +106,7 @@ pub fn qemu_args(c: &QemuConfig) -> Vec<String> {
     // vhost-user devices need guest memory the daemon can map.
     push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
     push(&["-kernel", &c.kernel.to_string_lossy(), "-initrd", &c.initramfs.to_string_lossy()]);
-    let mut cmdline = format!("console=ttyS0 reboot=t panic=-1 tsc_early_khz={} berth.disk=/dev/vda", c.tsc_khz);
+    let mut cmdline = format!("console=ttyS0 reboot=t panic=-1 tsc_early_khz={} tsc=reliable berth.disk=/dev/vda", c.tsc_khz);
     for (i, s) in c.shares.iter().enumerate() {
         cmdline.push_str(&format!(" berth.share=share{i}:{s}"));
     }
@@ -261,6 +261,9 @@ impl Qemu {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| BackendError::Setup(format!("cannot start {}: {e}", bin.display())))?;
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(self.vm("vhost-vsock.pid"), format!("{pid}\n"));
+        }
         self.helper = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ctl.exists() {

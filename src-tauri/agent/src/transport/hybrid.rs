@@ -93,6 +93,11 @@ impl Transport for Hybrid {
     fn describe(&self) -> String {
         format!("vhost-user-vsock hybrid socket {}", self.socket.display())
     }
+
+    /// vhost-device-vsock turns a host-side EOF into SHUTDOWN(RCV|SEND) for the guest.
+    fn half_close(&self) -> bool {
+        false
+    }
 }
 
 /// Guest connections arriving on a unix listener.

@@ -51,6 +51,11 @@ pub trait Transport: Send + Sync + 'static {
     async fn listen(&self, port: u32) -> Result<Box<dyn GuestListener>, TransportError>;
     /// For status and logs.
     fn describe(&self) -> String;
+    /// True when a write shutdown on a stream reaches the guest as a half-close (and not as a
+    /// full close). When false, engine streams go through init's framed relay.
+    fn half_close(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait::async_trait]

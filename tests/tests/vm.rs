@@ -1,0 +1,176 @@
+//! Issue 6 end to end, under TCG: `berth up --vm`, the docker CLI through the forwarded socket
+//! (pull from the test registry on host loopback through the agent's egress proxy, run, exec
+//! -it in a pty, stdin half-close), the guest forward service, persistence across `berth down`
+//! / `berth up`, and recovery after `kill -9` of QEMU.
+
+use berth_tests::fixtures::Fixtures;
+use berth_tests::vm::BerthVm;
+use berth_tests::require_vm;
+
+fn stages(status: &serde_json::Value) -> Vec<String> {
+    status["stages"].as_array().into_iter().flatten().filter_map(|s| s["stage"].as_str().map(String::from)).collect()
+}
+
+#[test]
+fn vm_end_to_end() {
+    require_vm!();
+    let fx = Fixtures::start().expect("fixtures");
+    let vm = BerthVm::new(&fx.ns).expect("vm home");
+
+    // --- berth up --vm, staged readiness with timestamps ------------------------------------
+    let out = vm.berth_ok(&["up", "--vm", "--cpus", "2", "--memory", "1024", "--disk", "4"]);
+    assert!(out.contains("Berth is up (qemu, tcg)"), "{out}");
+    let st = vm.status();
+    assert_eq!(st["state"], "running", "{st}");
+    assert_eq!(stages(&st), ["vm-started", "kernel-up", "init-up", "disk-up", "engine-up", "socket-forwarded"], "{st}");
+    for s in st["stages"].as_array().unwrap() {
+        assert!(s["at_ms"].as_u64().unwrap() > 1_600_000_000_000, "{s}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&vm.docker_socket()), 0o600);
+    assert_eq!(mode(vm.docker_socket().parent().unwrap()), 0o700);
+    let human = vm.berth(&["status"]).stdout;
+    assert!(human.contains("[x] socket-forwarded") && human.contains("UTC"), "{human}");
+
+    // --- the docker CLI through the forwarded socket -----------------------------------------
+    let v = vm.docker_ok(&["version", "--format", "{{.Server.Os}} {{.Server.KernelVersion}}"]);
+    assert!(v.starts_with("linux 6.1."), "{v}");
+    // Inside our VM, cgroups are v2.
+    assert_eq!(vm.docker_ok(&["info", "--format", "{{.CgroupVersion}}"]).trim(), "2");
+    // Pull from the registry on host loopback: the VM has no network device, so this went
+    // through the agent's egress proxy.
+    let img = fx.reference("busybox:latest");
+    vm.docker_ok(&["pull", &img]);
+    vm.docker_ok(&["tag", &img, "busybox:latest"]);
+    assert_eq!(vm.docker_ok(&["run", "--rm", "busybox", "echo", "hi"]), "hi\n");
+    // docker exec -it in a real pty (`script`).
+    let id = vm.docker_ok(&["run", "-d", "--name", "sleeper", "busybox", "sleep", "600"]);
+    let base = vm.docker_command();
+    let mut cmd = fx.ns.command("script");
+    cmd.args(["-qec", "docker exec -it sleeper sh", "/dev/null"]);
+    cmd.env_clear();
+    for (k, v) in base.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let (status, stdout, _) = berth_tests::berthd::run_with_timeout(cmd, Some(b"tty; echo $((6*7)); exit 5\n"), std::time::Duration::from_secs(120)).expect("exec -it");
+    let text = String::from_utf8_lossy(&stdout);
+    assert!(text.contains("/dev/pts/") && text.contains("42"), "{text}");
+    assert_eq!(status.code(), Some(5), "{text}");
+    // Hijacked stream with stdin half-close: cat sees EOF and exits; its output comes back.
+    let o = vm.docker_with_stdin(&["exec", "-i", "sleeper", "cat"], Some(b"through the vsock\n"));
+    assert!(o.success(), "{o:?}");
+    assert_eq!(o.stdout, "through the vsock\n");
+    vm.docker_ok(&["rm", "-f", id.trim()]);
+
+    // --- the guest forward service (what published ports use), through the real VM -----------
+    let web = fx.reference("web:latest");
+    vm.docker_ok(&["pull", "-q", &web]);
+    let wid = vm.docker_ok(&["run", "-d", "--network", "host", &web]);
+    let page = forward_get(&vm, "127.0.0.1:80");
+    assert!(page.contains(berth_tests::image::WEB_MARKER), "{page}");
+    vm.docker_ok(&["rm", "-f", wid.trim()]);
+
+    // --- published ports (-p): needs port publishing in berthd (the networks work) -----------
+    published_port_reaches_the_host(&vm, &fx, &web);
+
+    // --- berth down, berth up: the image is still there ---------------------------------------
+    let down = vm.berth_ok(&["down"]);
+    assert!(down.contains("stopped"), "{down}");
+    assert!(vm.live_pids().is_empty(), "processes left after down: {:?}", vm.live_pids());
+    assert!(!vm.docker_socket().exists(), "docker socket left after down");
+    vm.berth_ok(&["up", "--vm"]);
+    let images = vm.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.lines().any(|l| l == "busybox:latest"), "{images}");
+
+    // --- kill -9 of QEMU: status says so, berth up recovers -----------------------------------
+    let qemu = vm.status()["pid"].as_i64().expect("qemu pid") as i32;
+    // SAFETY: the QEMU this test started.
+    unsafe { libc::kill(qemu, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let st = loop {
+        let st = vm.status();
+        if st["state"] == "failed" || std::time::Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(st["state"], "failed", "{st}");
+    let msg = st["failure"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("QEMU exited") && msg.contains("signal 9"), "{st}");
+    let human = vm.berth(&["status"]);
+    assert_eq!(human.status.code(), Some(3));
+    assert!(human.stderr.contains("signal 9") || human.stdout.contains("signal 9"), "{human:?}");
+    assert!(!vm.docker(&["version"]).success(), "docker must fail while the VM is down");
+    vm.berth_ok(&["up", "--vm"]);
+    let images = vm.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.lines().any(|l| l == "busybox:latest"), "image lost after kill -9: {images}");
+    assert_eq!(vm.docker_ok(&["run", "--rm", "busybox", "echo", "back"]), "back\n");
+}
+
+/// GET / from `target` inside the VM through the agent's transport and init's forward service.
+fn forward_get(vm: &BerthVm, target: &str) -> String {
+    let uds = vm.home().join("vm/vsock.sock");
+    let target: std::net::SocketAddr = target.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let t = berth_agent::transport::hybrid::Hybrid::new(uds);
+        // httpd may need a moment to listen.
+        for _ in 0..100 {
+            if let Ok(g) = berth_agent::ports::open_forward(&t, target).await {
+                // The same relay the published ports use, from an in-memory "client".
+                let (mut client, local) = tokio::io::duplex(1 << 16);
+                let relay = tokio::spawn(g.splice(local));
+                client.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").await.unwrap();
+                let mut out = String::new();
+                let r = tokio::time::timeout(std::time::Duration::from_secs(20), client.read_to_string(&mut out)).await;
+                assert!(r.is_ok(), "the forward did not end after the server closed: {out}");
+                relay.abort();
+                if out.contains("200") {
+                    return out;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no answer from {target} in the VM");
+    })
+}
+
+/// `docker run -d -p 127.0.0.1:PORT:80` and a GET on the host. berthd reports published ports
+/// in `NetworkSettings.Ports` only once port publishing lands (networks work): until then this
+/// says so and checks that the agent opened nothing it should not have.
+fn published_port_reaches_the_host(vm: &BerthVm, fx: &Fixtures, web: &str) {
+    let port = fx.ns.free_port().unwrap();
+    let id = vm.docker_ok(&["run", "-d", "-p", &format!("127.0.0.1:{port}:80"), web]);
+    let inspect: serde_json::Value = serde_json::from_str(&vm.docker_ok(&["inspect", id.trim()])).unwrap();
+    let ports = inspect[0]["NetworkSettings"]["Ports"].to_string();
+    if !ports.contains(&port.to_string()) {
+        eprintln!("NOTE: berthd does not publish ports yet (NetworkSettings.Ports = {ports}); the -p check waits for the networks work");
+        assert!(vm.status()["ports"].as_array().unwrap().is_empty());
+        vm.docker_ok(&["rm", "-f", id.trim()]);
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let page = loop {
+        if let Ok(r) = berth_tests::http::request(&fx.ns, "GET", &format!("127.0.0.1:{port}"), "/index.html", &[], b"") {
+            if r.status == 200 {
+                break r.text();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "host port {port} never answered");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(page.contains(berth_tests::image::WEB_MARKER), "{page}");
+    let st = vm.status();
+    assert!(st["ports"].as_array().unwrap().iter().any(|p| p["host_port"] == port), "{st}");
+    vm.docker_ok(&["rm", "-f", id.trim()]);
+    // Released when the container stops.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fx.ns.connect_tcp(&format!("127.0.0.1:{port}")).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "host port {port} still open after rm");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
