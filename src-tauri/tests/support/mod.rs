@@ -267,7 +267,8 @@ impl<'a> Session<'a> {
         use base64::Engine as _;
         let t = Instant::now();
         // WebKit snapshots after the next presentation update: make sure one is due.
-        // WebKit snapshots after the next presentation update: make sure one is due.
+        // WebKit snapshots after the next presentation update: make sure one is due. (The frame
+        // can still be an older one: assertions read the page, never the picture.)
         let _ = self.call("POST", &self.s("/execute/sync"), Some(json!({"script": "document.body.style.outline = document.body.style.outline ? '' : '0px solid transparent'; return true", "args": []})));
         let v = self.call("GET", &self.s("/screenshot"), None)?;
         eprintln!("screenshot {} took {:?}", path.display(), t.elapsed());

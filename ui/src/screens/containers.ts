@@ -53,7 +53,7 @@ export class ContainersScreen implements Screen {
     );
     this.bulk = h(
       "div",
-      { class: "bulk", "data-testid": "bulk-actions" },
+      { class: "bulk hidden", "data-testid": "bulk-actions" },
       actionButton("Start", { "data-testid": "bulk-start" }, () => this.bulkAction("start"), showError),
       actionButton("Stop", { "data-testid": "bulk-stop" }, () => this.bulkAction("stop"), showError),
       actionButton("Restart", { "data-testid": "bulk-restart" }, () => this.bulkAction("restart"), showError),
