@@ -184,3 +184,28 @@ fn binds_tmpfs_options_volumes_from_and_refusals() {
     w.d.docker_ok(&["volume", "rm", "shared"]);
     assert!(mounts_under(&w.d.data_root()).iter().all(|m| !m.contains("/volumes/")));
 }
+
+/// Checklist #23: while one container keeps flipping a directory of a shared volume between a
+/// real directory and a symlink to `/`, another container mounts a bind below that directory.
+/// Every start either fails or mounts inside its rootfs: the target is never created on the
+/// host's root.
+#[test]
+fn bind_target_races_stay_inside_the_rootfs() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let host = tempfile::tempdir().unwrap();
+    let marker = format!("berth-race-{}", std::process::id());
+    w.d.docker_ok(&["run", "-d", "--name", "flipper", "-v", "shared:/data", &img, "sh", "-c",
+        "while true; do rm -rf /data/sub; mkdir -p /data/sub; rm -rf /data/sub; ln -s / /data/sub; done"]);
+    let mut ok = 0;
+    for _ in 0..40 {
+        let r = w.d.docker(&["run", "--rm", "-v", "shared:/data", "-v", &format!("{}:/data/sub/{marker}", host.path().display()), &img, "true"]);
+        if r.success() {
+            ok += 1;
+        }
+        assert!(!std::path::Path::new("/").join(&marker).exists(), "a bind target escaped the rootfs onto the host");
+    }
+    eprintln!("{ok}/40 racing starts succeeded; none escaped");
+    w.d.docker_ok(&["rm", "-f", "flipper"]);
+}

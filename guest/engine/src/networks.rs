@@ -153,7 +153,7 @@ pub struct NetState {
 #[derive(Default)]
 struct Live {
     dns: Option<tokio::task::JoinHandle<()>>,
-    proxies: Vec<tokio::task::JoinHandle<()>>,
+    proxies: Vec<berth_network::proxy::ProxyHandle>,
 }
 
 impl Drop for Live {
@@ -161,9 +161,7 @@ impl Drop for Live {
         if let Some(d) = self.dns.take() {
             d.abort();
         }
-        for p in self.proxies.drain(..) {
-            p.abort();
-        }
+        self.proxies.clear();
     }
 }
 
@@ -882,7 +880,12 @@ pub fn reconcile(e: &Engine) {
     let keep_veth: Vec<String> = running.iter().flat_map(|c| c.net.endpoints.iter().map(|ep| ep.host_veth.clone())).collect();
     let bridges: Vec<String> = n.list().into_iter().filter(|r| r.is_bridge()).map(|r| r.bridge).collect();
     if let Ok(links) = n.plumbing.links() {
-        let ours: HashMap<u32, String> = links.iter().filter(|l| l.kind == "bridge" && (bridges.contains(&l.name) || l.name.starts_with("br-") || l.name == DEFAULT_BRIDGE)).map(|l| (l.index, l.name.clone())).collect();
+        // Only bridges Berth made (marked by their alias); another engine's stay untouched.
+        let ours: HashMap<u32, String> = links
+            .iter()
+            .filter(|l| l.kind == "bridge" && (bridges.contains(&l.name) || l.alias == berth_network::plumbing::OWNER_ALIAS))
+            .map(|l| (l.index, l.name.clone()))
+            .collect();
         for l in &links {
             if l.kind == "veth" && l.master.map(|m| ours.contains_key(&m)).unwrap_or(false) && !keep_veth.contains(&l.name) {
                 tracing::info!(veth = %l.name, "removing a veth no running container uses");

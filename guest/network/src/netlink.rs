@@ -26,6 +26,8 @@ pub struct Link {
     pub kind: String,
     /// Index of the bridge it is enslaved to.
     pub master: Option<u32>,
+    /// IFLA_IFALIAS: Berth marks the bridges it creates with [`crate::plumbing::OWNER_ALIAS`].
+    pub alias: String,
 }
 
 pub struct Netlink {
@@ -116,11 +118,18 @@ impl Netlink {
         }
     }
 
-    pub fn add_bridge(&mut self, name: &str) -> Result<(), NetError> {
+    /// A bridge named `name`, its alias set to `alias` (how Berth recognises its own bridges).
+    pub fn add_bridge(&mut self, name: &str, alias: &str) -> Result<(), NetError> {
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(name.to_string()));
         m.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
         self.request(&format!("add bridge {name}"), RouteNetlinkMessage::NewLink(m), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)?;
+        // The kernel takes IFLA_IFALIAS on a change, not on creation.
+        let l = self.link_by_name(name)?.ok_or_else(|| nl_err("add bridge", format!("{name} vanished")))?;
+        let mut m = LinkMessage::default();
+        m.header.index = l.index;
+        m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.request(&format!("set alias of {name}"), RouteNetlinkMessage::SetLink(m), NLM_F_REQUEST | NLM_F_ACK)?;
         Ok(())
     }
 
@@ -208,11 +217,12 @@ impl Netlink {
 }
 
 fn to_link(l: &LinkMessage) -> Link {
-    let mut out = Link { index: l.header.index, name: String::new(), kind: String::new(), master: None };
+    let mut out = Link { index: l.header.index, name: String::new(), kind: String::new(), master: None, alias: String::new() };
     for a in &l.attributes {
         match a {
             LinkAttribute::IfName(n) => out.name = n.clone(),
             LinkAttribute::Controller(m) => out.master = Some(*m),
+            LinkAttribute::IfAlias(a) => out.alias = a.clone(),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {

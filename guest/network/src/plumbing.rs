@@ -12,6 +12,10 @@ use std::sync::Mutex;
 use crate::netlink::{Link, Netlink};
 use crate::NetError;
 
+/// The interface alias of every bridge Berth creates: reconciliation removes only bridges
+/// carrying it, never another engine's (dockerd also names its bridges `br-<id>`).
+pub const OWNER_ALIAS: &str = "berth";
+
 /// Where Docker's embedded resolver listens inside each container.
 pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 
@@ -124,7 +128,7 @@ impl Plumbing for Linux {
     fn ensure_bridge(&self, name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), NetError> {
         let mut nl = Netlink::open()?;
         if nl.link_by_name(name)?.is_none() {
-            nl.add_bridge(name)?;
+            nl.add_bridge(name, OWNER_ALIAS)?;
         }
         let l = nl.link_by_name(name)?.ok_or_else(|| NetError::Netlink(format!("bridge {name} vanished")))?;
         match nl.add_addr(l.index, IpAddr::V4(gateway), prefix) {
@@ -340,6 +344,7 @@ mod tests {
             let p = Linux;
             p.ensure_bridge("brtest0", Ipv4Addr::new(10, 77, 0, 1), 24).unwrap();
             p.ensure_bridge("brtest0", Ipv4Addr::new(10, 77, 0, 1), 24).unwrap();
+            assert!(p.links().unwrap().iter().any(|l| l.name == "brtest0" && l.kind == "bridge" && l.alias == OWNER_ALIAS));
             let ep = |n: u8| EndpointSpec {
                 host_veth: format!("vethtest{n}"),
                 ifname: "eth0".into(),

@@ -60,33 +60,54 @@ impl Bound {
         }
     }
 
-    /// Serve until the handle is aborted (which closes the listener).
-    pub fn serve(self, target: SocketAddr) -> io::Result<tokio::task::JoinHandle<()>> {
-        match self {
+    /// Serve until the handle is dropped: that closes the listener and ends the connections
+    /// it relays (their container is gone; a half-dead relay would hold the client until TCP
+    /// gives up).
+    pub fn serve(self, target: SocketAddr) -> io::Result<ProxyHandle> {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let task = match self {
             Bound::Tcp(l) => {
                 let l = tokio::net::TcpListener::from_std(l)?;
-                Ok(tokio::spawn(async move {
+                tokio::spawn(async move {
                     loop {
                         let Ok((client, _)) = l.accept().await else {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             continue;
                         };
+                        let mut rx = rx.clone();
                         tokio::spawn(async move {
                             let Ok(Ok(upstream)) = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(target)).await else {
                                 return;
                             };
                             let _ = client.set_nodelay(true);
                             let _ = upstream.set_nodelay(true);
-                            relay(client, upstream).await;
+                            tokio::select! {
+                                _ = relay(client, upstream) => {}
+                                _ = rx.wait_for(|s| *s) => {}
+                            }
                         });
                     }
-                }))
+                })
             }
             Bound::Udp(u) => {
                 let u = Arc::new(UdpSocket::from_std(u)?);
-                Ok(tokio::spawn(udp_relay(u, target)))
+                tokio::spawn(udp_relay(u, target))
             }
-        }
+        };
+        Ok(ProxyHandle { task, stop })
+    }
+}
+
+/// A serving published port; dropping it stops it.
+pub struct ProxyHandle {
+    task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.task.abort();
     }
 }
 
@@ -209,8 +230,8 @@ mod tests {
         assert_eq!(reply, format!("got {}", 3 << 20));
         // A port in use is a bind error; aborting the proxy frees it.
         assert!(Bound::bind(Proto::Tcp, addr).is_err());
-        h.abort();
-        let _ = h.await;
+        drop(h);
+        tokio::time::sleep(Duration::from_millis(50)).await;
         Bound::bind(Proto::Tcp, addr).unwrap();
     }
 
