@@ -436,40 +436,37 @@ async fn record_exit(e: &Arc<Engine>, id: &str, status: Option<berth_shim::ExitS
         }
     })
     .await;
-    let Ok(c) = e.containers.update(id, |c| {
+    // One record write: the exit, and the end of the run's endpoints and ports (a crash before
+    // the teardown below leaves only what reconciliation at the next start removes).
+    let Ok((c, net)) = e.containers.update(id, |c| {
         c.state.status = Status::Exited;
         c.state.exit_code = code;
         c.state.oom_killed = oom;
         c.state.pid = 0;
         c.state.error = err;
         c.state.finished_at = Some(status.as_ref().map(|s| s.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)).unwrap_or_else(now));
-        c.clone()
+        let net = c.net.clone();
+        c.net.sandbox.clear();
+        c.net.endpoints.clear();
+        c.net.ports.clear();
+        (c.clone(), net)
     }) else {
         return;
     };
     {
         let e2 = Arc::clone(e);
-        let c2 = c.clone();
+        let (c2, net2) = (c.clone(), net.clone());
         let _ = tokio::task::spawn_blocking(move || {
-            crate::networks::detach(&e2, &c2, &c2.net);
+            crate::networks::detach(&e2, &c2, &net2);
             super::mounts::release(&e2, &c2.mounts);
         })
         .await;
-        for ep in &c.net.endpoints {
+        for ep in &net.endpoints {
             if let Ok(r) = e.networks.get(&ep.network_id) {
                 crate::networks::network_event(e, "disconnect", &r, Some(&c.id));
             }
         }
     }
-    let c = match e.containers.update(id, |c| {
-        c.net.sandbox.clear();
-        c.net.endpoints.clear();
-        c.net.ports.clear();
-        c.clone()
-    }) {
-        Ok(c) => c,
-        Err(_) => return,
-    };
     if oom {
         e.events.container("oom", &c);
     }
