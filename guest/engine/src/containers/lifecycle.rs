@@ -341,8 +341,25 @@ pub async fn start(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiErro
 }
 
 pub async fn start_container(e: &Arc<Engine>, id: &str) -> Result<(), ApiError> {
+    start_checked(e, id, false).await
+}
+
+/// Start; with `restart`, only if the container still waits out its restart back-off and no
+/// `stop`/`rm` came in meanwhile (checked under the lifecycle lock, so a stop that arrives
+/// while the restart is starting the container waits for it and then stops it).
+async fn start_checked(e: &Arc<Engine>, id: &str, restart: bool) -> Result<(), ApiError> {
     let guard = e.lifecycle_lock(id).await;
-    let c = e.containers.get(id)?;
+    let mut c = e.containers.get(id)?;
+    if restart {
+        if c.state.manually_stopped || c.state.status != Status::Restarting {
+            return Ok(());
+        }
+        c = e.containers.update(id, |c| {
+            c.state.status = Status::Exited;
+            c.state.restart_count += 1;
+            c.clone()
+        })?;
+    }
     if is_running(&c) {
         return Ok(());
     }
@@ -527,11 +544,7 @@ fn schedule_restart(e: Arc<Engine>, id: String, delay: Duration) {
         if c.state.manually_stopped || c.state.status != Status::Restarting {
             return;
         }
-        let _ = e.containers.update(&id, |c| {
-            c.state.status = Status::Exited;
-            c.state.restart_count += 1;
-        });
-        if let Err(err) = start_container(&e, &id).await {
+        if let Err(err) = start_checked(&e, &id, true).await {
             tracing::warn!(%id, "restart failed: {err}");
         }
     });
@@ -637,13 +650,23 @@ pub async fn stop(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
     if !is_running(&c) {
         return Ok(status_only(StatusCode::NOT_MODIFIED));
     }
+    let mut c = c;
     if c.state.status == Status::Restarting {
-        // Waiting out a restart back-off: nothing runs, just cancel the restart.
-        e.containers.update(&c.id, |c| {
-            c.state.manually_stopped = true;
-            c.state.status = Status::Exited;
-        })?;
-        return Ok(status_only(StatusCode::NO_CONTENT));
+        // A restart that is starting it right now finishes first (it holds the lock).
+        let guard = e.lifecycle_lock(&c.id).await;
+        c = e.containers.get(&c.id)?;
+        if c.state.status == Status::Restarting {
+            // Waiting out a restart back-off: nothing runs, just cancel the restart.
+            e.containers.update(&c.id, |c| {
+                c.state.manually_stopped = true;
+                c.state.status = Status::Exited;
+            })?;
+            return Ok(status_only(StatusCode::NO_CONTENT));
+        }
+        drop(guard);
+        if !is_running(&c) {
+            return Ok(status_only(StatusCode::NOT_MODIFIED));
+        }
     }
     stop_container(e, &c, q.i64("t")?.or(q.i64("timeout")?), q.get("signal")).await?;
     Ok(status_only(StatusCode::NO_CONTENT))
@@ -686,10 +709,14 @@ pub async fn remove(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Bo
     let force = q.bool("force")?;
     let c = e.containers.get(key)?;
     if c.state.status == Status::Restarting {
-        e.containers.update(&c.id, |c| {
+        // As in stop: a restart in progress finishes first.
+        let _guard = e.lifecycle_lock(&c.id).await;
+        let _ = e.containers.update(&c.id, |c| {
             c.state.manually_stopped = true;
-            c.state.status = Status::Exited;
-        })?;
+            if c.state.status == Status::Restarting {
+                c.state.status = Status::Exited;
+            }
+        });
     }
     let c = e.containers.get(&c.id)?;
     if is_running(&c) {
