@@ -187,3 +187,25 @@ fn host_config_knobs_reach_the_container() {
     assert!(text.starts_with("3MB") || text.starts_with("3.0"), "{text}");
     w.d.docker_ok(&["rm", "-f", "st", "sized"]);
 }
+
+/// berth-oci is the default runtime; `--default-runtime runc` (Debian's runc) still works for
+/// the whole lifecycle. Which one ran is visible in the runtime's own state root.
+#[test]
+fn default_runtime_is_berth_oci_and_runc_still_works() {
+    require_berthd!();
+    let fx = berth_tests::fixtures::Fixtures::start().expect("fixtures");
+    let regs = [fx.registry.addr(), fx.auth_registry.addr()];
+    for (args, state_root) in [(&[][..], "berth-oci"), (&["--default-runtime", "runc"][..], "runc")] {
+        let d = berth_tests::berthd::Berthd::start_with_args(&fx.ns, &regs, args).expect("berthd");
+        let img = fx.reference("busybox:latest");
+        d.docker_ok(&["pull", "-q", &img]);
+        assert_eq!(d.docker_ok(&["run", "--rm", &img, "echo", "hi"]), "hi\n", "{state_root}");
+        d.docker_ok(&["run", "-d", "--name", "rt", &img, "sleep", "60"]);
+        assert!(d.exec_root().join(state_root).join(d.docker_ok(&["inspect", "-f", "{{.Id}}", "rt"]).trim()).exists(), "{state_root} state dir");
+        assert_eq!(d.docker_ok(&["exec", "rt", "sh", "-c", "echo $$; grep CapEff /proc/self/status"]).lines().nth(1).unwrap(), "CapEff:\t00000000a80425fb");
+        d.docker_ok(&["pause", "rt"]);
+        assert_eq!(d.docker_ok(&["inspect", "-f", "{{.State.Status}}", "rt"]).trim(), "paused");
+        d.docker_ok(&["unpause", "rt"]);
+        d.docker_ok(&["rm", "-f", "rt"]);
+    }
+}

@@ -35,6 +35,9 @@ struct Args {
     /// Largest build context (unpacked bytes) that `docker build` may send.
     #[arg(long = "max-build-context", default_value_t = berth_engine::build::DEFAULT_MAX_CONTEXT_BYTES)]
     max_build_context: u64,
+    /// OCI runtime for new containers: `runc`, or a path (default: berth-oci next to berthd).
+    #[arg(long = "default-runtime")]
+    default_runtime: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         insecure_registries: args.insecure_registry,
         dns: args.dns,
         build_context_max_bytes: args.max_build_context,
+        default_runtime: args.default_runtime,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async {

@@ -19,6 +19,9 @@ pub struct Config {
     pub dns: Vec<String>,
     /// Largest unpacked build context accepted by POST /build.
     pub build_context_max_bytes: u64,
+    /// OCI runtime binary for new containers (dockerd's `--default-runtime`); None: the
+    /// `BERTH_RUNTIME` environment variable, else berth-oci next to berthd, else runc.
+    pub default_runtime: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -31,6 +34,7 @@ impl Default for Config {
             insecure_registries: Vec::new(),
             dns: Vec::new(),
             build_context_max_bytes: crate::build::DEFAULT_MAX_CONTEXT_BYTES,
+            default_runtime: None,
         }
     }
 }

@@ -579,10 +579,12 @@ pub fn default_profile(caps: &[String]) -> LinuxSeccomp {
     if !has_any(caps, &["CAP_SYS_ADMIN"]) {
         // clone without namespace flags (threads, fork) stays allowed.
         let mut clone = allow(&["clone"]);
+        // SCMP_CMP_MASKED_EQ: `value` is the mask, `valueTwo` the datum (as in Docker's
+        // profile): (flags & NAMESPACE_FLAGS) == 0.
         clone.set_args(Some(vec![arg(
             0,
-            0,
-            Some(CLONE_NAMESPACE_FLAGS),
+            CLONE_NAMESPACE_FLAGS,
+            Some(0),
             LinuxSeccompOperator::ScmpCmpMaskedEq,
         )]));
         rules.push(clone);
@@ -679,8 +681,8 @@ mod tests {
             .unwrap();
         let a = clone.args().as_ref().unwrap()[0];
         assert_eq!(a.op(), LinuxSeccompOperator::ScmpCmpMaskedEq);
-        assert_eq!(a.value_two(), Some(CLONE_NAMESPACE_FLAGS));
-        assert_eq!(a.value(), 0);
+        assert_eq!(a.value(), CLONE_NAMESPACE_FLAGS, "the mask");
+        assert_eq!(a.value_two(), Some(0), "the datum");
         let clone3 = rules
             .iter()
             .find(|s| s.names() == &vec!["clone3".to_string()])

@@ -243,14 +243,40 @@ fn shim_binary() -> PathBuf {
         .unwrap_or_else(|| "berth-shim".into())
 }
 
-/// The OCI runtime binary: `BERTH_RUNTIME`, else `runc` from PATH.
-pub(crate) fn runtime_binary() -> PathBuf {
-    std::env::var("BERTH_RUNTIME").map(PathBuf::from).unwrap_or_else(|_| "runc".into())
+/// The OCI runtime for new containers: `--default-runtime` or `BERTH_RUNTIME` (e.g. `runc`,
+/// the fallback), else
+/// berth-oci installed next to berthd (Berth's own runtime, the default: see README for the
+/// measurements behind the choice), else `runc` from PATH.
+pub(crate) fn runtime_binary(e: &Engine) -> PathBuf {
+    if let Some(p) = &e.config.default_runtime {
+        return p.clone();
+    }
+    if let Ok(p) = std::env::var("BERTH_RUNTIME") {
+        return p.into();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("berth-oci")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "runc".into())
 }
 
-/// The runtime's state directory (`runc --root`), shared by the shims and berthd.
-pub(crate) fn runtime_root(e: &Engine) -> PathBuf {
-    e.config.exec_root.join("runc")
+/// A runtime's state directory (`--root`), one per runtime binary (their state formats differ).
+pub(crate) fn runtime_root_for(e: &Engine, runtime: &std::path::Path) -> PathBuf {
+    let name = runtime.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "runc".into());
+    e.config.exec_root.join(name)
+}
+
+/// The runtime binary and state root a container was started with (recorded in its bundle, so
+/// pause/resume keep using it even if the default changed meanwhile); the default otherwise.
+pub(crate) fn runtime_of(e: &Engine, id: &str) -> (PathBuf, PathBuf) {
+    let rt = std::fs::read_to_string(paths(e, id).bundle.join("runtime"))
+        .ok()
+        .map(|s| PathBuf::from(s.trim()))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| runtime_binary(e));
+    let root = runtime_root_for(e, &rt);
+    (rt, root)
 }
 
 /// Create the container's bundle directory and mount its overlay rootfs there (image layers
@@ -300,13 +326,15 @@ fn launch(e: &Arc<Engine>, c: &Container, wait_attach: usize) -> Result<(berth_s
         spec.mounts.extend(write_etc_files(c, &p.bundle, &net.state)?);
         let oci = berth_runtime::spec::build(&spec).map_err(|err| ApiError::bad(err.to_string()))?;
         bundle.write_config(&oci).map_err(ApiError::internal)?;
+        let runtime = runtime_binary(e);
+        std::fs::write(p.bundle.join("runtime"), runtime.as_os_str().as_encoded_bytes()).map_err(ApiError::internal)?;
         let mut opts = berth_shim::ShimOptions::new(
             shim_binary(),
             c.id.clone(),
             p.bundle.clone(),
             p.shim_state.clone(),
-            runtime_binary(),
-            runtime_root(e),
+            runtime.clone(),
+            runtime_root_for(e, &runtime),
             p.log.clone(),
         );
         opts.tty = c.config.tty.unwrap_or(false);

@@ -771,9 +771,10 @@ pub async fn top(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>
 // ---------------------------------------------------------------------------------------------
 // docker pause / unpause
 
-/// The runc CLI as lifecycle's launch() configures the shim with (same binary, same --root).
-fn runc(e: &Engine) -> Runc {
-    Runc::new(super::lifecycle::runtime_binary(), super::lifecycle::runtime_root(e))
+/// The runtime CLI the container's shim was started with (same binary, same --root).
+fn runc(e: &Engine, id: &str) -> Runc {
+    let (rt, root) = super::lifecycle::runtime_of(e, id);
+    Runc::new(rt, root)
 }
 
 async fn freeze(e: &Arc<Engine>, key: &str, pause: bool) -> Result<Response<Body>, ApiError> {
@@ -786,7 +787,7 @@ async fn freeze(e: &Arc<Engine>, key: &str, pause: bool) -> Result<Response<Body
         (_, true) => return Err(ApiError::Conflict(format!("Container {id} is not running"))),
         (_, false) => return Err(ApiError::Conflict(format!("Container {id} is not paused"))),
     }
-    let rt = runc(e);
+    let rt = runc(e, &id);
     let id2 = id.clone();
     tokio::task::spawn_blocking(move || if pause { rt.pause(&id2) } else { rt.resume(&id2) })
         .await?
@@ -806,7 +807,7 @@ pub(crate) async fn thaw_after_signal(e: &Arc<Engine>, id: &str) {
     if c.state.status != Status::Paused {
         return;
     }
-    let rt = runc(e);
+    let rt = runc(e, id);
     let id2 = id.to_string();
     match tokio::task::spawn_blocking(move || rt.resume(&id2)).await {
         Ok(Ok(())) => {
