@@ -210,16 +210,24 @@ fn exec(p: &Process, exe: &Path) -> OciError {
 /// program (this one included) starts with SIGPIPE ignored, which would leave `yes | head`
 /// in the container spinning on EPIPE instead of dying.
 pub fn reset_signals() {
+    // Raw rt_sigaction: glibc refuses to touch its two internal realtime signals (32, 33),
+    // which can arrive ignored too (seen when started from a multi-threaded Rust parent).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
     for sig in 1..=64 {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+            unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, &dfl as *const KernelSigaction, std::ptr::null_mut::<KernelSigaction>(), 8usize) };
         }
     }
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
+    // The raw syscall: glibc's sigprocmask keeps its own two realtime signals (32, 33) blocked.
+    let empty: u64 = 0;
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &empty as *const u64, std::ptr::null_mut::<u64>(), 8usize) };
 }
 
 #[cfg(test)]

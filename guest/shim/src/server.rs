@@ -547,12 +547,7 @@ fn supervise(args: &ShimArgs, running: Running) {
     shared.reaped_cv.notify_all();
     // Drain output: with a pid namespace every holder of the pipes is gone;
     // without one a leftover process could keep them open, so don't wait forever.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    for p in pumps {
-        while !p.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    wait_finished(&pumps, Duration::from_secs(3));
     if let Some(mut w) = shared.log.lock().unwrap().writer.take() {
         let _ = w.flush();
     }
@@ -577,6 +572,18 @@ fn supervise(args: &ShimArgs, running: Running) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while shared.conns.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait (at most `limit`) for output pumps to see EOF. They normally finish within a moment
+/// of the process exiting, so the polling starts fine-grained: a fixed 10 ms step used to add
+/// up to 10 ms to every container exit.
+fn wait_finished(threads: &[std::thread::JoinHandle<()>], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut step = Duration::from_micros(100);
+    while threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(step);
+        step = (step * 2).min(Duration::from_millis(5));
     }
 }
 
@@ -817,12 +824,7 @@ fn exec(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, ex
         error: None,
     };
     // A background child may hold the output open: don't wait for it forever.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    for p in pumps {
-        while !p.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
+    wait_finished(&pumps, Duration::from_secs(2));
     {
         let mut execs = shared.execs.lock().unwrap();
         if let Some(x) = execs.get_mut(exec_id) {

@@ -47,6 +47,10 @@ pub struct ExitStatus {
 }
 
 /// Write `bytes` to `path` so that readers see either the old or the new file.
+///
+/// No fsync: these files live in the exec root (a tmpfs at /run, gone at reboot by design) and
+/// only have to survive a crash of berthd or the shim, which the rename alone guarantees. An
+/// fsync here would cost milliseconds on every container start and exit for nothing.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
@@ -54,7 +58,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
     }
     fs::rename(&tmp, path)
 }

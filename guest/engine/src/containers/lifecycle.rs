@@ -914,13 +914,17 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
             }
         }
         let shim = berth_shim::connect(&paths(&e2, &id).shim_state);
-        // The shim of a container that is being started may not listen yet.
+        // The shim of a container that is being started may not listen yet: it binds its socket
+        // right after `runtime create`, a few ms from now, and holds the container's start until
+        // this attach arrives, so poll finely (a 10 ms step used to cost up to 10 ms per run).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut step = Duration::from_micros(250);
         let mut remote = loop {
             match shim.attach(stdin, stdout, stderr).await {
                 Ok(s) => break s,
                 Err(berth_shim::ClientError::Connect { .. }) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(step).await;
+                    step = (step * 2).min(Duration::from_millis(10));
                 }
                 Err(err) => {
                     tracing::debug!(%id, "attach to shim failed: {err}");
