@@ -40,6 +40,8 @@ pub struct ShimOptions {
     pub log_max_files: u32,
     pub tty: bool,
     pub stdin: bool,
+    /// Docker's StdinOnce (see the binary's flag).
+    pub stdin_once: bool,
     pub timeout: Duration,
     /// Attach sessions the shim waits for before starting the container (`docker run`).
     pub wait_attach: usize,
@@ -48,7 +50,7 @@ pub struct ShimOptions {
 impl ShimOptions {
     /// Options with Docker's json-file defaults (20 MiB × 5 files) and a 30 s timeout.
     pub fn new(binary: PathBuf, id: String, bundle: PathBuf, state_dir: PathBuf, runtime: PathBuf, runtime_root: PathBuf, log_path: PathBuf) -> Self {
-        ShimOptions { binary, id, bundle, state_dir, runtime, runtime_root, log_path, log_max_size: 20 << 20, log_max_files: 5, tty: false, stdin: false, timeout: Duration::from_secs(30), wait_attach: 0 }
+        ShimOptions { binary, id, bundle, state_dir, runtime, runtime_root, log_path, log_max_size: 20 << 20, log_max_files: 5, tty: false, stdin: false, stdin_once: false, timeout: Duration::from_secs(30), wait_attach: 0 }
     }
 }
 
@@ -82,6 +84,9 @@ pub fn spawn(opts: &ShimOptions) -> Result<ShimHandle, ShimError> {
     }
     if opts.stdin {
         cmd.arg("--stdin");
+    }
+    if opts.stdin_once {
+        cmd.arg("--stdin-once");
     }
     if opts.wait_attach > 0 {
         cmd.arg("--wait-attach").arg(opts.wait_attach.to_string());

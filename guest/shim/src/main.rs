@@ -27,6 +27,9 @@ struct Cli {
     tty: bool,
     #[arg(long)]
     stdin: bool,
+    /// Docker's StdinOnce: the first attached client's EOF closes the container's stdin.
+    #[arg(long)]
+    stdin_once: bool,
     /// Inherited pipe to report readiness on (set by `berth_shim::spawn`).
     #[arg(long)]
     ready_fd: Option<i32>,
@@ -48,6 +51,7 @@ fn main() {
         log_max_files: c.log_max_files,
         tty: c.tty,
         stdin: c.stdin,
+        stdin_once: c.stdin_once,
         ready_fd: c.ready_fd,
         wait_attach: c.wait_attach,
     }))

@@ -44,6 +44,9 @@ pub struct ShimArgs {
     pub log_max_files: u32,
     pub tty: bool,
     pub stdin: bool,
+    /// Close the container's stdin when an attached client's input ends (Docker's StdinOnce);
+    /// otherwise stdin stays open for the next attach.
+    pub stdin_once: bool,
     /// Pipe to the launcher: one JSON line (`Response`-like) once running or failed.
     pub ready_fd: Option<RawFd>,
     /// Attach sessions to wait for before the container starts (see `start`).
@@ -172,6 +175,7 @@ struct Shared {
     log: Mutex<LogState>,
     clients: Mutex<Clients>,
     stdin: Mutex<Option<File>>,
+    stdin_once: bool,
     master: Option<File>,
     exit: Mutex<Option<ExitStatus>>,
     exit_cv: Condvar,
@@ -397,6 +401,7 @@ fn start(args: &ShimArgs) -> Result<Running, String> {
         log: Mutex::new(LogState { writer: Some(writer), split: HashMap::new() }),
         clients: Mutex::new(Clients::default()),
         stdin: Mutex::new(stdin_w),
+        stdin_once: args.stdin_once,
         master,
         exit: Mutex::new(None),
         exit_cv: Condvar::new(),
@@ -874,7 +879,7 @@ fn attach(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, 
                 break;
             }
         }
-        if !shared.tty {
+        if !shared.tty && shared.stdin_once {
             // Client closed its side: the container sees EOF on stdin.
             shared.stdin.lock().unwrap().take();
         }

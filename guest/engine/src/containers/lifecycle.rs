@@ -339,6 +339,7 @@ fn launch(e: &Arc<Engine>, c: &Container, wait_attach: usize) -> Result<(berth_s
         );
         opts.tty = c.config.tty.unwrap_or(false);
         opts.stdin = c.config.open_stdin.unwrap_or(false);
+        opts.stdin_once = c.config.stdin_once.unwrap_or(false);
         opts.wait_attach = wait_attach;
         let t_bundle = t0.elapsed();
         let r = berth_shim::spawn(&opts);

@@ -223,6 +223,7 @@ async fn attach_streams_output_and_forwards_stdin() {
     let e = env("attach", "echo ready; cat; echo bye >&2", false);
     let mut o = opts(&e);
     o.stdin = true;
+    o.stdin_once = true;
     let h = spawn(&o).unwrap();
     let client = connect(&e.state);
     let mut a = client.attach(true, true, true).await.unwrap();
@@ -239,6 +240,37 @@ async fn attach_streams_output_and_forwards_stdin() {
     assert_eq!(exit.exit_code, 0);
     assert_cleaned_up(&e, Some(h));
     assert!(stdout_text(&e, true, true).contains("ping\n"));
+}
+
+/// Without StdinOnce (`docker run -di`, then attach and detach) a client's EOF leaves the
+/// container's stdin open for the next attach.
+#[tokio::test]
+async fn stdin_stays_open_without_stdin_once() {
+    if !can_run() {
+        return;
+    }
+    let e = env("keepin", "cat; echo stdin-closed", false);
+    let mut o = opts(&e);
+    o.stdin = true;
+    let h = spawn(&o).unwrap();
+    let client = connect(&e.state);
+    let joined = |frames: &[(u8, String)]| frames.iter().map(|(_, t)| t.as_str()).collect::<String>();
+    let mut a = client.attach(true, true, true).await.unwrap();
+    a.get_mut().write_all(b"first\n").await.unwrap();
+    let got = read_frames(&mut a, |g| joined(g).contains("first")).await;
+    assert!(joined(&got).contains("first\n"), "{got:?}");
+    a.get_mut().shutdown().await.unwrap();
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(client.state().await.unwrap().running, "stdin was closed by the first client's EOF");
+    let mut b = client.attach(true, true, true).await.unwrap();
+    b.get_mut().write_all(b"second\n").await.unwrap();
+    let got = read_frames(&mut b, |g| joined(g).contains("second")).await;
+    assert!(joined(&got).contains("second\n"), "{got:?}");
+    client.kill(9).await.unwrap();
+    client.wait().await.unwrap();
+    assert_cleaned_up(&e, Some(h));
+    assert!(!stdout_text(&e, true, true).contains("stdin-closed"));
 }
 
 #[tokio::test]
