@@ -56,6 +56,10 @@ struct Cli {
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
+    /// Render an earlier run's JSON (e.g. target/bench/latest.json) again instead of
+    /// measuring: markdown and SVG into --out, BENCHMARKS.md with --publish.
+    #[arg(long, value_name = "JSON")]
+    replot: Option<PathBuf>,
 }
 
 fn parse_rounds(v: &[String]) -> anyhow::Result<(Option<usize>, HashMap<String, usize>)> {
@@ -127,7 +131,13 @@ fn main() -> anyhow::Result<()> {
     };
     let out = cli.out.unwrap_or_else(|| root.join("target/bench"));
     std::fs::create_dir_all(&out).with_context(|| format!("mkdir {}", out.display()))?;
-    let report = suite::run(&opts)?;
+    let report = match &cli.replot {
+        Some(json) => serde_json::from_slice(
+            &std::fs::read(json).with_context(|| format!("read {}", json.display()))?,
+        )
+        .with_context(|| format!("parse {}", json.display()))?,
+        None => suite::run(&opts)?,
+    };
     let md = report.markdown();
     let json = serde_json::to_string_pretty(&report)?;
     let svg = berth_bench::plot::ratios_svg(
@@ -150,7 +160,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!("{md}");
     eprintln!("wrote {}/latest.{{md,json}} and ratios.svg", out.display());
-    let publish = !cli.no_publish && (cli.publish || opts.is_full_run());
+    let publish = !cli.no_publish && (cli.publish || (cli.replot.is_none() && opts.is_full_run()));
     if publish {
         let results = root.join("tests/bench/results");
         std::fs::create_dir_all(&results)?;

@@ -36,6 +36,23 @@ pub fn bars(report: &Report) -> Vec<(String, String, f64)> {
     v
 }
 
+/// Tick labels only at 1, 2 and 5 times a power of ten (a log axis has many ticks).
+pub fn tick_label(x: f64) -> String {
+    if x <= 0.0 {
+        return String::new();
+    }
+    let m = x / 10f64.powf(x.log10().floor());
+    if [1.0, 2.0, 5.0, 10.0].iter().any(|k| (m - k).abs() < 0.02) {
+        if x >= 1.0 {
+            format!("{x:.0}x")
+        } else {
+            format!("{x}x")
+        }
+    } else {
+        String::new()
+    }
+}
+
 /// Render the plot; an SVG document.
 pub fn ratios_svg(report: &Report, title: &str) -> Result<String, String> {
     let bars = bars(report);
@@ -64,14 +81,16 @@ pub fn ratios_svg(report: &Report, title: &str) -> Result<String, String> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(250)
-            .build_cartesian_2d((lo..hi).log_scale(), 0f64..n as f64)
+            // The strip below row n-1 holds the legend.
+            .build_cartesian_2d((lo..hi).log_scale(), -0.9f64..n as f64)
             .map_err(e)?;
         chart
             .configure_mesh()
             .disable_y_mesh()
             .y_labels(0)
             .x_desc("times better (time, memory: peer / reference; throughput: reference / peer)")
-            .x_label_formatter(&|x| format!("{x:.2}x"))
+            .x_labels(30)
+            .x_label_formatter(&|x| tick_label(*x))
             .label_style(("sans-serif", 13))
             .axis_desc_style(("sans-serif", 14))
             .draw()
@@ -112,7 +131,7 @@ pub fn ratios_svg(report: &Report, title: &str) -> Result<String, String> {
                 .map_err(e)?;
         }
         chart
-            .draw_series(LineSeries::new(vec![(1.0, 0.0), (1.0, n as f64)], BLACK))
+            .draw_series(LineSeries::new(vec![(1.0, -0.9), (1.0, n as f64)], BLACK))
             .map_err(e)?;
         chart
             .configure_series_labels()
@@ -153,6 +172,15 @@ mod tests {
     use crate::report::{Group, LeakCheck};
     use crate::scenario::tests::{fake, Recorder};
     use crate::scenario::{measure, Slot};
+
+    #[test]
+    fn ticks() {
+        assert_eq!(tick_label(1.0), "1x");
+        assert_eq!(tick_label(20.0), "20x");
+        assert_eq!(tick_label(0.5), "0.5x");
+        assert_eq!(tick_label(3.0), "");
+        assert_eq!(tick_label(0.0), "");
+    }
 
     #[test]
     fn svg_has_a_bar_per_comparison() {

@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::machine::Machine;
 use crate::scenario::{Better, ScenarioResult, Status};
 
 /// Scenarios that compare the same subjects against one reference (e.g. berthd against
 /// dockerd and podman; berth's runtime against crun and runc).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Group {
     pub title: String,
     /// What the subjects are and how they are driven.
@@ -19,7 +19,7 @@ pub struct Group {
     pub results: Vec<ScenarioResult>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// UTC, RFC 3339.
     pub started: String,
@@ -34,7 +34,7 @@ pub struct Report {
     pub groups: Vec<Group>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LeakCheck {
     /// What was checked.
     pub checked: Vec<String>,
@@ -84,21 +84,44 @@ pub fn advantage_words(advantage: f64, unit: &str, better: Better) -> String {
     }
 }
 
-/// Cell text for one subject in the summary table; reasons go to numbered notes.
+/// The informative part of a long message: its first line, plus the last line that names an
+/// error when that is a different one (the docker CLI prints notices before the error).
+pub fn gist(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let first: String = lines
+        .first()
+        .copied()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect();
+    let err = lines.iter().skip(1).rev().find(|l| l.contains("rror"));
+    match err {
+        Some(e) => format!("{first} … {}", e.chars().take(200).collect::<String>()),
+        None => first,
+    }
+}
+
+/// Cell text for one subject in the summary table; reasons go to numbered notes (one note
+/// per distinct text).
 fn cell(r: &ScenarioResult, subject: &str, notes: &mut Vec<String>) -> String {
     let Some(s) = r.subject(subject) else {
         return "-".into();
     };
     let mut note = |kind: &str, text: &str| {
-        let first: String = text
-            .lines()
-            .next()
-            .unwrap_or("")
-            .chars()
-            .take(300)
-            .collect();
-        notes.push(format!("{} {}: {first}", r.meta.name, subject));
-        format!("{kind} [{}]", notes.len())
+        let text = gist(text);
+        let i = match notes.iter().position(|n| *n == text) {
+            Some(i) => i,
+            None => {
+                notes.push(text);
+                notes.len() - 1
+            }
+        };
+        format!("{kind} [{}]", i + 1)
     };
     match (&s.status, s.summary) {
         (Status::Ok, Some(sum)) => fmt_triplet(sum.median, sum.min, sum.max, &r.meta.unit),
@@ -153,7 +176,7 @@ impl Group {
         if !notes.is_empty() {
             s.push('\n');
             for (i, n) in notes.iter().enumerate() {
-                s.push_str(&format!("[{}] {}  \n", i + 1, n));
+                s.push_str(&format!("[{}] {}  \n", i + 1, n.replace('|', "\\|")));
             }
         }
         s
@@ -320,7 +343,16 @@ mod tests {
             lines[2],
             "| fake | 110.0 ms (100.0–120.0) | 450.0 ms (400.0–500.0) | n/a [1] | 0.24 (4.09x faster) | - |"
         );
-        assert!(md.contains("[1] fake podman: no | pipes"), "{md}");
+        assert!(md.contains("[1] no \\| pipes"), "{md}");
+    }
+
+    #[test]
+    fn gist_keeps_the_error_line() {
+        assert_eq!(gist("one line"), "one line");
+        assert_eq!(
+            gist("`docker build` exited 1: DEPRECATED: legacy\n   notice\nError response from daemon: x\n"),
+            "`docker build` exited 1: DEPRECATED: legacy … Error response from daemon: x"
+        );
     }
 
     #[test]
@@ -366,6 +398,8 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("Nothing. Checked after the run:"));
+        let back: Report = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        assert_eq!(back.markdown(), md, "--replot renders the same report");
         let j = serde_json::to_value(&report).unwrap();
         let r = &j["groups"][0]["results"][0];
         assert_eq!(r["name"], "fake");

@@ -9,14 +9,14 @@
 //! reason ([`Skip::NotApplicable`]); a failure is reported as an error with its message. Neither
 //! is ever turned into a number.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::schedule::round_order;
 use crate::stats::{summarize, Summary};
 
 /// Which direction is better for a scenario's values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Better {
     /// Times, memory.
@@ -26,7 +26,7 @@ pub enum Better {
 }
 
 /// What a scenario measures, for tables and JSON.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Meta {
     /// Short stable id, used on the command line (`--scenarios run-rm,...`).
     pub name: String,
@@ -111,7 +111,7 @@ impl<S: Subject + ?Sized> Slot<'_, S> {
 }
 
 /// The outcome for one subject.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Status {
     Ok,
@@ -125,7 +125,7 @@ pub enum Status {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubjectResult {
     pub name: String,
     #[serde(flatten)]
@@ -137,7 +137,7 @@ pub struct SubjectResult {
 }
 
 /// The reference subject against one other subject.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
     pub peer: String,
     /// reference median / peer median.
@@ -147,7 +147,7 @@ pub struct Comparison {
     pub advantage: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioResult {
     #[serde(flatten)]
     pub meta: Meta,

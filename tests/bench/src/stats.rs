@@ -1,9 +1,9 @@
 //! Median, min and max of a subject's samples.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Summary of one subject's samples in one scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub n: usize,
     pub median: f64,

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{ensure_image, missing_feature, Ctx};
+use super::{ensure_image, missing_feature, probe_endpoint, Ctx};
 use crate::error::{IoContext, Result};
 use crate::exec::Out;
 use crate::peers::Peer;
@@ -102,6 +102,11 @@ impl Scenario<Peer> for Build {
     }
 
     fn prepare(&self, peer: &Peer) -> std::result::Result<(), Skip> {
+        if let Some(reason) = probe_endpoint(peer, "POST", "/build") {
+            return Err(Skip::NotApplicable(format!(
+                "no image builder yet (issue 8): {reason}"
+            )));
+        }
         ensure_image(peer, &self.ctx.busybox)?;
         let dir = Self::context_dir(peer);
         fs::create_dir_all(&dir).ctx(|| "mkdir build context".into())?;

@@ -117,6 +117,18 @@ pub fn missing_feature(err: &Error) -> Option<String> {
     }
 }
 
+/// Ask the daemon's API directly whether it has an endpoint: `Some(reason)` when it answers
+/// 404 "page not found" or 501 for the endpoint itself (a daemon that has the endpoint
+/// refuses the empty request with another status). Deterministic, unlike reading the
+/// error of a CLI command that may be cut off while uploading (e.g. a build context).
+pub fn probe_endpoint(peer: &Peer, method: &str, path: &str) -> Option<String> {
+    let r =
+        berth_tests::berthd::api_request(&peer.socket(), method, path, Some(Vec::new())).ok()?;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    let missing = r.status == 501 || (r.status == 404 && text.contains("page not found"));
+    missing.then(|| format!("{method} {path}: {} {}", r.status, text.trim()))
+}
+
 /// `docker pull` (untimed) so a scenario's image is present.
 pub fn ensure_image(peer: &Peer, reference: &str) -> Result<()> {
     peer.docker(&["pull", "-q", reference]).map(|_| ())
