@@ -38,6 +38,8 @@ pub struct Footprint {
 pub struct HostNet {
     pub links: BTreeSet<String>,
     pub iptables: Vec<String>,
+    /// `nft list tables` (berthd's networks use one nftables table per namespace).
+    pub nft_tables: Vec<String>,
 }
 
 impl HostNet {
@@ -62,7 +64,15 @@ impl HostNet {
             .filter(|l| !l.starts_with('#') && !l.starts_with(':'))
             .map(str::to_string)
             .collect();
-        HostNet { links, iptables }
+        let nft_tables = out("nft", &["list", "tables"])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        HostNet {
+            links,
+            iptables,
+            nft_tables,
+        }
     }
 }
 
@@ -222,9 +232,11 @@ pub fn check(fp: &Footprint) -> (Vec<String>, Vec<String>) {
 pub fn host_net_notes(before: &HostNet, after: &HostNet) -> Vec<String> {
     if before == after {
         return vec![format!(
-            "host network unchanged during the run: same {} links, same {} iptables rules",
+            "host network unchanged during the run: same {} links, same {} iptables rules, \
+             same {} nftables tables",
             after.links.len(),
-            after.iptables.len()
+            after.iptables.len(),
+            after.nft_tables.len()
         )];
     }
     let mut notes = Vec::new();
@@ -234,6 +246,12 @@ pub fn host_net_notes(before: &HostNet, after: &HostNet) -> Vec<String> {
         notes.push(format!(
             "host links changed during the run (not by the bench, whose peers only have \
              namespaces of their own): added {added:?}, removed {removed:?}"
+        ));
+    }
+    if before.nft_tables != after.nft_tables {
+        notes.push(format!(
+            "host nftables tables changed during the run (not by the bench): {:?} -> {:?}",
+            before.nft_tables, after.nft_tables
         ));
     }
     if before.iptables != after.iptables {
@@ -283,6 +301,7 @@ mod tests {
         let a = HostNet {
             links: ["lo".to_string()].into(),
             iptables: vec!["-P INPUT ACCEPT".into()],
+            nft_tables: vec![],
         };
         assert!(host_net_notes(&a, &a)[0].starts_with("host network unchanged"));
         let mut b = a.clone();

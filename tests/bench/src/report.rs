@@ -148,9 +148,9 @@ impl Group {
         for o in &others {
             s.push_str(&format!(" {}/{o} |", self.reference));
         }
-        s.push('\n');
+        s.push_str(" goal |\n");
         s.push_str("|---|");
-        for _ in 0..self.subjects.len() + others.len() {
+        for _ in 0..self.subjects.len() + others.len() + 1 {
             s.push_str("---|");
         }
         s.push('\n');
@@ -171,7 +171,14 @@ impl Group {
                 };
                 s.push_str(&format!(" {c} |"));
             }
-            s.push('\n');
+            let goal = match (&r.meta.goal, &r.verdict) {
+                (None, _) => String::new(),
+                (Some(_), Some(v)) => {
+                    format!("{} {}", v.text, if v.pass { "✅" } else { "❌ not met" })
+                }
+                (Some(_), None) => "not measured".into(),
+            };
+            s.push_str(&format!(" {goal} |\n"));
         }
         if !notes.is_empty() {
             s.push('\n');
@@ -336,12 +343,12 @@ mod tests {
         let lines: Vec<&str> = md.lines().collect();
         assert_eq!(
             lines[0],
-            "| scenario | berthd | dockerd | podman | berthd/dockerd | berthd/podman |"
+            "| scenario | berthd | dockerd | podman | berthd/dockerd | berthd/podman | goal |"
         );
-        assert_eq!(lines[1], "|---|---|---|---|---|---|");
+        assert_eq!(lines[1], "|---|---|---|---|---|---|---|");
         assert_eq!(
             lines[2],
-            "| fake | 110.0 ms (100.0–120.0) | 450.0 ms (400.0–500.0) | n/a [1] | 0.24 (4.09x faster) | - |"
+            "| fake | 110.0 ms (100.0–120.0) | 450.0 ms (400.0–500.0) | n/a [1] | 0.24 (4.09x faster) | - |  |"
         );
         assert!(md.contains("[1] no \\| pipes"), "{md}");
     }

@@ -41,6 +41,27 @@ pub struct Meta {
     pub rounds: usize,
     /// Untimed rounds first (page cache, lazily started helpers).
     pub warmup: usize,
+    /// The target the team set for the reference, if any (checked into `verdict`).
+    #[serde(default)]
+    pub goal: Option<Goal>,
+}
+
+/// A target for the reference subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Goal {
+    /// At least `times` better than `peer` (its advantage over that peer >= times).
+    Beat { peer: String, times: f64 },
+    /// The reference's median at most `value`, in the scenario's unit.
+    AtMost { value: f64 },
+}
+
+/// Whether the goal was met in this run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub pass: bool,
+    /// e.g. "≥ 4x vs dockerd: 2.26x".
+    pub text: String,
 }
 
 /// One measurement, plus optional facts for the JSON (e.g. per-process RSS).
@@ -154,6 +175,9 @@ pub struct ScenarioResult {
     pub reference: String,
     pub subjects: Vec<SubjectResult>,
     pub comparisons: Vec<Comparison>,
+    /// `None` without a goal, or when the numbers it needs are missing.
+    #[serde(default)]
+    pub verdict: Option<Verdict>,
 }
 
 impl ScenarioResult {
@@ -185,6 +209,7 @@ impl ScenarioResult {
             reference: reference.into(),
             subjects,
             comparisons: Vec::new(),
+            verdict: None,
         }
     }
 
@@ -202,6 +227,26 @@ impl ScenarioResult {
             }
         }
         self.comparisons = compare(&self.subjects, &self.reference, self.meta.better);
+        self.verdict = self.meta.goal.as_ref().and_then(|g| self.check(g));
+    }
+
+    fn check(&self, goal: &Goal) -> Option<Verdict> {
+        match goal {
+            Goal::Beat { peer, times } => {
+                let c = self.comparison(peer)?;
+                Some(Verdict {
+                    pass: c.advantage >= *times,
+                    text: format!("≥ {times}x vs {peer}: {:.2}x", c.advantage),
+                })
+            }
+            Goal::AtMost { value } => {
+                let m = self.subject(&self.reference)?.summary?.median;
+                Some(Verdict {
+                    pass: m <= *value,
+                    text: format!("≤ {value} {}: {m:.1}", self.meta.unit),
+                })
+            }
+        }
     }
 }
 
@@ -327,6 +372,7 @@ pub fn measure<S: Subject + ?Sized>(
         reference: reference.into(),
         subjects,
         comparisons: Vec::new(),
+        verdict: None,
     };
     result.finish();
     result
@@ -365,6 +411,7 @@ pub(crate) mod tests {
         pub rounds: usize,
         pub warmup: usize,
         pub better: Better,
+        pub goal: Option<Goal>,
     }
 
     impl Recorder {
@@ -374,6 +421,7 @@ pub(crate) mod tests {
                 rounds,
                 warmup,
                 better: Better::Lower,
+                goal: None,
             }
         }
     }
@@ -388,6 +436,7 @@ pub(crate) mod tests {
                 better: self.better,
                 rounds: self.rounds,
                 warmup: self.warmup,
+                goal: self.goal.clone(),
             }
         }
         fn prepare(&self, s: &Fake) -> Result<(), Skip> {
@@ -503,6 +552,42 @@ pub(crate) mod tests {
             2
         );
         assert!(calls.contains(&"cleanup b".to_string()));
+    }
+
+    #[test]
+    fn goals_give_verdicts() {
+        let a = fake("a", &[1.0]);
+        let b = fake("b", &[3.0]);
+        let mut rec = Recorder::new(1, 0);
+        rec.goal = Some(Goal::Beat {
+            peer: "b".into(),
+            times: 4.0,
+        });
+        let r = measure(&rec, &[Slot::Ready(&a), Slot::Ready(&b)], "a");
+        let v = r.verdict.unwrap();
+        assert!(!v.pass);
+        assert_eq!(v.text, "≥ 4x vs b: 3.00x");
+        rec.goal = Some(Goal::Beat {
+            peer: "b".into(),
+            times: 2.0,
+        });
+        assert!(
+            measure(&rec, &[Slot::Ready(&a), Slot::Ready(&b)], "a")
+                .verdict
+                .unwrap()
+                .pass
+        );
+        rec.goal = Some(Goal::AtMost { value: 20.0 });
+        let v = measure(&rec, &[Slot::Ready(&a)], "a").verdict.unwrap();
+        assert!(v.pass && v.text == "≤ 20 s: 1.0", "{v:?}");
+        // No number to judge: no verdict rather than a made-up one.
+        rec.goal = Some(Goal::Beat {
+            peer: "c".into(),
+            times: 1.0,
+        });
+        assert!(measure(&rec, &[Slot::Ready(&a), Slot::Ready(&b)], "a")
+            .verdict
+            .is_none());
     }
 
     #[test]

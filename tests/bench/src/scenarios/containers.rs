@@ -8,7 +8,7 @@ use super::{ensure_image, Ctx};
 use crate::error::{Error, Result};
 use crate::exec::{checked, Out};
 use crate::peers::{Peer, CLI_TIMEOUT};
-use crate::scenario::{Better, Meta, Sample, Scenario, Skip, Subject};
+use crate::scenario::{Better, Goal, Meta, Sample, Scenario, Skip, Subject};
 
 fn secs(t: &crate::exec::Timed) -> Sample {
     t.elapsed.as_secs_f64().into()
@@ -54,38 +54,73 @@ fn run_detached(peer: &Peer, args: &[&str]) -> Result<String> {
 
 pub struct RunRm {
     ctx: Arc<Ctx>,
+    /// `--network none`: without the peer's network setup.
+    no_network: bool,
 }
 
 impl RunRm {
     pub fn new(ctx: &Arc<Ctx>) -> Self {
-        RunRm { ctx: ctx.clone() }
+        RunRm {
+            ctx: ctx.clone(),
+            no_network: false,
+        }
+    }
+    pub fn no_network(ctx: &Arc<Ctx>) -> Self {
+        RunRm {
+            ctx: ctx.clone(),
+            no_network: true,
+        }
+    }
+    fn args(&self) -> Vec<&str> {
+        let mut a = vec!["run", "--rm"];
+        if self.no_network {
+            a.extend(["--network", "none"]);
+        }
+        a.extend([self.ctx.busybox.as_str(), "true"]);
+        a
     }
 }
 
 impl Scenario<Peer> for RunRm {
     fn meta(&self) -> Meta {
+        let (name, title, network, goal) = if self.no_network {
+            (
+                "run-rm-netnone",
+                "`docker run --rm --network none busybox true`",
+                "no network",
+                None,
+            )
+        } else {
+            (
+                "run-rm",
+                "`docker run --rm busybox true`",
+                "default network",
+                Some(Goal::Beat {
+                    peer: "dockerd".into(),
+                    times: 4.0,
+                }),
+            )
+        };
         Meta {
-            name: "run-rm".into(),
-            title: "`docker run --rm busybox true`".into(),
+            name: name.into(),
+            title: title.into(),
             description: format!(
-                "Wall time of the docker CLI process `docker run --rm {} true` (create, attach, \
-                 start, wait, remove; default network), image already present.",
-                self.ctx.busybox
+                "Wall time of the docker CLI process `docker {}` (create, attach, start, wait, \
+                 remove; {network}), image already present.",
+                self.args().join(" ")
             ),
             unit: "s".into(),
             better: Better::Lower,
             rounds: 15,
             warmup: 2,
+            goal,
         }
     }
     fn prepare(&self, peer: &Peer) -> std::result::Result<(), Skip> {
         Ok(ensure_image(peer, &self.ctx.busybox)?)
     }
     fn sample(&self, peer: &Peer, _round: usize) -> Result<Sample> {
-        Ok(secs(&peer.docker_timed(
-            &["run", "--rm", &self.ctx.busybox, "true"],
-            Out::Null,
-        )?))
+        Ok(secs(&peer.docker_timed(&self.args(), Out::Null)?))
     }
 }
 
@@ -113,6 +148,7 @@ impl Scenario<Peer> for RunDetachedRm {
             better: Better::Lower,
             rounds: 10,
             warmup: 1,
+            goal: None,
         }
     }
     fn prepare(&self, peer: &Peer) -> std::result::Result<(), Skip> {
@@ -160,6 +196,7 @@ impl Scenario<Peer> for Exec {
             better: Better::Lower,
             rounds: 15,
             warmup: 2,
+            goal: None,
         }
     }
     fn prepare(&self, peer: &Peer) -> std::result::Result<(), Skip> {
@@ -229,6 +266,7 @@ impl Scenario<Peer> for Logs {
             better: Better::Lower,
             rounds: 10,
             warmup: 1,
+            goal: None,
         }
     }
     fn prepare(&self, peer: &Peer) -> std::result::Result<(), Skip> {
@@ -281,6 +319,7 @@ impl Scenario<Peer> for Concurrent {
             better: Better::Lower,
             rounds: 5,
             warmup: 1,
+            goal: None,
         }
     }
     fn prepare(&self, peer: &Peer) -> std::result::Result<(), Skip> {

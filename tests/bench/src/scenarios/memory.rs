@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::exec::Out;
 use crate::peers::Peer;
 use crate::procs::{self, ProcMem};
-use crate::scenario::{Better, Meta, Sample, Scenario, Skip};
+use crate::scenario::{Better, Goal, Meta, Sample, Scenario, Skip};
 
 /// Idle time before memory is read.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -65,6 +65,7 @@ impl Scenario<Peer> for IdleRss {
             better: Better::Lower,
             rounds: 3,
             warmup: 0,
+            goal: Some(Goal::AtMost { value: 20.0 }),
         }
     }
     fn prepare(&self, peer: &Peer) -> std::result::Result<(), Skip> {
@@ -103,6 +104,7 @@ impl Scenario<Peer> for IdleRssAfterRuns {
             better: Better::Lower,
             rounds: 1,
             warmup: 0,
+            goal: None,
         }
     }
     fn prepare(&self, peer: &Peer) -> std::result::Result<(), Skip> {

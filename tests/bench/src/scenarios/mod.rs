@@ -45,13 +45,14 @@ pub fn daemon_scenarios(ctx: &Arc<Ctx>) -> Vec<Box<dyn Scenario<Peer>>> {
         Box::new(pull::Pull::cold(ctx)),
         Box::new(pull::Pull::warm(ctx)),
         Box::new(containers::RunRm::new(ctx)),
+        Box::new(containers::RunRm::no_network(ctx)),
         Box::new(containers::RunDetachedRm::new(ctx)),
         Box::new(containers::Exec::new(ctx)),
         Box::new(containers::Logs::new(ctx)),
         Box::new(containers::Concurrent::new(ctx)),
         Box::new(build::Build::cold(ctx)),
         Box::new(build::Build::cached(ctx)),
-        Box::new(ports::PortThroughput::new(ctx)),
+        Box::new(ports::PublishTcp::new(ctx)),
         Box::new(memory::IdleRssAfterRuns::new(ctx)),
     ]
 }

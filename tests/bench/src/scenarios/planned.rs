@@ -14,6 +14,7 @@ pub fn all(peers: &[&str]) -> Vec<ScenarioResult> {
             better: Better::Lower,
             rounds: 0,
             warmup: 0,
+            goal: None,
         };
         let reasons: Vec<(&str, String)> = peers
             .iter()

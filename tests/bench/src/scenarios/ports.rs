@@ -1,181 +1,153 @@
-//! Throughput through a published port: a busybox httpd in a container serves 128 MiB on
-//! `-p 127.0.0.1::8080`, and the bench downloads it from inside the peer's namespace. berthd's
-//! networks and published ports are being written (issue 5): until they land, berthd
-//! publishes nothing and is reported n/a.
+//! `publish-tcp`: TCP throughput through a port published on 127.0.0.1 (the networks
+//! engineer's scenario, moved here from the old bench): Debian's iperf3 as server in the
+//! busybox image (the host's iperf3 and libraries bind-mounted read-only) behind
+//! `-p 127.0.0.1:PORT:5201`, and iperf3 as client in the peer's namespace. dockerd forwards
+//! with docker-proxy (its default for loopback), podman with netavark's rules, berthd with
+//! its in-process splice relay.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{ensure_image, missing_feature, Ctx};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::exec::{checked, Out};
 use crate::peers::Peer;
-use crate::scenario::{Better, Meta, Sample, Scenario, Skip, Subject};
+use crate::runtimes::find_on_path;
+use crate::scenario::{Better, Goal, Meta, Sample, Scenario, Skip, Subject};
 
-/// Bytes served per sample.
-pub const BLOB: u64 = 128 << 20;
+/// The host port published in every peer's own namespace (no clash: one namespace each).
+pub const PORT: u16 = 15201;
+const NAME: &str = "bench-iperf";
 
-pub struct PortThroughput {
+pub struct PublishTcp {
     ctx: Arc<Ctx>,
-    /// peer -> (container id, host address of the published port)
-    state: Mutex<HashMap<String, (String, String)>>,
+    ready: Mutex<HashMap<String, bool>>,
 }
 
-impl PortThroughput {
+impl PublishTcp {
     pub fn new(ctx: &Arc<Ctx>) -> Self {
-        PortThroughput {
+        PublishTcp {
             ctx: ctx.clone(),
-            state: Mutex::new(HashMap::new()),
+            ready: Mutex::new(HashMap::new()),
         }
     }
 }
 
-/// The IPv4 `host:port` from `docker port <id> 8080/tcp` output (one binding per line).
-pub fn parse_port_output(out: &str) -> Option<String> {
-    out.lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("127.0.0.1:") || l.starts_with("0.0.0.0:"))
-        .map(|l| l.replacen("0.0.0.0:", "127.0.0.1:", 1))
+/// Received Gbit/s from `iperf3 -J` output.
+pub fn parse_iperf_gbits(json: &[u8]) -> Result<f64> {
+    let v: serde_json::Value = serde_json::from_slice(json)?;
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .ok_or_else(|| Error::Unexpected("no throughput in iperf3 output".into()))
 }
 
-/// GET `path` over HTTP/1.0 from inside the peer's namespace; returns (status line, body
-/// bytes, elapsed from connect to EOF).
-fn http_get(peer: &Peer, addr: &str, path: &str) -> Result<(String, u64, Duration)> {
-    let start = Instant::now();
-    let mut s = peer.ns.connect_tcp(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))
-        .ctx(|| "timeout".into())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").ctx(|| "send request".into())?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut head = Vec::new();
-    let mut body = 0u64;
-    let mut in_body = false;
-    loop {
-        let n = s.read(&mut buf).ctx(|| format!("read {path}"))?;
-        if n == 0 {
-            break;
-        }
-        if in_body {
-            body += n as u64;
-            continue;
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            body += (head.len() - end - 4) as u64;
-            head.truncate(end);
-            in_body = true;
-        }
-    }
-    let elapsed = start.elapsed();
-    let status = String::from_utf8_lossy(&head)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
-    Ok((status, body, elapsed))
+/// One iperf3 run of `secs` seconds from the peer's namespace to 127.0.0.1:PORT.
+fn iperf_gbits(peer: &Peer, secs: u32) -> Result<f64> {
+    let mut cmd = peer.ns.command("iperf3");
+    cmd.args([
+        "-c",
+        "127.0.0.1",
+        "-p",
+        &PORT.to_string(),
+        "-t",
+        &secs.to_string(),
+        "-J",
+    ]);
+    let t = checked(cmd, Out::Capture, Duration::from_secs(secs as u64 + 20))?;
+    parse_iperf_gbits(&t.stdout)
 }
 
-impl Scenario<Peer> for PortThroughput {
+fn iperf3() -> std::result::Result<PathBuf, Skip> {
+    find_on_path("iperf3").map_err(|e| Skip::Failed(Error::Unexpected(e)))
+}
+
+impl Scenario<Peer> for PublishTcp {
     fn meta(&self) -> Meta {
         Meta {
-            name: "port-throughput".into(),
-            title: "published port, 128 MiB download".into(),
+            name: "publish-tcp".into(),
+            title: "published port, TCP throughput (iperf3)".into(),
             description: format!(
-                "MB/s (10^6 bytes/s) of one HTTP/1.0 download of {} MiB from busybox httpd in a \
-                 `{}` container published with `-p 127.0.0.1::8080`, from connect to EOF, client \
-                 in the peer's namespace (the peer's own forwarding: docker-proxy for dockerd, \
-                 netavark's rules for podman).",
-                BLOB >> 20,
+                "Received Gbit/s of `iperf3 -c 127.0.0.1 -p {PORT} -t 3` (one stream) from the \
+                 peer's namespace to an iperf3 server in a `{}` container behind `-p \
+                 127.0.0.1:{PORT}:5201`.",
                 self.ctx.busybox
             ),
-            unit: "MB/s".into(),
+            unit: "Gbit/s".into(),
             better: Better::Higher,
             rounds: 5,
-            warmup: 1,
+            warmup: 0,
+            goal: Some(Goal::Beat {
+                peer: "dockerd".into(),
+                times: 1.0,
+            }),
         }
     }
 
     fn prepare(&self, peer: &Peer) -> std::result::Result<(), Skip> {
+        let iperf = iperf3()?;
         ensure_image(peer, &self.ctx.busybox)?;
-        let script = format!(
-            "mkdir -p /www && head -c {BLOB} /dev/zero > /www/blob && echo ok > /www/ready && \
-             exec httpd -f -p 8080 -h /www"
-        );
-        let id = match peer.docker(&[
+        let _ = peer.docker(&["rm", "-f", NAME]);
+        let publish = format!("127.0.0.1:{PORT}:5201");
+        let bin = format!("{}:/iperf3:ro", iperf.display());
+        let run = peer.docker(&[
             "run",
             "-d",
+            "--name",
+            NAME,
             "-p",
-            "127.0.0.1::8080",
+            &publish,
+            "-v",
+            "/usr/lib:/lib:ro",
+            "-v",
+            "/usr/lib64:/lib64:ro",
+            "-v",
+            &bin,
+            "-e",
+            "LD_LIBRARY_PATH=/lib/x86_64-linux-gnu",
             &self.ctx.busybox,
-            "sh",
-            "-c",
-            &script,
-        ]) {
-            Ok(id) => id.trim().to_string(),
-            Err(e) => {
-                return Err(match missing_feature(&e) {
-                    Some(l) => {
-                        Skip::NotApplicable(format!("no published ports yet (issue 5): {l}"))
-                    }
-                    None => Skip::Failed(e),
-                })
-            }
-        };
-        let port_out = peer.docker(&["port", &id, "8080/tcp"]).unwrap_or_default();
-        let Some(addr) = parse_port_output(&port_out) else {
-            let _ = peer.docker(&["rm", "-f", &id]);
-            return Err(Skip::NotApplicable(format!(
-                "`-p 127.0.0.1::8080` was accepted but `docker port` shows no binding ({:?}): \
-                 published ports not implemented yet (issue 5)",
-                port_out.trim()
-            )));
-        };
-        self.state
+            "/iperf3",
+            "-s",
+        ]);
+        if let Err(e) = run {
+            return Err(match missing_feature(&e) {
+                Some(l) => Skip::NotApplicable(format!("no published ports (issue 5): {l}")),
+                None => Skip::Failed(e),
+            });
+        }
+        self.ready
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(peer.name().into(), (id, addr.clone()));
-        let deadline = Instant::now() + Duration::from_secs(60);
+            .insert(peer.name().into(), true);
+        // Ready when a short test goes through.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match http_get(peer, &addr, "/ready") {
-                Ok((status, _, _)) if status.contains(" 200") => return Ok(()),
-                r => {
-                    if Instant::now() > deadline {
-                        return Err(Skip::Failed(Error::Unexpected(format!(
-                            "httpd behind {addr} not ready after 60 s: {r:?}"
-                        ))));
-                    }
+            match iperf_gbits(peer, 1) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(Skip::Failed(Error::Unexpected(format!(
+                        "iperf3 server behind {publish} never answered: {e}"
+                    ))))
                 }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
-            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     fn sample(&self, peer: &Peer, _round: usize) -> Result<Sample> {
-        let addr = self
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(peer.name())
-            .map(|s| s.1.clone())
-            .ok_or_else(|| Error::Unexpected("not prepared".into()))?;
-        let (status, body, elapsed) = http_get(peer, &addr, "/blob")?;
-        if !status.contains(" 200") || body != BLOB {
-            return Err(Error::Unexpected(format!(
-                "GET /blob: {status:?}, {body} of {BLOB} bytes"
-            )));
-        }
-        Ok((body as f64 / 1e6 / elapsed.as_secs_f64()).into())
+        Ok(iperf_gbits(peer, 3)?.into())
     }
 
     fn cleanup(&self, peer: &Peer) {
-        let st = self
-            .state
+        let was = self
+            .ready
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(peer.name());
-        if let Some((id, _)) = st {
-            let _ = peer.docker(&["rm", "-f", &id]);
+        if was.is_some() {
+            let _ = peer.docker(&["rm", "-f", NAME]);
         }
     }
 }
@@ -185,15 +157,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn port_output() {
-        assert_eq!(
-            parse_port_output("127.0.0.1:32768\n").as_deref(),
-            Some("127.0.0.1:32768")
-        );
-        assert_eq!(
-            parse_port_output("[::1]:1\n0.0.0.0:49153\n").as_deref(),
-            Some("127.0.0.1:49153")
-        );
-        assert_eq!(parse_port_output(""), None);
+    fn iperf_json() {
+        let j = br#"{"end":{"sum_received":{"bits_per_second":12500000000.0}}}"#;
+        assert_eq!(parse_iperf_gbits(j).unwrap(), 12.5);
+        assert!(parse_iperf_gbits(b"{}").is_err());
+        assert!(parse_iperf_gbits(b"not json").is_err());
     }
 }

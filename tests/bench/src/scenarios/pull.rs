@@ -12,7 +12,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::exec::Out;
 use crate::peers::Peer;
 use crate::procs;
-use crate::scenario::{Better, Meta, Sample, Scenario, Skip};
+use crate::scenario::{Better, Goal, Meta, Sample, Scenario, Skip};
 
 pub struct Pull {
     ctx: Arc<Ctx>,
@@ -124,6 +124,10 @@ impl Scenario<Peer> for Pull {
                 better: Better::Lower,
                 rounds: 5,
                 warmup: 0,
+                goal: Some(Goal::Beat {
+                    peer: "dockerd".into(),
+                    times: 1.5,
+                }),
             }
         } else {
             Meta {
@@ -137,6 +141,7 @@ impl Scenario<Peer> for Pull {
                 better: Better::Lower,
                 rounds: 10,
                 warmup: 1,
+                goal: None,
             }
         }
     }

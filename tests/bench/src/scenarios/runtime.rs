@@ -20,6 +20,7 @@ impl Scenario<OciRuntime> for RuntimeRun {
             better: Better::Lower,
             rounds: 30,
             warmup: 3,
+            goal: None,
         }
     }
     fn prepare(&self, rt: &OciRuntime) -> std::result::Result<(), Skip> {
