@@ -3,7 +3,7 @@
 //! Two groups of subjects, each compared against Berth's own:
 //! - daemons: berthd, dockerd 20.10 and podman 4 (its Docker API service), all driven by the
 //!   same docker CLI ([`peers`]);
-//! - OCI runtimes: berth's runtime (when it lands), crun and runc on one prepared bundle
+//! - OCI runtimes: berth-oci (Berth's own), crun and runc on one prepared bundle
 //!   ([`runtimes`]).
 //!
 //! A [`scenario::Scenario`] is the extension point: [`scenarios`] lists them all. The runner

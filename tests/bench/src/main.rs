@@ -26,9 +26,10 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     rounds: Vec<String>,
     /// OCI runtimes for the runtime group, reference first.
-    #[arg(long, value_delimiter = ',', default_value = "berth-runtime,crun,runc")]
+    #[arg(long, value_delimiter = ',', default_value = "berth-oci,crun,runc")]
     runtimes: Vec<String>,
-    /// Berth's own OCI runtime binary (an OCI CLI: `--root DIR run --bundle DIR ID`).
+    /// Berth's own OCI runtime binary (an OCI CLI: `--root DIR run --bundle DIR ID`); default
+    /// target/release/berth-oci.
     #[arg(long, env = "BERTH_OCI_RUNTIME")]
     berth_runtime: Option<PathBuf>,
     #[arg(long, env = "BERTHD_BIN")]
@@ -117,7 +118,9 @@ fn main() -> anyhow::Result<()> {
         rounds_all,
         rounds,
         runtimes: cli.runtimes,
-        berth_runtime: cli.berth_runtime,
+        berth_runtime: cli
+            .berth_runtime
+            .or_else(|| Some(root.join("target/release/berth-oci"))),
         bins: Binaries {
             berthd: cli
                 .berthd

@@ -8,7 +8,7 @@ use crate::machine::Machine;
 use crate::scenario::{Better, ScenarioResult, Status};
 
 /// Scenarios that compare the same subjects against one reference (e.g. berthd against
-/// dockerd and podman; berth's runtime against crun and runc).
+/// dockerd and podman; berth-oci against crun and runc).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Group {
     pub title: String,

@@ -17,8 +17,8 @@ use crate::exec::{checked, Out, Timed};
 use crate::isolate::Isolation;
 use crate::scenario::Subject;
 
-/// The name berth's own runtime is reported under.
-pub const BERTH_RUNTIME: &str = "berth-runtime";
+/// Berth's own OCI runtime (guest/oci), the name it is reported under.
+pub const BERTH_RUNTIME: &str = "berth-oci";
 
 pub struct OciRuntime {
     pub name: String,

@@ -191,6 +191,7 @@ fn programs(opts: &Options) -> Vec<PathBuf> {
         opts.bins.cli.clone(),
         opts.bins.berthd.clone(),
         opts.bins.berthd.with_file_name("berth-shim"),
+        opts.bins.berthd.with_file_name("berth-oci"),
         opts.bins.dockerd.clone(),
         opts.bins.podman.clone(),
     ];
@@ -489,6 +490,11 @@ fn run_daemons(
         opts.bins.cli.display()
     ));
     let (nofile, nproc) = crate::peers::podman_ulimits(hard, crate::peers::pid_max());
+    let berthd_runtime = if opts.bins.berthd.with_file_name("berth-oci").is_file() {
+        "berth-oci"
+    } else {
+        "runc"
+    };
     setup.push(format!(
         "dockerd: overlay2, an empty daemon.json, `--cgroup-parent {dockerd_parent}`. podman: \
          crun, cgroupfs, netavark, k8s-file logs, containers.conf `default_ulimits = \
@@ -496,7 +502,8 @@ fn run_daemons(
          lets the service give (rootful podman otherwise asks crun for 1048576 of both, and \
          raising a hard limit needs CAP_SYS_RESOURCE, absent from this machine's bounding \
          set; containers/common also caps podman's own nproc at kernel.pid_max). berthd: \
-         berth-shim + runc, release build."
+         release build, berth-shim + {berthd_runtime} (what berthd picks: berth-oci next to \
+         it, else runc)."
     ));
     setup.push(
         "Rounds rotate the order (A B C, B C A, C A B, ...); warm-up rounds are not recorded."
@@ -542,11 +549,12 @@ fn run_runtimes(
             let bin = if name == BERTH_RUNTIME {
                 match &opts.berth_runtime {
                     Some(p) if p.is_file() => Ok(p.clone()),
-                    Some(p) => Err(format!("{} does not exist", p.display())),
-                    None => Err("Berth's own OCI runtime has not landed yet; when it does, \
-                                 pass --berth-runtime PATH (an OCI CLI: `PATH --root DIR run \
-                                 --bundle DIR ID`)"
-                        .into()),
+                    Some(p) => Err(format!(
+                        "{} is not built (cargo build --release -p berth-oci, or \
+                         --berth-runtime PATH)",
+                        p.display()
+                    )),
+                    None => Err("no berth-oci binary given (--berth-runtime PATH)".into()),
                 }
             } else {
                 runtimes::find_on_path(name)
@@ -586,10 +594,10 @@ fn run_runtimes(
          started in a private mount namespace with the unified cgroup hidden."
     ));
     Ok(Some(Group {
-        title: "OCI runtimes alone: berth's runtime vs crun vs runc, prepared bundle".into(),
+        title: "OCI runtimes alone: berth-oci vs crun vs runc, prepared bundle".into(),
         description: format!(
-            "Reference: {reference}. Until it lands, the row shows crun and runc side by side \
-             without a ratio."
+            "Reference: {reference} (Berth's own runtime, guest/oci). Without it, the row shows \
+             crun and runc side by side without a ratio."
         ),
         reference,
         subjects: opts.runtimes.clone(),
