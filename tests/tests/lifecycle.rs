@@ -54,60 +54,167 @@ fn init_runs_tini_as_pid_1_forwards_signals_reaps_and_keeps_exit_codes() {
     w.d.docker_ok(&["rm", "-f", "sig", "reaped", "zombie"]);
 }
 
-/// Raw hijacked attach over the socket (the CLI never sends logs=1; docker-py and compose do).
-fn raw_attach(sock: &std::path::Path, query: &str, wait: Duration) -> Vec<u8> {
-    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
-    s.set_read_timeout(Some(wait)).unwrap();
-    write!(s, "POST /containers/{query} HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n").unwrap();
-    let mut buf = Vec::new();
-    let deadline = Instant::now() + wait;
-    let mut chunk = [0u8; 4096];
-    while Instant::now() < deadline {
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => break,
-        }
-    }
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP response head") + 4;
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    buf[head_end..].to_vec()
+/// A raw hijacked attach over the socket (the CLI never sends logs=1; docker-py and compose do),
+/// read frame by frame.
+struct RawAttach {
+    s: std::os::unix::net::UnixStream,
+    buf: Vec<u8>,
 }
 
-/// (stream, payload) frames of Docker's multiplexed stream.
+impl RawAttach {
+    /// Send the attach request and read the 101 head.
+    fn open(sock: &std::path::Path, query: &str) -> RawAttach {
+        let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(s, "POST /containers/{query} HTTP/1.1\r\nHost: berth\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n").unwrap();
+        let mut a = RawAttach { s, buf: Vec::new() };
+        let head_end = loop {
+            if let Some(i) = a.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(a.fill(), "connection closed before the response head: {:?}", String::from_utf8_lossy(&a.buf));
+        };
+        let head = String::from_utf8_lossy(&a.buf[..head_end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        a.buf.drain(..head_end);
+        a
+    }
+
+    /// Read more bytes; false at EOF.
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        match self.s.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(e) => panic!("attach read: {e}"),
+        }
+    }
+
+    /// The next `n` complete frames (blocking; the 60 s read timeout fails the test).
+    fn frames(&mut self, n: usize) -> Vec<(u8, String)> {
+        loop {
+            let f = frames(&self.buf);
+            if f.len() >= n {
+                let used: usize = f[..n].iter().map(|(_, p)| 8 + p.len()).sum();
+                self.buf.drain(..used);
+                return f[..n].to_vec();
+            }
+            assert!(self.fill(), "stream ended after {f:?}, wanted {n} frames");
+        }
+    }
+
+    /// Every frame until the daemon ends the stream.
+    fn rest(mut self) -> Vec<(u8, String)> {
+        while self.fill() {}
+        frames(&self.buf)
+    }
+}
+
+/// (stream, payload) frames of Docker's multiplexed stream (complete ones only).
 fn frames(mut b: &[u8]) -> Vec<(u8, String)> {
     let mut out = Vec::new();
     while b.len() >= 8 {
         let n = u32::from_be_bytes([b[4], b[5], b[6], b[7]]) as usize;
+        if b.len() < 8 + n {
+            break;
+        }
         out.push((b[0], String::from_utf8_lossy(&b[8..8 + n]).to_string()));
         b = &b[8 + n..];
     }
     out
 }
 
+/// Wait until `docker logs name` shows every one of `lines`.
+fn wait_logged(d: &berth_tests::berthd::Berthd, name: &str, lines: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = d.docker(&["logs", name]);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        if lines.iter().all(|l| all.lines().any(|x| x == *l)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} never logged {lines:?}: {all:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Docker's attach with logs=1: the output so far, then live output, then the end. No step
+/// depends on timing: each container prints its first lines, then waits for the test's go (a
+/// file copied in with `docker cp`: an exec could be killed by the container's own exit), so
+/// what is replayed and what is live is decided by the test.
+/// (Which of two writes to stdout and stderr comes first is the order the two pipes were read
+/// in, as with Docker; only the order within each stream is fixed.)
 #[test]
 fn attach_replays_logs_then_streams() {
     require_berthd!();
     let w = World::start();
     let img = w.pulled("busybox:latest");
-    w.d.docker_ok(&["run", "-d", "--name", "talk", &img, "sh", "-c", "echo early; echo oops >&2; sleep 2; echo late"]);
-    std::thread::sleep(Duration::from_millis(700));
-    // logs=1&stream=1: the replay, then the live output, then the end when it exits.
-    let body = raw_attach(&w.d.socket(), "talk/attach?logs=1&stream=1&stdout=1&stderr=1", Duration::from_secs(10));
-    let f = frames(&body);
-    assert_eq!(f, vec![(1, "early\n".into()), (2, "oops\n".into()), (1, "late\n".into())], "{f:?}");
-    // Without logs=1 the early output is not replayed (the control).
-    w.d.docker_ok(&["run", "-d", "--name", "talk2", &img, "sh", "-c", "echo early; sleep 2; echo late"]);
-    std::thread::sleep(Duration::from_millis(700));
-    let body = raw_attach(&w.d.socket(), "talk2/attach?stream=1&stdout=1&stderr=1", Duration::from_secs(10));
-    assert_eq!(frames(&body), vec![(1, "late\n".into())]);
+    let go_dir = tempfile::tempdir().unwrap();
+    let go = go_dir.path().join("go");
+    std::fs::write(&go, "").unwrap();
+    let go = go.display().to_string();
+    let script = "echo early; echo oops >&2; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo late";
+    w.d.docker_ok(&["run", "-d", "--name", "talk", &img, "sh", "-c", script]);
+    wait_logged(&w.d, "talk", &["early", "oops"]);
+    // logs=1&stream=1: the replay arrives, and from then on the stream is live.
+    let mut a = RawAttach::open(&w.d.socket(), "talk/attach?logs=1&stream=1&stdout=1&stderr=1");
+    let mut replay = a.frames(2);
+    replay.sort();
+    assert_eq!(replay, vec![(1, "early\n".into()), (2, "oops\n".into())]);
+    w.d.docker_ok(&["cp", &go, "talk:/tmp/go"]);
+    assert_eq!(a.rest(), vec![(1, "late\n".into())], "live output after the replay, then the end");
+
+    // Without logs=1 nothing is replayed (the control); the stream is live once the 101 is in.
+    let script = "echo early; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo late";
+    w.d.docker_ok(&["run", "-d", "--name", "talk2", &img, "sh", "-c", script]);
+    wait_logged(&w.d, "talk2", &["early"]);
+    let a = RawAttach::open(&w.d.socket(), "talk2/attach?stream=1&stdout=1&stderr=1");
+    w.d.docker_ok(&["cp", &go, "talk2:/tmp/go"]);
+    assert_eq!(a.rest(), vec![(1, "late\n".into())]);
+
     // logs=1 alone on an exited container: just the recorded output, stdout only when asked.
     let r = w.d.api("POST", "/containers/talk/attach?logs=1&stdout=1", None).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(frames(&r.body), vec![(1, "early\n".into()), (1, "late\n".into())]);
-    // docker start -a of an exited container shows the new run's output.
+    // docker start -a right after the attach stream ended: the new run's whole output (the
+    // go file is in the container's filesystem now, so it runs straight through).
     assert_eq!(w.d.docker_ok(&["start", "-a", "talk2"]), "early\nlate\n");
+}
+
+/// The replay and the live stream of attach logs=1&stream=1 join exactly, while the container
+/// keeps printing: a counter read back through several attaches has no gap and no repeat.
+#[test]
+fn attach_with_logs_joins_replay_and_live_output_exactly() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    w.d.docker_ok(&["run", "-d", "--name", "count", &img, "sh", "-c", "i=0; while true; do echo $i; i=$((i+1)); usleep 2000; done"]);
+    for round in 0..5 {
+        // Read on to 200 numbers past what was printed before we attached: the replay ends
+        // (and the live stream starts) somewhere in between.
+        let logged = w.d.docker_ok(&["logs", "--tail", "1", "count"]);
+        let target = logged.trim().parse::<u64>().unwrap_or(0) + 200;
+        let mut a = RawAttach::open(&w.d.socket(), "count/attach?logs=1&stream=1&stdout=1&stderr=1");
+        let mut text = String::new();
+        let mut want = 0u64;
+        loop {
+            let f = a.frames(1);
+            text.push_str(&f[0].1);
+            while let Some(i) = text.find('\n') {
+                let line: String = text.drain(..=i).collect();
+                let n: u64 = line.trim().parse().unwrap_or_else(|_| panic!("round {round}: not a number {line:?}"));
+                assert_eq!(n, want, "round {round}: expected {want}, got {n}");
+                want += 1;
+            }
+            if want >= target {
+                break;
+            }
+        }
+    }
+    w.d.docker_ok(&["rm", "-f", "count"]);
 }
 
 #[test]

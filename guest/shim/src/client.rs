@@ -55,7 +55,13 @@ impl ShimClient {
     }
 
     pub async fn attach(&self, stdin: bool, stdout: bool, stderr: bool) -> Result<AttachStream, ClientError> {
-        Ok(self.request(&Request::Attach { stdin, stdout, stderr }).await?.1)
+        self.attach_with_logs(stdin, stdout, stderr, false).await
+    }
+
+    /// Like [`ShimClient::attach`]; with `logs` the stream starts with the container's output
+    /// so far (Docker's attach `logs=1&stream=1`), with no gap or overlap before live output.
+    pub async fn attach_with_logs(&self, stdin: bool, stdout: bool, stderr: bool, logs: bool) -> Result<AttachStream, ClientError> {
+        Ok(self.request(&Request::Attach { stdin, stdout, stderr, logs }).await?.1)
     }
 
     pub async fn resize(&self, h: u16, w: u16) -> Result<(), ClientError> {

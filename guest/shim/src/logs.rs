@@ -85,6 +85,11 @@ impl LogWriter {
         self.out.flush()
     }
 
+    /// The live log file (rotated ones are `<path>.1`, `<path>.2`, ...).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
         self.out.flush()?;
         if self.max_files > 1 {
@@ -130,6 +135,11 @@ impl LineSplitter {
             emit(&self.buf[..MAX_PARTIAL]);
             self.buf.drain(..MAX_PARTIAL);
         }
+    }
+
+    /// The start of a line that has not been emitted yet.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
     }
 
     /// Emit what is left at end of stream.

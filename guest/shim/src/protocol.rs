@@ -14,8 +14,15 @@ pub const STDERR: u8 = 2;
 pub enum Request {
     /// Stream output (framed with [`frame`] unless TTY) and, with `stdin`,
     /// forward the client's bytes to the container; client EOF closes the
-    /// container's stdin (non-TTY).
-    Attach { stdin: bool, stdout: bool, stderr: bool },
+    /// container's stdin (non-TTY). With `logs`, what the container printed so far comes
+    /// first, taken atomically with the subscription (no output lost or repeated between them).
+    Attach {
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        #[serde(default)]
+        logs: bool,
+    },
     Resize { h: u16, w: u16 },
     /// Reply when the container has exited.
     Wait,

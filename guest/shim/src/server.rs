@@ -225,8 +225,11 @@ struct Clients {
 
 impl Shared {
     fn output(&self, stream: u8, data: &[u8]) {
+        // The log lock is held through the fan-out below: an attach with `logs` takes its
+        // replay and its subscription under the same lock, so each chunk reaches it exactly
+        // once (from the log or live).
+        let mut log = self.log.lock().unwrap();
         {
-            let mut log = self.log.lock().unwrap();
             let LogState { writer, split } = &mut *log;
             if let Some(w) = writer.as_mut() {
                 let name = if stream == STDERR { "stderr" } else { "stdout" };
@@ -247,6 +250,34 @@ impl Shared {
             // Never block the container on a client: a full queue drops output.
             !matches!(c.tx.try_send(payload.clone()), Err(TrySendError::Disconnected(_)))
         });
+        drop(clients);
+        drop(log);
+    }
+
+    /// What the container printed so far, rendered as an attach stream carries it: the log's
+    /// records, then the part of a line not yet logged. Called with the log lock held.
+    fn replay(&self, log: &mut LogState, stdout: bool, stderr: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let Some(w) = log.writer.as_mut() else { return out };
+        let _ = w.flush();
+        let opts = crate::logs::LogOptions { stdout, stderr, ..Default::default() };
+        if let Ok(reader) = crate::logs::read_logs(w.path(), opts) {
+            for entry in reader {
+                let Ok(entry) = entry else { break };
+                if self.tty {
+                    out.extend_from_slice(&entry.log);
+                } else {
+                    out.extend_from_slice(&frame(entry.stream_type(), &entry.log));
+                }
+            }
+        }
+        for (stream, wanted) in [(STDOUT, stdout), (STDERR, stderr)] {
+            let pending = log.split.get(&stream).map(|s| s.pending()).unwrap_or_default();
+            if wanted && !pending.is_empty() {
+                out.extend_from_slice(&if self.tty { pending.to_vec() } else { frame(stream, pending) });
+            }
+        }
+        out
     }
 
     fn output_eof(&self, stream: u8) {
@@ -556,11 +587,6 @@ fn supervise(args: &ShimArgs, running: Running) {
     if let Some(mut w) = shared.log.lock().unwrap().writer.take() {
         let _ = w.flush();
     }
-    {
-        let mut clients = shared.clients.lock().unwrap();
-        clients.closed = true;
-        clients.list.clear();
-    }
     let exit = ExitStatus {
         exit_code,
         signal,
@@ -571,6 +597,13 @@ fn supervise(args: &ShimArgs, running: Running) {
     let _ = state::write_atomic(&args.state_dir.join(EXIT_JSON), &serde_json::to_vec(&exit).unwrap_or_default());
     *shared.exit.lock().unwrap() = Some(exit);
     shared.exit_cv.notify_all();
+    // Attached clients see the end only once the exit is known: whoever reacts to that end
+    // (a `docker start -a` of the same container) finds the container stopped, not running.
+    {
+        let mut clients = shared.clients.lock().unwrap();
+        clients.closed = true;
+        clients.list.clear();
+    }
     let _ = fs::remove_file(args.state_dir.join(SHIM_SOCK));
     let _ = runtime_cmd(args).args(["delete", "-f", &args.id]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
     // Let attached clients get the last output and waiters their answer.
@@ -648,7 +681,7 @@ fn handle(conn: UnixStream, shared: &Shared) -> io::Result<()> {
             }
             reply(&conn, &Response::ok())
         }
-        Request::Attach { stdin, stdout, stderr } => attach(conn, reader, shared, stdin, stdout, stderr),
+        Request::Attach { stdin, stdout, stderr, logs } => attach(conn, reader, shared, stdin, stdout, stderr, logs),
         Request::Exec { exec_id, process, tty, stdin } => exec(conn, reader, shared, &exec_id, &process, tty, stdin),
         Request::ExecWait { exec_id } => {
             let mut execs = shared.execs.lock().unwrap();
@@ -842,9 +875,16 @@ fn exec(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, ex
     Ok(())
 }
 
-fn attach(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, stdin: bool, stdout: bool, stderr: bool) -> io::Result<()> {
+fn attach(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, stdin: bool, stdout: bool, stderr: bool, logs: bool) -> io::Result<()> {
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CLIENT_QUEUE);
+    let mut replay = Vec::new();
     {
+        // With `logs`, the replay and the subscription happen under the log lock (see
+        // `Shared::output`): nothing printed in between is lost or sent twice.
+        let mut log = logs.then(|| shared.log.lock().unwrap());
+        if let Some(l) = log.as_mut() {
+            replay = shared.replay(l, stdout, stderr);
+        }
         let mut clients = shared.clients.lock().unwrap();
         if clients.closed {
             drop(clients);
@@ -859,6 +899,10 @@ fn attach(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, 
     shared.attached_cv.notify_all();
     let mut out = conn.try_clone()?;
     let writer = std::thread::spawn(move || {
+        if !replay.is_empty() && out.write_all(&replay).is_err() {
+            return;
+        }
+        drop(replay);
         for chunk in rx {
             if out.write_all(&chunk).is_err() {
                 break;

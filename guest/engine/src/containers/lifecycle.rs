@@ -359,9 +359,42 @@ fn launch(e: &Arc<Engine>, c: &Container, wait_attach: usize) -> Result<(berth_s
     }
 }
 
+/// The record says running, but the container may have exited a moment ago with its exit
+/// not recorded yet (the shim ends attach streams before `watch_exit` hears of the exit). Ask
+/// the shim; if the container is gone, wait briefly for the record, so a `start` or an
+/// `attach` right after an exit (what `docker start -a` does) sees a stopped container rather
+/// than a monitor that is going away.
+async fn settle_exit(e: &Arc<Engine>, c: Container) -> Container {
+    if c.state.status != Status::Running {
+        return c;
+    }
+    let p = paths(e, &c.id);
+    // The shim records the exit, then ends attach streams, then removes its socket and
+    // lingers a moment for its clients: any of those means the container is gone.
+    let exited = match berth_shim::connect(&p.shim_state).state().await {
+        Ok(st) => !st.running,
+        Err(_) => {
+            berth_shim::read_exit(&p.shim_state).is_some()
+                || !p.shim_state.join(berth_shim::state::SHIM_SOCK).exists()
+                || !berth_shim::is_alive(&p.shim_state)
+        }
+    };
+    if !exited {
+        return c;
+    }
+    let rx = e.exits.subscribe();
+    if let Ok(now) = e.containers.get(&c.id) {
+        if !is_running(&now) {
+            return now;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), next_exit(rx, c.id.clone(), false)).await;
+    e.containers.get(&c.id).unwrap_or(c)
+}
+
 /// POST /containers/{id}/start
 pub async fn start(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiError> {
-    let c = e.containers.get(key)?;
+    let c = settle_exit(e, e.containers.get(key)?).await;
     if is_running(&c) {
         return Ok(status_only(StatusCode::NOT_MODIFIED));
     }
@@ -849,7 +882,7 @@ pub async fn logs(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
 /// An attach that arrives before start (what `docker run` does) is counted, and the shim holds
 /// the container's first instruction until that many clients are attached, so no output is lost.
 pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &Query) -> Result<Response<Body>, ApiError> {
-    let c = e.containers.get(key)?;
+    let c = settle_exit(e, e.containers.get(key)?).await;
     let (stdin, stdout, stderr) = (q.bool("stdin")?, q.bool("stdout")?, q.bool("stderr")?);
     let stream = q.bool("stream")?;
     let logs = q.bool("logs")?;
@@ -883,7 +916,31 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
     if !upgrade {
         return Err(ApiError::bad("attach needs a connection upgrade (Upgrade: tcp)"));
     }
-    let ticket = if !is_running(&c) { Some(e.register_attach(&id)) } else { None };
+    // A running container is subscribed to before the 101 goes out, so a client that has its
+    // answer misses nothing the container prints afterwards. With logs=1 the shim sends the
+    // replay with that subscription, atomically (no gap, no repeat). A container that is not
+    // running yet gets a ticket: its start waits for this attach.
+    let mut ticket = None;
+    let mut early = None;
+    match c.state.status {
+        Status::Running | Status::Paused => {
+            let shim = berth_shim::connect(&paths(e, &id).shim_state);
+            match shim.attach_with_logs(stdin, stdout, stderr, logs).await {
+                Ok(s) => early = Some(s),
+                Err(err) => {
+                    // It exited a moment ago: treat it as stopped (a start may follow).
+                    let now = settle_exit(e, c.clone()).await;
+                    if is_running(&now) {
+                        return Err(ApiError::internal(format!("cannot attach to container {}: {err}", c.short_id())));
+                    }
+                    ticket = Some(e.register_attach(&id));
+                }
+            }
+        }
+        // Between two runs of a restart policy: connect once the next run's shim listens.
+        Status::Restarting => {}
+        _ => ticket = Some(e.register_attach(&id)),
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let e2 = Arc::clone(e);
     let c2 = c.clone();
@@ -899,37 +956,44 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
             }
         };
         let mut client = TokioIo::new(upgraded);
-        if logs {
-            // docker-py/compose `attach(logs=True)`: what the container printed so far first.
-            let replay = replay_logs(&e2, &c2, stdout, stderr).await;
-            if client.write_all(&replay).await.is_err() {
+        let mut remote = match early {
+            Some(r) => r,
+            None => {
+                // docker-py/compose `attach(logs=True)` of a container that waits for this
+                // attach to start: it prints nothing until then, so the log read now is complete.
+                if logs {
+                    let replay = replay_logs(&e2, &c2, stdout, stderr).await;
+                    if client.write_all(&replay).await.is_err() {
+                        if let Some(t) = ticket {
+                            e2.cancel_attach(&id, t);
+                        }
+                        return;
+                    }
+                }
                 if let Some(t) = ticket {
-                    e2.cancel_attach(&id, t);
+                    if !e2.wait_started(&id, t).await {
+                        return;
+                    }
                 }
-                return;
-            }
-        }
-        if let Some(t) = ticket {
-            if !e2.wait_started(&id, t).await {
-                return;
-            }
-        }
-        let shim = berth_shim::connect(&paths(&e2, &id).shim_state);
-        // The shim of a container that is being started may not listen yet: it binds its socket
-        // right after `runtime create`, a few ms from now, and holds the container's start until
-        // this attach arrives, so poll finely (a 10 ms step used to cost up to 10 ms per run).
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut step = Duration::from_micros(250);
-        let mut remote = loop {
-            match shim.attach(stdin, stdout, stderr).await {
-                Ok(s) => break s,
-                Err(berth_shim::ClientError::Connect { .. }) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(step).await;
-                    step = (step * 2).min(Duration::from_millis(10));
-                }
-                Err(err) => {
-                    tracing::debug!(%id, "attach to shim failed: {err}");
-                    return;
+                let shim = berth_shim::connect(&paths(&e2, &id).shim_state);
+                // The shim of a container that is being started may not listen yet: it binds its
+                // socket right after `runtime create`, a few ms from now, and holds the
+                // container's start until this attach arrives, so poll finely (a 10 ms step used
+                // to cost up to 10 ms per run).
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                let mut step = Duration::from_micros(250);
+                loop {
+                    match shim.attach(stdin, stdout, stderr).await {
+                        Ok(s) => break s,
+                        Err(berth_shim::ClientError::Connect { .. }) if std::time::Instant::now() < deadline => {
+                            tokio::time::sleep(step).await;
+                            step = (step * 2).min(Duration::from_millis(10));
+                        }
+                        Err(err) => {
+                            tracing::debug!(%id, "attach to shim failed: {err}");
+                            return;
+                        }
+                    }
                 }
             }
         };
