@@ -135,6 +135,11 @@ fn cp_into_running_and_stopped_containers() {
     // A missing destination: 404 through the CLI; a file where a dir is needed: clear error.
     let r = w.d.docker(&["cp", &s("one"), "cpin:/nowhere/x"]).assert_fail();
     assert!(r.stderr.contains("Could not find the file /nowhere") || r.stderr.contains("no such"), "{}", r.stderr);
+    // The same with an upload larger than the socket buffers: the CLI is still writing when
+    // the 404 comes, and must read it rather than fail with EPIPE.
+    std::fs::write(src.path().join("big"), vec![7u8; 2 << 20]).unwrap();
+    let r = w.d.docker(&["cp", &s("big"), "cpin:/nowhere/x"]).assert_fail();
+    assert!(r.stderr.contains("Could not find the file /nowhere"), "{}", r.stderr);
     let bad = w.d.api("PUT", "/containers/cpin/archive?path=/nowhere", Some(tar_with("f", b"x"))).unwrap();
     assert_eq!(bad.status, 404, "{}", bad.text());
     let notdir = w.d.api("PUT", "/containers/cpin/archive?path=/etc/one", Some(tar_with("f", b"x"))).unwrap();

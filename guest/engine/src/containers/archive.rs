@@ -416,7 +416,7 @@ const COPY_LIMITS: berth_image::unpack::UnpackLimits =
     berth_image::unpack::UnpackLimits { max_bytes: 1 << 40, max_entries: 10_000_000 };
 
 /// gzip-compressed uploads are accepted (the API allows them); plain tar otherwise.
-fn decompressing(r: impl std::io::Read + Send + 'static) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+fn decompressing<'a>(r: impl std::io::Read + 'a) -> std::io::Result<Box<dyn std::io::Read + 'a>> {
     use std::io::BufRead;
     let mut r = std::io::BufReader::with_capacity(256 * 1024, r);
     let head = r.fill_buf()?;
@@ -445,6 +445,38 @@ fn extract_error(err: berth_image::ImageError) -> ApiError {
 /// (O_NOFOLLOW component by component from an openat2-resolved directory fd), so a container
 /// that swaps path components for symlinks meanwhile makes the copy fail, never escape.
 pub async fn put(e: &Arc<Engine>, key: &str, req: Request<Incoming>, q: &Query) -> Result<Response<Body>, ApiError> {
+    let mut reader = crate::images::body_reader(req);
+    let checked = put_checks(e, key, q).await;
+    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
+        let r = checked.and_then(|(path, no_overwrite, copy_ids, user, id, guard)| {
+            let r = extract_upload(&guard.root, &mut reader, &path, no_overwrite, copy_ids, &user, &id);
+            drop(guard);
+            r
+        });
+        if r.is_err() {
+            drain_upload(&mut reader);
+        }
+        r
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(crate::http_util::status_only(http::StatusCode::OK))
+}
+
+/// How much of an upload that failed early is still read before answering: the docker CLI is
+/// still writing the tar when the error comes, and a connection closed with unread data makes
+/// its write fail with EPIPE, hiding our message. Go's server reads up to 256 KiB for the same
+/// reason; we read a little more, as `docker cp` of a small tree is the common case.
+const DRAIN_LIMIT: u64 = 4 << 20;
+
+fn drain_upload<R: std::io::Read>(r: &mut R) {
+    let _ = std::io::copy(&mut std::io::Read::take(r, DRAIN_LIMIT), &mut std::io::sink());
+}
+
+type PutTarget = (String, bool, bool, String, String, RootGuard);
+
+/// The query and container checks of a PUT, done before any of the upload is read.
+async fn put_checks(e: &Arc<Engine>, key: &str, q: &Query) -> Result<PutTarget, ApiError> {
     let path = path_param(q)?;
     let no_overwrite = q.bool("noOverwriteDirNonDir")?;
     let copy_ids = q.bool("copyUIDGID")?;
@@ -453,37 +485,39 @@ pub async fn put(e: &Arc<Engine>, key: &str, req: Request<Incoming>, q: &Query) 
         return Err(ApiError::Forbidden("container rootfs is marked read-only".into()));
     }
     let user = c.config.user.clone().unwrap_or_default();
-    let id = c.id.clone();
-    let reader = crate::images::body_reader(req);
-    tokio::task::spawn_blocking(move || -> Result<(), ApiError> {
-        let root = &guard.root;
-        let st = stat_in_root(root, &path);
-        if matches!(st.as_ref().map_err(|e| e.raw_os_error()), Err(Some(libc::ENOENT)) | Err(Some(libc::ENOTDIR))) {
-            return Err(ApiError::NotFound(format!("Could not find the file {path} in container {id}")));
-        }
-        st.map_err(ApiError::internal)?;
-        let dir = open_dir_in_root(root, &path).map_err(|err| match err.raw_os_error() {
-            Some(libc::ENOTDIR) => ApiError::bad("extraction point is not a directory"),
-            Some(libc::ENOENT) => ApiError::NotFound(format!("Could not find the file {path} in container {id}")),
-            _ => ApiError::internal(err),
-        })?;
-        // copyUIDGID: everything belongs to the container's user (Docker looks it up in the
-        // container's own passwd file, as the runtime does).
-        let owner = if copy_ids && !user.is_empty() {
-            let u = berth_runtime::user::resolve(root, &user, &[]).map_err(|err| ApiError::bad(err.to_string()))?;
-            Some((u.user.uid, u.user.gid))
-        } else {
-            None
-        };
-        let input = decompressing(reader).map_err(|err| ApiError::bad(format!("reading the archive: {err}")))?;
-        let opts = berth_image::unpack::ExtractOptions::copy_in(COPY_LIMITS, no_overwrite, owner);
-        let r = berth_image::unpack::extract_at(input, dir, opts).map(drop).map_err(extract_error);
-        drop(guard);
-        r
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    Ok(crate::http_util::status_only(http::StatusCode::OK))
+    Ok((path, no_overwrite, copy_ids, user, c.id.clone(), guard))
+}
+
+fn extract_upload(
+    root: &Path,
+    reader: &mut impl std::io::Read,
+    path: &str,
+    no_overwrite: bool,
+    copy_ids: bool,
+    user: &str,
+    id: &str,
+) -> Result<(), ApiError> {
+    let st = stat_in_root(root, path);
+    if matches!(st.as_ref().map_err(|e| e.raw_os_error()), Err(Some(libc::ENOENT)) | Err(Some(libc::ENOTDIR))) {
+        return Err(ApiError::NotFound(format!("Could not find the file {path} in container {id}")));
+    }
+    st.map_err(ApiError::internal)?;
+    let dir = open_dir_in_root(root, path).map_err(|err| match err.raw_os_error() {
+        Some(libc::ENOTDIR) => ApiError::bad("extraction point is not a directory"),
+        Some(libc::ENOENT) => ApiError::NotFound(format!("Could not find the file {path} in container {id}")),
+        _ => ApiError::internal(err),
+    })?;
+    // copyUIDGID: everything belongs to the container's user (Docker looks it up in the
+    // container's own passwd file, as the runtime does).
+    let owner = if copy_ids && !user.is_empty() {
+        let u = berth_runtime::user::resolve(root, user, &[]).map_err(|err| ApiError::bad(err.to_string()))?;
+        Some((u.user.uid, u.user.gid))
+    } else {
+        None
+    };
+    let input = decompressing(reader).map_err(|err| ApiError::bad(format!("reading the archive: {err}")))?;
+    let opts = berth_image::unpack::ExtractOptions::copy_in(COPY_LIMITS, no_overwrite, owner);
+    berth_image::unpack::extract_at(input, dir, opts).map(drop).map_err(extract_error)
 }
 
 /// GET /containers/{id}/export (built in memory).
