@@ -190,14 +190,12 @@ fn binds_tmpfs_options_volumes_from_and_refusals() {
 /// Every start must either fail or mount inside its rootfs: the target never created on the
 /// host's root.
 ///
-/// KNOWN FAILURE with Debian's runc 1.1.5: runc creates a missing mount target with a
-/// path-based mkdir after its secure join, so the flip in between makes it create
-/// `/berth-race-<pid>` on the host (seen here in 1 of 2 runs of 40 iterations). berthd's own
-/// resolution of targets is fd-relative (`mounts::resolve_in_rootfs`, unit-tested), but this
-/// target sits inside a volume that only the runtime mounts. Ignored until the runtime creates
-/// targets with openat2 (newer runc, or Berth's own runtime); run with `--ignored`.
+/// Runs against the default runtime, berth-oci, which creates missing targets with mkdirat
+/// relative to a directory fd resolved by openat2(RESOLVE_IN_ROOT) (guest/oci/src/rootfs.rs), so
+/// a swap between resolution and creation lands inside the container. Debian's runc 1.1.5 does
+/// a path-based mkdir after its secure join and did create `/berth-race-<pid>` on the host in 1
+/// of 2 runs of this test (`BERTH_RUNTIME=runc` to see it; the race does not hit every run).
 #[test]
-#[ignore = "runc 1.1.5 mkdir race on nested mount targets (see the doc comment)"]
 fn bind_target_races_stay_inside_the_rootfs() {
     require_berthd!();
     let w = World::start();
