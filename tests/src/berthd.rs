@@ -113,6 +113,7 @@ pub struct Berthd {
     dir: tempfile::TempDir,
     insecure: Vec<String>,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     starts: usize,
 }
@@ -130,6 +131,17 @@ impl Berthd {
         insecure_registries: &[&str],
         extra_args: &[&str],
     ) -> Result<Berthd> {
+        Self::start_with_env(ns, insecure_registries, extra_args, &[])
+    }
+
+    /// Like [`Berthd::start_with_args`], with extra environment variables for berthd (e.g.
+    /// `BERTH_RUNTIME`), kept on restart.
+    pub fn start_with_env(
+        ns: &NetNs,
+        insecure_registries: &[&str],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Berthd> {
         let dir = tempfile::Builder::new()
             .prefix("berth-berthd-")
             .tempdir()
@@ -141,6 +153,7 @@ impl Berthd {
             dir,
             insecure: insecure_registries.iter().map(|s| s.to_string()).collect(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
             starts: 0,
         };
@@ -171,6 +184,7 @@ impl Berthd {
             cmd.arg("--insecure-registry").arg(r);
         }
         cmd.args(&self.extra_args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().ctx(|| "dup log".into())?)

@@ -117,6 +117,13 @@ impl Engine {
         m.lock_owned().await
     }
 
+    /// True while an operation holds the container's lifecycle lock (e.g. a start that is still
+    /// mounting, wiring the network or waiting for `runtime create`).
+    pub fn lifecycle_busy(&self, id: &str) -> bool {
+        let m = self.locks.lock().expect("locks").get(id).cloned();
+        m.is_some_and(|m| m.try_lock().is_err())
+    }
+
     /// Count an attach that waits for the container to start; returns its ticket.
     pub fn register_attach(&self, id: &str) -> u64 {
         let t = NEXT_TICKET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

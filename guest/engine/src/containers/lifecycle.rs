@@ -977,15 +977,24 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
                 }
                 let shim = berth_shim::connect(&paths(&e2, &id).shim_state);
                 // The shim of a container that is being started may not listen yet: it binds its
-                // socket right after `runtime create`, a few ms from now, and holds the
-                // container's start until this attach arrives, so poll finely (a 10 ms step used
-                // to cost up to 10 ms per run).
-                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                // socket right after `runtime create` and holds the container's start until this
+                // attach arrives, so poll finely (a 10 ms step used to cost up to 10 ms per run).
+                // The start holds the lifecycle lock until the shim reports the container
+                // running: keep trying while it does (on a loaded machine or in a cold VM, mount
+                // + network + `runtime create` can take well over 10 s; giving up then lost all
+                // output of `docker run`), and for 10 s after that.
+                let grace = Duration::from_secs(10);
+                let mut deadline = std::time::Instant::now() + grace;
                 let mut step = Duration::from_micros(250);
                 loop {
                     match shim.attach(stdin, stdout, stderr).await {
                         Ok(s) => break s,
-                        Err(berth_shim::ClientError::Connect { .. }) if std::time::Instant::now() < deadline => {
+                        Err(berth_shim::ClientError::Connect { .. })
+                            if e2.lifecycle_busy(&id) || std::time::Instant::now() < deadline =>
+                        {
+                            if e2.lifecycle_busy(&id) {
+                                deadline = std::time::Instant::now() + grace;
+                            }
                             tokio::time::sleep(step).await;
                             step = (step * 2).min(Duration::from_millis(10));
                         }
