@@ -1,7 +1,8 @@
 //! The desktop app end to end: a real window under Xvfb driven by WebDriver (WebKitWebDriver),
 //! against a real berthd and the local registry, in a loopback-only namespace. Everything the
 //! user does is done by clicking and typing; assertions read the page, and the engine's own
-//! API confirms the result. Screenshots of each screen go to docs/screenshots/.
+//! API confirms the result. Screenshots of each screen go to target/screenshots/ (docs/screenshots/
+//! with BERTH_UPDATE_SCREENSHOTS=1).
 
 mod support;
 
@@ -25,7 +26,11 @@ fn desktop_app_pull_run_logs_terminal_stop_delete() {
     require_gui!();
     let mut w = World::start();
     let dir = tempfile::tempdir().unwrap();
-    let shots = berth_tests::workspace_root().join("docs/screenshots");
+    // README's screenshots are refreshed on request only, so a test run leaves the tree clean.
+    let shots = match std::env::var_os("BERTH_UPDATE_SCREENSHOTS") {
+        Some(_) => berth_tests::workspace_root().join("docs/screenshots"),
+        None => berth_tests::workspace_root().join("target/screenshots"),
+    };
     let (_xvfb, display) = support::start_xvfb(&w.fx.ns, dir.path());
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();

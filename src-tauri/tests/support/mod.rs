@@ -266,10 +266,14 @@ impl<'a> Session<'a> {
     pub fn try_screenshot(&self, path: &Path) -> Result<(), String> {
         use base64::Engine as _;
         let t = Instant::now();
-        // WebKit snapshots after the next presentation update: make sure one is due.
-        // WebKit snapshots after the next presentation update: make sure one is due. (The frame
-        // can still be an older one: assertions read the page, never the picture.)
-        let _ = self.call("POST", &self.s("/execute/sync"), Some(json!({"script": "document.body.style.outline = document.body.style.outline ? '' : '0px solid transparent'; return true", "args": []})));
+        // WebKit snapshots the last presented frame: force a style change and let two animation
+        // frames pass so the DOM the test just checked is on screen (bounded, in case rAF is
+        // throttled). Assertions read the page, never the picture.
+        let settle = "const done = arguments[arguments.length - 1]; \
+            document.body.style.outline = document.body.style.outline ? '' : '0px solid transparent'; \
+            setTimeout(() => done(false), 1000); \
+            requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(() => done(true), 50)));";
+        let _ = self.call("POST", &self.s("/execute/async"), Some(json!({"script": settle, "args": []})));
         let v = self.call("GET", &self.s("/screenshot"), None)?;
         eprintln!("screenshot {} took {:?}", path.display(), t.elapsed());
         let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default()).map_err(|e| e.to_string())?;
