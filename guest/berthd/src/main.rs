@@ -10,7 +10,8 @@ use tokio::signal::unix::{signal, SignalKind};
 #[derive(Parser, Debug)]
 #[command(name = "berthd", version, about = "Berth engine: a Docker Engine API daemon")]
 struct Args {
-    /// Socket to listen on (unix:///path); repeatable.
+    /// Socket to listen on (unix:///path; inside the VM also vsock://:PORT and
+    /// vsock+framed://:PORT, half-close carried in frames); repeatable.
     #[arg(short = 'H', long = "host", default_value = DEFAULT_HOST)]
     host: Vec<String>,
     /// Where images, containers and volumes live.

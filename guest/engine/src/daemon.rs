@@ -23,7 +23,7 @@ pub enum DaemonError {
     AlreadyRunning { root: PathBuf, pid: String },
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
-    #[error("unsupported --host {0:?}: Berth listens on unix:///path sockets and vsock://:PORT (inside its VM)")]
+    #[error("unsupported --host {0:?}: Berth listens on unix:///path sockets and vsock://:PORT or vsock+framed://:PORT (inside its VM)")]
     UnsupportedHost(String),
     #[error("cannot prepare {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -95,6 +95,9 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, DaemonError> {
 enum ListenAddr {
     Unix(PathBuf),
     Vsock(u32),
+    /// vsock with half-close carried in frames (see `framed.rs`): what the host agent uses
+    /// over transports that turn a half-close into a full close (vhost-device-vsock).
+    VsockFramed(u32),
 }
 
 fn parse_host(host: &str) -> Result<ListenAddr, DaemonError> {
@@ -102,13 +105,16 @@ fn parse_host(host: &str) -> Result<ListenAddr, DaemonError> {
     if let Some(p) = host.strip_prefix("unix://") {
         return if p.is_empty() { Err(bad()) } else { Ok(ListenAddr::Unix(PathBuf::from(p))) };
     }
-    if let Some(rest) = host.strip_prefix("vsock://") {
-        // `vsock://:2375`; a CID before the colon is accepted only as "any" (we listen on our own).
-        let (cid, port) = rest.rsplit_once(':').unwrap_or(("", rest));
-        if !(cid.is_empty() || cid == "any") {
-            return Err(bad());
+    for (scheme, framed) in [("vsock://", false), ("vsock+framed://", true)] {
+        if let Some(rest) = host.strip_prefix(scheme) {
+            // `vsock://:2375`; a CID before the colon is accepted only as "any" (we listen on our own).
+            let (cid, port) = rest.rsplit_once(':').unwrap_or(("", rest));
+            if !(cid.is_empty() || cid == "any") {
+                return Err(bad());
+            }
+            let port = port.parse::<u32>().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+            return Ok(if framed { ListenAddr::VsockFramed(port) } else { ListenAddr::Vsock(port) });
         }
-        return port.parse::<u32>().ok().filter(|p| *p > 0).map(ListenAddr::Vsock).ok_or_else(bad);
     }
     Err(bad())
 }
@@ -117,7 +123,7 @@ fn parse_host(host: &str) -> Result<ListenAddr, DaemonError> {
 fn unix_path(host: &str) -> Result<PathBuf, DaemonError> {
     match parse_host(host)? {
         ListenAddr::Unix(p) => Ok(p),
-        ListenAddr::Vsock(_) => Err(DaemonError::UnsupportedHost(host.to_string())),
+        ListenAddr::Vsock(_) | ListenAddr::VsockFramed(_) => Err(DaemonError::UnsupportedHost(host.to_string())),
     }
 }
 
@@ -125,6 +131,7 @@ fn unix_path(host: &str) -> Result<PathBuf, DaemonError> {
 enum Listener {
     Unix(UnixListener),
     Vsock(crate::vsock::HostOnlyListener),
+    VsockFramed(crate::vsock::HostOnlyListener),
 }
 
 impl Listener {
@@ -132,6 +139,7 @@ impl Listener {
         match self {
             Listener::Unix(l) => Ok(Box::new(l.accept().await?.0)),
             Listener::Vsock(l) => Ok(Box::new(l.accept().await?)),
+            Listener::VsockFramed(l) => Ok(Box::new(crate::framed::Framed::new(l.accept().await?))),
         }
     }
 }
@@ -151,7 +159,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .iter()
         .filter_map(|a| match a {
             ListenAddr::Unix(p) => Some(p.clone()),
-            ListenAddr::Vsock(_) => None,
+            ListenAddr::Vsock(_) | ListenAddr::VsockFramed(_) => None,
         })
         .collect();
     let engine = Engine::new(config.clone())?;
@@ -164,6 +172,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             ListenAddr::Unix(p) => Listener::Unix(bind_unix(p)?),
             ListenAddr::Vsock(port) => Listener::Vsock(crate::vsock::HostOnlyListener::bind(*port).map_err(|e| {
                 DaemonError::Listen { addr: format!("vsock://:{port}"), reason: e.to_string() }
+            })?),
+            ListenAddr::VsockFramed(port) => Listener::VsockFramed(crate::vsock::HostOnlyListener::bind(*port).map_err(|e| {
+                DaemonError::Listen { addr: format!("vsock+framed://:{port}"), reason: e.to_string() }
             })?),
         });
     }
@@ -290,6 +301,8 @@ mod tests {
         assert_eq!(unix_path("unix:///x/y.sock").unwrap(), PathBuf::from("/x/y.sock"));
         assert_eq!(parse_host("vsock://:2375").unwrap(), ListenAddr::Vsock(2375));
         assert_eq!(parse_host("vsock://any:2375").unwrap(), ListenAddr::Vsock(2375));
+        assert_eq!(parse_host("vsock+framed://:2380").unwrap(), ListenAddr::VsockFramed(2380));
+        assert!(parse_host("vsock+framed://3:2380").is_err());
         assert!(parse_host("vsock://3:2375").is_err(), "listening on another CID makes no sense");
         assert!(parse_host("vsock://:0").is_err());
         assert!(parse_host("vsock://:x").is_err());

@@ -5,7 +5,7 @@
 //! | 2376 | host to guest | forward: `tcp IP:PORT\n`, answer `OK\n` or `ERR reason\n`, then raw bytes (published ports) |
 //! | 2378 | host to guest | shell: `shell ROWS COLS\n`, answer `OK\n`, then a pty running /bin/sh (`berth shell`) |
 //! | 2379 | host to guest | control: `shutdown\n` or `sync-time\n`, answer `OK ...\n` |
-//! | 2380 | host to guest | berthd's Engine API with half-close carried in frames (`framed.rs`) |
+//! | 2380 | host to guest | berthd itself (`--host vsock+framed://:2380`): the Engine API with half-close carried in frames |
 //! | 3128 | guest to host | egress: an HTTP proxy served by the agent; init relays guest 127.0.0.1:3128 to it |
 //! | 2377 | guest to host | time (see `clock.rs`) |
 //!
@@ -24,7 +24,7 @@ pub const FORWARD_PORT: u32 = 2376;
 pub const SHELL_PORT: u32 = 2378;
 pub const CONTROL_PORT: u32 = 2379;
 pub const EGRESS_PORT: u32 = 3128;
-/// berthd's socket, framed (see `framed.rs`).
+/// berthd's framed vsock listener (berthd serves it; see `framed.rs` for the codec).
 pub const FRAMED_ENGINE_PORT: u32 = 2380;
 /// Where berthd finds the egress proxy (HTTP_PROXY / HTTPS_PROXY).
 pub const EGRESS_LISTEN: &str = "127.0.0.1:3128";
@@ -108,17 +108,7 @@ pub fn start_all(rt: &tokio::runtime::Runtime, shutdown: Sender<()>) {
     rt.spawn(serve(FORWARD_PORT, forward));
     rt.spawn(serve(SHELL_PORT, shell));
     rt.spawn(serve(CONTROL_PORT, move |s| control(s, shutdown.clone())));
-    rt.spawn(serve(FRAMED_ENGINE_PORT, framed_engine));
     rt.spawn(egress_relay());
-}
-
-async fn framed_engine(s: VsockStream) {
-    match tokio::net::UnixStream::connect(crate::supervise::INNER_SOCKET).await {
-        Ok(engine) => {
-            let _ = crate::framed::splice_framed(engine, s).await;
-        }
-        Err(e) => crate::console::line(&format!("framed engine relay: {e}")),
-    }
 }
 
 async fn forward(mut s: VsockStream) {

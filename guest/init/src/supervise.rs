@@ -29,7 +29,10 @@ type Shared = Arc<(Mutex<State>, Condvar)>;
 fn spawn_berthd() -> std::io::Result<i32> {
     let proxy = format!("http://{}", services::EGRESS_LISTEN);
     let mut cmd = Command::new("/bin/berthd");
-    cmd.args(["--host", &format!("vsock://:{ENGINE_PORT}"), "--host", &format!("unix://{INNER_SOCKET}")])
+    // Port 2380: the same API with half-close carried in frames (the agent's route over
+    // vhost-device-vsock; berthd decodes the frames itself, no relay hop).
+    cmd.args(["--host", &format!("vsock://:{ENGINE_PORT}"), "--host", &format!("vsock+framed://:{}", services::FRAMED_ENGINE_PORT)])
+        .args(["--host", &format!("unix://{INNER_SOCKET}")])
         .args(["--data-root", disk::DATA_ROOT, "--exec-root", "/run/berth"])
         .env_clear()
         .env("PATH", PATH)

@@ -1,11 +1,12 @@
 //! Half-close over transports that cannot carry it. vhost-device-vsock turns an EOF on the
 //! host's side of a stream into a full shutdown of the guest's socket, so the docker CLI's
 //! CloseWrite (sent when stdin ends, or at once when there is no stdin) would cut the engine's
-//! output short. On such transports the agent talks to berth-init's framed relay (guest port
-//! [`crate::protocol::FRAMED_ENGINE_PORT`]), which connects to berthd's socket inside the VM:
-//! each direction is a sequence of `[u32 big-endian length][bytes]` frames, and a zero-length
-//! frame means "this direction is done" (a real `shutdown(SHUT_WR)` on the far side).
-//! Same codec as guest/init/src/framed.rs.
+//! output short. On such transports the agent talks to berthd's framed vsock listener (guest
+//! port [`crate::protocol::FRAMED_ENGINE_PORT`], `--host vsock+framed://:2380`) and to init's
+//! forward service in `tcp+framed` mode (published ports): each direction is a sequence of
+//! `[u32 big-endian length][bytes]` frames, and a zero-length frame means "this direction is
+//! done" (a real `shutdown(SHUT_WR)` on the far side). Same codec as guest/engine/src/framed.rs
+//! and guest/init/src/framed.rs.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -19,25 +20,28 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; CHUNK];
+    // Header and payload leave in one write: one vsock packet, one wake-up on the far side.
+    let mut buf = vec![0u8; 4 + CHUNK];
     loop {
-        let n = raw.read(&mut buf).await?;
-        framed.write_all(&(n as u32).to_be_bytes()).await?;
+        let n = raw.read(&mut buf[4..]).await?;
+        buf[..4].copy_from_slice(&(n as u32).to_be_bytes());
+        framed.write_all(&buf[..4 + n]).await?;
         if n == 0 {
             framed.flush().await?;
             return Ok(());
         }
-        framed.write_all(&buf[..n]).await?;
     }
 }
 
 /// Read frames and write their bytes raw; the zero-length frame (or EOF) shuts the raw write
 /// side down.
-pub async fn framed_to_raw<R, W>(mut framed: R, mut raw: W) -> std::io::Result<()>
+pub async fn framed_to_raw<R, W>(framed: R, mut raw: W) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    // Buffered: a header and its payload usually arrive together, read them with one call.
+    let mut framed = tokio::io::BufReader::with_capacity(64 * 1024, framed);
     let mut buf = vec![0u8; CHUNK];
     loop {
         let mut len = [0u8; 4];
