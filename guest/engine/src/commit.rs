@@ -188,12 +188,13 @@ pub async fn commit(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Resul
         None | Some("") => true,
         Some(_) => q.bool("pause")?,
     };
-    let body: Value = crate::images::read_json(req, 4 * 1024 * 1024).await?;
+    // A config object (or nothing, or `null`): any other JSON is refused, not ignored.
+    let body: Option<serde_json::Map<String, Value>> = crate::images::read_json(req, 4 * 1024 * 1024).await?;
     let changes = q.all("changes");
     // The container's config (with the image's defaults merged at create) is the new config.
     let mut cfg: berth_build::config::RunConfig =
         serde_json::from_value(serde_json::to_value(&c.config).map_err(ApiError::internal)?).unwrap_or_default();
-    if let Value::Object(m) = &body {
+    if let Some(m) = &body {
         let mut base = serde_json::to_value(&cfg).map_err(ApiError::internal)?;
         for (k, v) in m {
             if !v.is_null() {

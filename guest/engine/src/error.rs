@@ -114,6 +114,14 @@ impl From<crate::networks::NetworkError> for ApiError {
     }
 }
 
+impl From<crate::images::BodyError> for ApiError {
+    fn from(e: crate::images::BodyError) -> Self {
+        // Too large, too slow or cut off: the client's request is at fault. Docker answers its
+        // unreadable bodies with 400 too (and clients only read the message).
+        ApiError::BadParameter(e.to_string())
+    }
+}
+
 impl From<serde_json::Error> for ApiError {
     fn from(e: serde_json::Error) -> Self {
         ApiError::BadParameter(format!("invalid JSON: {e}"))
@@ -140,5 +148,7 @@ mod tests {
         assert_eq!(e.status(), 400);
         let e: ApiError = RegistryError::Unauthorized("no".into()).into();
         assert_eq!(e.status(), 401);
+        let e: ApiError = crate::images::BodyError::TooLarge { limit: 10 }.into();
+        assert_eq!((e.status().as_u16(), e.to_string().as_str()), (400, "request body is larger than 10 bytes"));
     }
 }

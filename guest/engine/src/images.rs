@@ -26,12 +26,31 @@ use crate::pull::{self, Progress};
 
 const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Read a JSON request body of at most `limit` bytes. An empty body means `T::default()`.
+/// How long a client may take to send a JSON request body (at most a few MiB): a client that
+/// promises a body and never sends it must not hold a connection and a task forever.
+pub const JSON_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Why a JSON request body could not be read (its status is decided in `error.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("timed out reading the request body (more than {} s)", JSON_BODY_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("cannot read request body: {0}")]
+    Read(String),
+}
+
+/// Read a JSON request body of at most `limit` bytes within [`JSON_BODY_TIMEOUT`]. An empty
+/// body means `T::default()`.
 pub async fn read_json<T: DeserializeOwned + Default>(req: Request<Incoming>, limit: usize) -> Result<T, ApiError> {
-    let body = Limited::new(req.into_body(), limit)
-        .collect()
+    let body = tokio::time::timeout(JSON_BODY_TIMEOUT, Limited::new(req.into_body(), limit).collect())
         .await
-        .map_err(|e| ApiError::bad(format!("cannot read request body: {e}")))?
+        .map_err(|_| BodyError::Timeout)?
+        .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+            Some(_) => BodyError::TooLarge { limit },
+            None => BodyError::Read(e.to_string()),
+        })?
         .to_bytes();
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
