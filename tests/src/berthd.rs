@@ -224,6 +224,11 @@ impl Berthd {
         format!("unix://{}", self.socket().display())
     }
 
+    /// The daemon's temporary directory: socket, data root, exec root, log and pidfile.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("docker.sock")
     }

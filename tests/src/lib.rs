@@ -22,6 +22,7 @@ pub mod evil;
 pub mod fixtures;
 pub mod http;
 pub mod image;
+pub mod leaks;
 pub mod netns;
 pub mod push;
 pub mod registry;
