@@ -115,7 +115,9 @@ pub fn parse_time_nanos(v: &str) -> Option<i64> {
         let n: i64 = digits.parse().ok()?;
         nanos = n * 10i64.pow(9 - digits.len() as u32);
     }
-    Some(secs * 1_000_000_000 + nanos)
+    // Seconds beyond ~292 years from 1970 do not fit in i64 nanoseconds: invalid, not an
+    // overflow panic (found by guest/engine/fuzz `query`).
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 /// Docker's event filters: type, event/action, image, container, label, scope.
@@ -155,6 +157,9 @@ mod tests {
         assert_eq!(parse_time_nanos("10.5"), Some(10_500_000_000));
         assert_eq!(parse_time_nanos("1970-01-01T00:00:02Z"), Some(2_000_000_000));
         assert_eq!(parse_time_nanos("x"), None);
+        assert_eq!(parse_time_nanos("99999999999999"), None);
+        assert_eq!(parse_time_nanos("9223372036.9"), None);
+        assert_eq!(parse_time_nanos("1.1234567891"), Some(1_123_456_789));
     }
 
     #[test]
