@@ -170,6 +170,9 @@ fn malformed_bodies_queries_and_paths_get_json_4xx() {
         format!("/v1.47/containers/json?all=maybe"),
         format!("/v1.47/containers/json?limit=x"),
         format!("/v1.47/events?since=yesterday"),
+        // Seconds whose nanoseconds overflow i64 (a panic once; found by guest/engine/fuzz).
+        format!("/v1.47/events?since=99999999999999"),
+        format!("/v1.47/containers/{cid}/logs?stdout=1&until=9223372036.9"),
         format!("/v1.47/events?filters={}", enc("{\"nope\":[\"x\"]}")),
         format!("/v1.47/containers/{cid}/logs?stdout=1&tail=-x"),
         format!("/v1.47/containers/{cid}/logs?stdout=1&since=never"),
@@ -191,6 +194,13 @@ fn malformed_bodies_queries_and_paths_get_json_4xx() {
         let r = exchange(&sock, req.into_bytes());
         assert_json_4xx(&r, q);
     }
+    // A `reference=` glob of many stars is matched in polynomial time (a backtracking matcher
+    // never answered this one; found by guest/engine/fuzz `filters`).
+    let t = Instant::now();
+    let stars = enc(&format!("{{\"reference\":[\"{}x\"]}}", "*".repeat(40)));
+    let r = exchange(&sock, format!("GET /v1.47/images/json?filters={stars} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\n\r\n").into_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(t.elapsed() < Duration::from_secs(10), "a 40-star reference filter took {:?}", t.elapsed());
     // hyper refuses what cannot be parsed as HTTP before any handler runs: a bare 4xx.
     for (what, req) in [
         ("bad chunk size", b"POST /v1.47/containers/create HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n".to_vec()),
