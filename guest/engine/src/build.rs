@@ -129,6 +129,54 @@ fn unpack_context(r: impl Read, dir: &Path, max_bytes: u64) -> Result<(), ApiErr
     Ok(())
 }
 
+/// What the query string of `POST /build` asks for, checked before the context is read (so a
+/// bad request is refused without unpacking anything). Pure: fuzzed in `guest/engine/fuzz`.
+#[derive(Debug)]
+pub struct BuildOptions {
+    pub tags: Vec<Reference>,
+    /// The Dockerfile's path inside the context (cleaned; never outside it).
+    pub dockerfile: String,
+    pub user_args: BTreeMap<String, Option<String>>,
+    pub labels: BTreeMap<String, Option<String>>,
+    pub target: Option<String>,
+    pub nocache: bool,
+    pub pull: bool,
+    pub quiet: bool,
+    pub network_mode: Option<String>,
+}
+
+/// Parse and validate the build query.
+pub fn parse_options(q: &Query) -> Result<BuildOptions, ApiError> {
+    if q.get("remote").is_some_and(|r| !r.is_empty()) {
+        return Err(ApiError::bad("building from a remote context (git or URL) is not supported by Berth yet"));
+    }
+    if q.get("version") == Some("2") {
+        return Err(ApiError::bad("BuildKit is not supported by Berth; the classic builder (version 1) is"));
+    }
+    let mut tags = Vec::new();
+    for t in q.all("t") {
+        let r = Reference::parse(t).map_err(|err| ApiError::bad(format!("invalid tag {t:?}: {err}")))?;
+        if r.digest.is_some() {
+            return Err(ApiError::bad(format!("invalid tag {t:?}: a tag cannot contain a digest")));
+        }
+        tags.push(if r.tag.is_some() { r } else { r.with_tag("latest")? });
+    }
+    let dockerfile = q.get("dockerfile").filter(|d| !d.is_empty()).unwrap_or("Dockerfile");
+    let dockerfile = bctx::source_path(dockerfile, "Dockerfile")
+        .map_err(|_| ApiError::bad(format!("the Dockerfile ({dockerfile}) must be within the build context")))?;
+    Ok(BuildOptions {
+        tags,
+        dockerfile,
+        user_args: json_map(q, "buildargs")?,
+        labels: json_map(q, "labels")?,
+        target: q.get("target").filter(|t| !t.is_empty()).map(str::to_string),
+        nocache: q.bool("nocache")?,
+        pull: q.bool("pull")?,
+        quiet: q.bool("q")?,
+        network_mode: q.get("networkmode").filter(|n| !n.is_empty() && *n != "default").map(str::to_string),
+    })
+}
+
 /// Parse `buildargs`/`labels` JSON query values (`{"k":"v"}`, values may be null).
 fn json_map(q: &Query, k: &str) -> Result<BTreeMap<String, Option<String>>, ApiError> {
     match q.get(k).filter(|v| !v.is_empty()) {
@@ -138,8 +186,8 @@ fn json_map(q: &Query, k: &str) -> Result<BTreeMap<String, Option<String>>, ApiE
 }
 
 /// Credentials for pulling `registry` from the X-Registry-Config header (a base64 JSON map
-/// of registry to auth config).
-fn registry_auth(header: Option<&str>, registry: &str) -> berth_registry::Auth {
+/// of registry to auth config). Anything unreadable means anonymous.
+pub fn registry_auth(header: Option<&str>, registry: &str) -> berth_registry::Auth {
     use base64::Engine as _;
     let Some(h) = header else { return berth_registry::Auth::Anonymous };
     let dec = base64::engine::general_purpose::URL_SAFE
@@ -195,23 +243,7 @@ impl Cur {
 
 /// POST /build
 pub async fn build(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Result<Response<Body>, ApiError> {
-    if q.get("remote").is_some_and(|r| !r.is_empty()) {
-        return Err(ApiError::bad("building from a remote context (git or URL) is not supported by Berth yet"));
-    }
-    if q.get("version") == Some("2") {
-        return Err(ApiError::bad("BuildKit is not supported by Berth; the classic builder (version 1) is"));
-    }
-    let mut tags = Vec::new();
-    for t in q.all("t") {
-        let r = Reference::parse(t).map_err(|err| ApiError::bad(format!("invalid tag {t:?}: {err}")))?;
-        if r.digest.is_some() {
-            return Err(ApiError::bad(format!("invalid tag {t:?}: a tag cannot contain a digest")));
-        }
-        tags.push(if r.tag.is_some() { r } else { r.with_tag("latest")? });
-    }
-    let dockerfile = q.get("dockerfile").filter(|d| !d.is_empty()).unwrap_or("Dockerfile").to_string();
-    let user_args = json_map(q, "buildargs")?;
-    let labels = json_map(q, "labels")?;
+    let BuildOptions { tags, dockerfile: df_rel, user_args, labels, target, nocache, pull, quiet, network_mode } = parse_options(q)?;
     let registry_config = req.headers().get("X-Registry-Config").and_then(|v| v.to_str().ok()).map(str::to_string);
     let max_bytes = e.config.build_context_max_bytes;
 
@@ -225,7 +257,6 @@ pub async fn build(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Result
     tokio::task::spawn_blocking(move || unpack_context(reader, &ctx2, max_bytes)).await??;
 
     // Dockerfile and .dockerignore, then drop what .dockerignore excludes.
-    let df_rel = bctx::source_path(&dockerfile, "Dockerfile").map_err(|_| ApiError::bad(format!("the Dockerfile ({dockerfile}) must be within the build context")))?;
     let ctx3 = ctx.clone();
     let df_rel2 = df_rel.clone();
     let text = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
@@ -258,7 +289,7 @@ pub async fn build(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Result
     .await??;
 
     let mut plan = instructions::parse_plan(&text).map_err(|err| ApiError::bad(err.to_string()))?;
-    let target = match q.get("target").filter(|t| !t.is_empty()) {
+    let target = match target.as_deref() {
         Some(t) => plan.target_index(t).map_err(|err| ApiError::bad(err.to_string()))?,
         None => plan.stages.len() - 1,
     };
@@ -269,16 +300,15 @@ pub async fn build(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Result
         plan.stages[target].steps.push(Step { line: 0, original: format!("LABEL {}", shown.join(" ")), inst: Instruction::Label(labels) });
     }
     let (tx, rx) = mpsc::channel::<Value>(256);
-    let quiet = q.bool("q")?;
     let job = Job {
         e: Arc::clone(e),
         out: Out(tx.clone(), quiet.then(|| Arc::new(std::sync::Mutex::new(String::new())))),
         plan,
         target,
         tags,
-        nocache: q.bool("nocache")?,
-        pull: q.bool("pull")?,
-        network_mode: q.get("networkmode").filter(|n| !n.is_empty() && *n != "default").map(str::to_string),
+        nocache,
+        pull,
+        network_mode,
         user_args,
         registry_config,
         context: ctx,

@@ -189,7 +189,7 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Respons
 }
 
 /// Percent-decode a request path (the CLI escapes some characters in image names).
-fn percent_decode(p: &str) -> Result<String, ApiError> {
+pub fn percent_decode(p: &str) -> Result<String, ApiError> {
     let b = p.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -81,7 +81,7 @@ pub fn parse_signal(s: &str) -> Result<i32, ApiError> {
 }
 
 /// Map Docker's Config + HostConfig onto the runtime's container spec.
-fn container_spec(c: &Container, rootfs: PathBuf, user: berth_runtime::user::ResolvedUser) -> Result<ContainerSpec, ApiError> {
+pub fn container_spec(c: &Container, rootfs: PathBuf, user: berth_runtime::user::ResolvedUser) -> Result<ContainerSpec, ApiError> {
     let h = &c.host_config;
     let cfg = &c.config;
     let mut env = cfg.env.clone().unwrap_or_default();
