@@ -296,6 +296,7 @@ fn hundred_concurrent_runs_succeed_and_leave_nothing() {
     // A cgroup parent of this test's own, so other tests' containers do not count.
     let parent = format!("berth-test-{}", std::process::id());
     let parent = parent.as_str();
+    let check = berth_tests::leaks::LeakCheck::start(&w.d, &w.fx.ns).cgroup_parent(parent);
     let threads: Vec<_> = (0..100)
         .map(|_| {
             let mut c = w.d.docker_command();
@@ -311,12 +312,12 @@ fn hundred_concurrent_runs_succeed_and_leave_nothing() {
         }
     }
     assert!(failed.is_empty(), "{} of 100 failed: {:?}", failed.len(), &failed[..failed.len().min(3)]);
-    // --rm removed them all, with their mounts, runtime state and cgroups.
+    // --rm removed them all, with their mounts, runtime state, cgroups, processes, netns and
+    // veths, and berthd's fds came back.
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(w.d.docker_ok(&["ps", "-aq"]).trim().is_empty());
-    let root = w.d.exec_root().parent().unwrap().display().to_string();
-    let leaked: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&root)).map(String::from).collect();
-    assert!(leaked.is_empty(), "mounts leaked: {leaked:?}");
+    assert_eq!(check.created().len(), 100, "create events seen by the leak check");
+    check.assert_clean(&w.d, &w.fx.ns);
     let left: Vec<_> = std::fs::read_dir(w.d.exec_root().join("c")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "runtime state left: {left:?}");
     for ctrl in ["memory", "pids", "cpu"] {
