@@ -44,6 +44,15 @@ fn vm_end_to_end() {
     vm.docker_ok(&["pull", &img]);
     vm.docker_ok(&["tag", &img, "busybox:latest"]);
     assert_eq!(vm.docker_ok(&["run", "--rm", "busybox", "echo", "hi"]), "hi\n");
+    // Limits really land in the cgroup v2 files (read through the container's cgroup
+    // namespace), and the memory limit is enforced: `tail` buffers an endless line until OOM.
+    let limits = vm.docker_ok(&["run", "--rm", "--memory", "32m", "--pids-limit", "20", "--cpus", "0.5", "busybox",
+        "cat", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/cpu.max"]);
+    assert_eq!(limits, "33554432\n20\n50000 100000\n", "cgroup v2 limit files: {limits}");
+    let oom = vm.docker_ok(&["run", "-d", "--memory", "32m", "--memory-swap", "32m", "busybox", "tail", "/dev/zero"]);
+    assert_eq!(vm.docker_ok(&["wait", oom.trim()]).trim(), "137");
+    assert_eq!(vm.docker_ok(&["inspect", "--format", "{{.State.OOMKilled}}", oom.trim()]).trim(), "true");
+    vm.docker_ok(&["rm", oom.trim()]);
     // docker exec -it in a real pty (`script`).
     let id = vm.docker_ok(&["run", "-d", "--name", "sleeper", "busybox", "sleep", "600"]);
     let base = vm.docker_command();
