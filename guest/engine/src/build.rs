@@ -783,10 +783,16 @@ impl Job {
         let out = self.out.clone();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = Arc::clone(&stop);
+        // Set once the exit is known: the log is then complete. exit.json alone is not enough,
+        // as the bundle teardown can remove it between two polls of the follower.
+        let exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let exited2 = Arc::clone(&exited);
         let follower = tokio::task::spawn_blocking(move || {
             let opts = berth_shim::LogOptions { stdout: true, stderr: true, follow: true, ..Default::default() };
             let Ok(reader) = berth_shim::read_logs(&log, opts) else { return };
-            let reader = reader.stop_when_exists(exit_file).cancel_when(move || stop2.load(std::sync::atomic::Ordering::SeqCst));
+            let reader = reader
+                .stop_when(move || exited2.load(std::sync::atomic::Ordering::SeqCst) || exit_file.exists())
+                .cancel_when(move || stop2.load(std::sync::atomic::Ordering::SeqCst));
             for entry in reader {
                 let Ok(entry) = entry else { break };
                 let text = String::from_utf8_lossy(&entry.log).into_owned();
@@ -803,6 +809,7 @@ impl Job {
                 return Err(fail(CANCELLED));
             }
         };
+        exited.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), follower).await;
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let code = exit.map(|n| n.exit_code).unwrap_or(-1);

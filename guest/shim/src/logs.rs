@@ -220,7 +220,8 @@ pub struct LogReader {
     partial: Vec<u8>,
     /// Complete lines read in one go at a rotation or at the end.
     drained: VecDeque<Vec<u8>>,
-    stop_file: Option<PathBuf>,
+    /// At the end of the live file: has the writer finished for good?
+    stop: Option<Box<dyn Fn() -> bool + Send>>,
     /// Checked while waiting for more data in follow mode.
     cancel: Option<Box<dyn Fn() -> bool + Send>>,
     poll: Duration,
@@ -265,7 +266,7 @@ pub fn read_logs(log_path: &Path, opts: LogOptions) -> Result<LogReader, LogErro
         sources,
         partial: Vec::new(),
         drained: VecDeque::new(),
-        stop_file: None,
+        stop: None,
         cancel: None,
         poll: Duration::from_millis(50),
     };
@@ -293,8 +294,15 @@ pub fn read_logs(log_path: &Path, opts: LogOptions) -> Result<LogReader, LogErro
 impl LogReader {
     /// In follow mode, stop once `path` exists (e.g. the container's
     /// `exit.json`) and everything written so far has been returned.
-    pub fn stop_when_exists(mut self, path: PathBuf) -> Self {
-        self.stop_file = Some(path);
+    pub fn stop_when_exists(self, path: PathBuf) -> Self {
+        self.stop_when(move || path.exists())
+    }
+
+    /// In follow mode, stop once `finished` returns true at the end of the data and everything
+    /// written so far has been returned: for a caller that learns of the writer's exit some
+    /// other way (a file can be created and removed between two polls).
+    pub fn stop_when(mut self, finished: impl Fn() -> bool + Send + 'static) -> Self {
+        self.stop = Some(Box::new(finished));
         self
     }
 
@@ -346,7 +354,7 @@ impl LogReader {
                         return None;
                     }
                     let rotated = fs::metadata(&self.live_path).map(|m| m.ino()).is_ok_and(|ino| ino != src.ino);
-                    let stopping = !rotated && self.stop_file.as_ref().is_some_and(|p| p.exists());
+                    let stopping = !rotated && self.stop.as_ref().is_some_and(|f| f());
                     if rotated || stopping {
                         // Whatever was appended before the rename / exit.
                         let _ = src.reader.read_to_end(&mut self.partial);
