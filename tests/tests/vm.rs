@@ -18,7 +18,11 @@ fn vm_end_to_end() {
     let vm = BerthVm::new(&fx.ns).expect("vm home");
 
     // --- berth up --vm, staged readiness with timestamps ------------------------------------
-    let out = vm.berth_ok(&["up", "--vm", "--cpus", "2", "--memory", "1024", "--disk", "4"]);
+    // A host folder shared into the VM over 9p, at the same path, for `docker run -v`.
+    let share = tempfile::tempdir().unwrap();
+    std::fs::write(share.path().join("from-host"), "host-data\n").unwrap();
+    let share_dir = share.path().display().to_string();
+    let out = vm.berth_ok(&["up", "--vm", "--cpus", "2", "--memory", "1024", "--disk", "4", "--share", &share_dir]);
     assert!(out.contains("Berth is up (qemu, tcg)"), "{out}");
     let st = vm.status();
     assert_eq!(st["state"], "running", "{st}");
@@ -44,6 +48,11 @@ fn vm_end_to_end() {
     vm.docker_ok(&["pull", &img]);
     vm.docker_ok(&["tag", &img, "busybox:latest"]);
     assert_eq!(vm.docker_ok(&["run", "--rm", "busybox", "echo", "hi"]), "hi\n");
+    // The shared folder as a bind mount: host files readable, container writes seen on the host.
+    let bind = format!("{share_dir}:/host");
+    let r = vm.docker_ok(&["run", "--rm", "-v", &bind, "busybox", "sh", "-c", "cat /host/from-host && echo vm-data > /host/from-vm"]);
+    assert_eq!(r, "host-data\n");
+    assert_eq!(std::fs::read_to_string(share.path().join("from-vm")).unwrap(), "vm-data\n");
     // Limits really land in the cgroup v2 files (read through the container's cgroup
     // namespace), and the memory limit is enforced: `tail` buffers an endless line until OOM.
     let limits = vm.docker_ok(&["run", "--rm", "--memory", "32m", "--pids-limit", "20", "--cpus", "0.5", "busybox",
