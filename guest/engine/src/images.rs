@@ -661,6 +661,24 @@ impl Read for ChannelReader {
     }
 }
 
+impl ChannelReader {
+    /// Read and discard what is left of the body, at most `limit` bytes and for at most
+    /// `within`, so a client still sending gets our answer instead of a reset connection, and
+    /// a stalled one cannot hold the request forever.
+    pub(crate) async fn discard(mut self, limit: u64, within: std::time::Duration) {
+        let mut left = limit.saturating_sub(self.cur.len() as u64);
+        let _ = tokio::time::timeout(within, async {
+            while left > 0 {
+                match self.rx.recv().await {
+                    Some(Ok(b)) => left = left.saturating_sub(b.len() as u64),
+                    _ => break,
+                }
+            }
+        })
+        .await;
+    }
+}
+
 /// Feed the request body to a blocking reader (use it from `spawn_blocking`).
 pub(crate) fn body_reader(req: Request<Incoming>) -> ChannelReader {
     let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(16);
