@@ -10,6 +10,7 @@ import { mib, portLinks, shortId } from "../format";
 import { filterLines, shortTime, splitTimestamp, type LogLine } from "../logs";
 import { cpuPercent, memoryUsage, Series } from "../stats";
 import { jsonView, showError, stateBadge } from "../widgets";
+import { OrderedSender } from "../ordered";
 import type { Screen } from "./screen";
 
 const MAX_LINES = 5000;
@@ -259,7 +260,11 @@ export class DetailScreen implements Screen {
       }
       this.session = session;
       this.termStatus.textContent = "Connected: /bin/sh";
-      term.onData((d) => this.session !== null && api.execInput(session, d).catch((e) => (this.termStatus.textContent = `Error: ${errorText(e)}`)));
+      const input = new OrderedSender(
+        (d) => api.execInput(session, d),
+        (e) => (this.termStatus.textContent = `Error: ${errorText(e)}`),
+      );
+      term.onData((d) => this.session === session && input.push(d));
       term.onResize(({ cols, rows }) => this.session !== null && api.execResize(session, cols, rows).catch(() => {}));
       term.focus();
     } catch (e) {
