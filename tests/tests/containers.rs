@@ -363,3 +363,50 @@ fn health_checks_flip_between_unhealthy_and_healthy() {
     assert!(log.as_array().unwrap().len() <= 5);
     w.d.docker_ok(&["rm", "-f", "doc"]);
 }
+
+/// `logs -f` ends with the container and prints its last line; clients that give up on a
+/// container that prints nothing leave no reader behind (each follow runs on a blocking thread,
+/// which used to poll until the container exited, however long after its client had gone).
+#[test]
+fn follow_logs_end_with_the_container_and_abandoned_follows_leave_no_thread() {
+    use std::io::{Read, Write};
+    require_berthd!();
+    let w = world();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    for i in 0..3 {
+        let name = format!("lastline{i}");
+        w.d.docker_ok(&["run", "-d", "--name", &name, &img, "sh", "-c", "echo first; sleep 0.5; echo last"]);
+        let out = w.d.docker_ok(&["logs", "-f", &name]);
+        assert_eq!(out, "first\nlast\n", "logs -f of {name}");
+        w.d.docker_ok(&["rm", &name]);
+    }
+
+    w.d.docker_ok(&["run", "-d", "--name", "quiet", &img, "sleep", "600"]);
+    let pid = w.d.pid().expect("berthd pid");
+    let threads = || std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
+    // Idle blocking threads of berthd's pool go away after 10 s; start from a settled count.
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let base = threads();
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let mut s = std::os::unix::net::UnixStream::connect(w.d.socket()).unwrap();
+        s.write_all(b"GET /containers/quiet/logs?follow=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: berth\r\n\r\n").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200", "a follow is answered at once");
+        clients.push(s);
+    }
+    let busy = threads();
+    assert!(busy >= base + 16, "each follow holds a blocking thread while its client is there ({base} -> {busy})");
+    drop(clients);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut now = threads();
+    while now > base + 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        now = threads();
+    }
+    assert!(now <= base + 4, "threads of abandoned follows stay: {base} before, {busy} with 16 clients, {now} 30 s after they left");
+    w.d.docker_ok(&["rm", "-f", "quiet"]);
+}

@@ -856,8 +856,14 @@ pub async fn logs(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
                 return;
             }
         };
+        // The exit ends the follow only after a last read to the end of the log (a line written
+        // just before the exit still goes out); a client that went away ends it at once, even
+        // when the container prints nothing more.
         let stop3 = Arc::clone(&stop_flag);
-        let reader = reader.cancel_when(move || stop3.load(std::sync::atomic::Ordering::SeqCst));
+        let gone = tx.clone();
+        let reader = reader
+            .stop_when(move || stop3.load(std::sync::atomic::Ordering::SeqCst))
+            .cancel_when(move || gone.is_closed());
         for entry in reader {
             let Ok(entry) = entry else { break };
             let data = entry.render(timestamps);
