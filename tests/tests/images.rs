@@ -807,3 +807,24 @@ fn layered_image_unpacks_whiteouts_for_overlay() {
     let md = std::fs::metadata(base.join("tmp")).unwrap();
     assert_eq!(md.mode() & 0o7777, 0o1777);
 }
+
+/// An upload refused at its first entry (`docker load`, `docker build -`) gets the engine's
+/// message while the CLI is still sending the rest: berthd reads on (bounded) before it answers,
+/// where closing the connection with data unread made the CLI print a broken pipe instead.
+#[test]
+fn uploads_refused_early_show_the_reason_not_a_broken_pipe() {
+    require_berthd!();
+    let w = world();
+    let filler = vec![b'x'; 3 << 20];
+    let evil_tar = evil::raw_tar(&[evil::RawEntry::file("../escape", b"nope"), evil::RawEntry::file("filler", &filler)]).unwrap();
+
+    let out = w.d.docker_with_stdin(&["load"], Some(&evil_tar)).assert_fail();
+    assert!(!out.stderr.contains("broken pipe"), "docker load: {}", out.stderr);
+    assert!(out.stderr.contains("escape"), "the refused entry is named: {}", out.stderr);
+
+    let out = w.d.docker_with_stdin(&["build", "-t", "refused:1", "-"], Some(&evil_tar)).assert_fail();
+    assert!(!out.stderr.contains("broken pipe"), "docker build: {}", out.stderr);
+    assert!(out.stderr.contains("escape"), "the refused entry is named: {}", out.stderr);
+    w.d.docker(&["image", "inspect", "refused:1"]).assert_fail();
+    let _ = w.d.docker_ok(&["version"]);
+}

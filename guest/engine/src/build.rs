@@ -251,10 +251,9 @@ pub async fn build(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Result
     let dir = e.store.tmp_dir().join(format!("build-{}", rand_hex(8)));
     std::fs::create_dir_all(dir.join("context")).map_err(ApiError::internal)?;
     let guard = TempTree(dir.clone());
-    let reader = crate::images::body_reader(req);
     let ctx = dir.join("context");
     let ctx2 = ctx.clone();
-    tokio::task::spawn_blocking(move || unpack_context(reader, &ctx2, max_bytes)).await??;
+    crate::images::body_reader(req).consume(move |reader| unpack_context(reader, &ctx2, max_bytes)).await?;
 
     // Dockerfile and .dockerignore, then drop what .dockerignore excludes.
     let ctx3 = ctx.clone();

@@ -661,11 +661,37 @@ impl Read for ChannelReader {
     }
 }
 
+/// How much of an upload that failed early is still read before answering: the docker CLI is
+/// still writing the tar when the error comes, and a connection closed with unread data makes
+/// its write fail with EPIPE, hiding our message. Go's server reads up to 256 KiB for the same
+/// reason; we read a little more, as `docker cp` of a small tree is the common case, and for
+/// a bounded time, as a stalled client must not keep the request alive.
+const DRAIN_LIMIT: u64 = 4 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl ChannelReader {
-    /// Read and discard what is left of the body, at most `limit` bytes and for at most
-    /// `within`, so a client still sending gets our answer instead of a reset connection, and
-    /// a stalled one cannot hold the request forever.
-    pub(crate) async fn discard(mut self, limit: u64, within: std::time::Duration) {
+    /// Run `f` over the upload on a blocking thread. If it fails, what the client is still
+    /// sending is read and dropped (bounded, see [`DRAIN_LIMIT`]) before the error is answered,
+    /// so the client sees the message rather than a broken pipe.
+    pub(crate) async fn consume<T: Send + 'static>(
+        mut self,
+        f: impl FnOnce(&mut ChannelReader) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (r, back) = tokio::task::spawn_blocking(move || (f(&mut self), self)).await.map_err(ApiError::internal)?;
+        if r.is_err() {
+            back.discard_unread().await;
+        }
+        r
+    }
+
+    /// Read and drop what is left of a failed upload, bounded by [`DRAIN_LIMIT`] and
+    /// [`DRAIN_TIME`]: a client still sending gets our answer instead of a reset connection,
+    /// and a stalled one cannot hold the request forever.
+    pub(crate) async fn discard_unread(self) {
+        self.discard(DRAIN_LIMIT, DRAIN_TIME).await
+    }
+
+    async fn discard(mut self, limit: u64, within: std::time::Duration) {
         let mut left = limit.saturating_sub(self.cur.len() as u64);
         let _ = tokio::time::timeout(within, async {
             while left > 0 {
@@ -706,13 +732,13 @@ pub(crate) fn body_reader(req: Request<Incoming>) -> ChannelReader {
 /// POST /images/load (docker load).
 pub async fn load(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Result<Response<Body>, ApiError> {
     let quiet = q.bool("quiet")?;
-    let reader = body_reader(req);
     let store = Arc::clone(&e.store);
-    let loaded = tokio::task::spawn_blocking(move || {
-        let mut r = std::io::BufReader::with_capacity(256 * 1024, reader);
-        berth_image::archive::load(&store, &mut r, &berth_image::archive::LoadLimits::default())
-    })
-    .await??;
+    let loaded = body_reader(req)
+        .consume(move |reader| {
+            let mut r = std::io::BufReader::with_capacity(256 * 1024, reader);
+            Ok(berth_image::archive::load(&store, &mut r, &berth_image::archive::LoadLimits::default())?)
+        })
+        .await?;
     let mut lines = Vec::new();
     for img in &loaded {
         if img.references.is_empty() {

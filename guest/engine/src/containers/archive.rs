@@ -445,35 +445,24 @@ fn extract_error(err: berth_image::ImageError) -> ApiError {
 /// (O_NOFOLLOW component by component from an openat2-resolved directory fd), so a container
 /// that swaps path components for symlinks meanwhile makes the copy fail, never escape.
 pub async fn put(e: &Arc<Engine>, key: &str, req: Request<Incoming>, q: &Query) -> Result<Response<Body>, ApiError> {
-    let mut reader = crate::images::body_reader(req);
-    let r = match put_checks(e, key, q).await {
+    let reader = crate::images::body_reader(req);
+    match put_checks(e, key, q).await {
         Ok((path, no_overwrite, copy_ids, user, id, guard)) => {
-            let (r, back) = tokio::task::spawn_blocking(move || {
-                let r = extract_upload(&guard.root, &mut reader, &path, no_overwrite, copy_ids, &user, &id);
-                drop(guard);
-                (r, reader)
-            })
-            .await
-            .map_err(ApiError::internal)?;
-            reader = back;
-            r
+            reader
+                .consume(move |reader| {
+                    let r = extract_upload(&guard.root, reader, &path, no_overwrite, copy_ids, &user, &id);
+                    drop(guard);
+                    r
+                })
+                .await?
         }
-        Err(err) => Err(err),
+        Err(err) => {
+            reader.discard_unread().await;
+            return Err(err);
+        }
     };
-    if r.is_err() {
-        reader.discard(DRAIN_LIMIT, DRAIN_TIME).await;
-    }
-    r?;
     Ok(crate::http_util::status_only(http::StatusCode::OK))
 }
-
-/// How much of an upload that failed early is still read before answering: the docker CLI is
-/// still writing the tar when the error comes, and a connection closed with unread data makes
-/// its write fail with EPIPE, hiding our message. Go's server reads up to 256 KiB for the same
-/// reason; we read a little more, as `docker cp` of a small tree is the common case, and for
-/// a bounded time, as a stalled client must not keep the request alive.
-const DRAIN_LIMIT: u64 = 4 << 20;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 type PutTarget = (String, bool, bool, String, String, RootGuard);
 
