@@ -95,7 +95,7 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, DaemonError> {
 enum ListenAddr {
     Unix(PathBuf),
     Vsock(u32),
-    /// vsock with half-close carried in frames (see `framed.rs`): what the host agent uses
+    /// vsock with half-close carried in frames (see the berth-framed crate): what the host agent uses
     /// over transports that turn a half-close into a full close (vhost-device-vsock).
     VsockFramed(u32),
 }
@@ -139,7 +139,7 @@ impl Listener {
         match self {
             Listener::Unix(l) => Ok(Box::new(l.accept().await?.0)),
             Listener::Vsock(l) => Ok(Box::new(l.accept().await?)),
-            Listener::VsockFramed(l) => Ok(Box::new(crate::framed::Framed::new(l.accept().await?))),
+            Listener::VsockFramed(l) => Ok(Box::new(berth_framed::Framed::new(l.accept().await?))),
         }
     }
 }

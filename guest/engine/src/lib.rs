@@ -24,7 +24,6 @@ pub mod singleflight;
 pub mod system;
 pub mod volumes;
 pub mod vsock;
-pub mod framed;
 
 pub use config::Config;
 pub use daemon::{run, DaemonError};

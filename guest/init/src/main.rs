@@ -15,7 +15,6 @@ mod clock;
 mod cmdline;
 mod console;
 mod disk;
-mod framed;
 mod services;
 mod supervise;
 

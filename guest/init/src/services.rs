@@ -24,7 +24,7 @@ pub const FORWARD_PORT: u32 = 2376;
 pub const SHELL_PORT: u32 = 2378;
 pub const CONTROL_PORT: u32 = 2379;
 pub const EGRESS_PORT: u32 = 3128;
-/// berthd's framed vsock listener (berthd serves it; see `framed.rs` for the codec).
+/// berthd's framed vsock listener (berthd serves it; see the berth-framed crate for the codec).
 pub const FRAMED_ENGINE_PORT: u32 = 2380;
 /// Where berthd finds the egress proxy (HTTP_PROXY / HTTPS_PROXY).
 pub const EGRESS_LISTEN: &str = "127.0.0.1:3128";
@@ -52,7 +52,7 @@ fn bad(msg: &str) -> std::io::Error {
 }
 
 /// A forward request: `tcp 127.0.0.1:8080` (raw bytes after `OK`) or `tcp+framed ADDR`
-/// (frames after `OK`, for transports whose half-close is a full close; see `framed.rs`).
+/// (frames after `OK`, for transports whose half-close is a full close; see the berth-framed crate).
 pub fn parse_forward(line: &str) -> Result<(SocketAddr, bool), String> {
     let (rest, framed) = match (line.strip_prefix("tcp "), line.strip_prefix("tcp+framed ")) {
         (Some(r), _) => (r, false),
@@ -124,7 +124,7 @@ async fn forward(mut s: VsockStream) {
         Ok(mut t) => {
             if s.write_all(b"OK\n").await.is_ok() {
                 if framed {
-                    let _ = crate::framed::splice_framed(t, s).await;
+                    let _ = berth_framed::splice_framed(t, s).await;
                 } else {
                     let _ = tokio::io::copy_bidirectional(&mut s, &mut t).await;
                 }

@@ -63,7 +63,7 @@ impl Forwarder {
                     let target = if framed { crate::protocol::FRAMED_ENGINE_PORT } else { port };
                     match t.connect(target).await {
                         Ok(guest) if framed => {
-                            let _ = crate::framed::splice_framed(client, guest).await;
+                            let _ = berth_framed::splice_framed(client, guest).await;
                         }
                         Ok(mut guest) => {
                             let _ = splice(&mut client, &mut guest).await;

@@ -37,7 +37,6 @@ pub mod client;
 pub mod context;
 pub mod egress;
 pub mod forward;
-pub mod framed;
 pub mod paths;
 pub mod ports;
 pub mod protocol;

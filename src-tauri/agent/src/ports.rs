@@ -186,7 +186,7 @@ impl GuestTcp {
     pub async fn splice<L: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(self, mut local: L) -> std::io::Result<()> {
         let mut g = self.stream;
         if self.framed {
-            crate::framed::splice_framed(local, g).await
+            berth_framed::splice_framed(local, g).await
         } else {
             crate::forward::splice(&mut local, &mut g).await.map(|_| ())
         }

@@ -14,7 +14,7 @@ pub const CONTROL_PORT: u32 = 2379;
 /// Egress HTTP proxy served by the agent (host; the guest connects).
 pub const EGRESS_PORT: u32 = 3128;
 /// berthd's Engine API with half-close carried in frames (`--host vsock+framed://:2380`, see
-/// `framed.rs`): for transports whose half-close is a full close (vhost-device-vsock).
+/// the berth-framed crate): for transports whose half-close is a full close (vhost-device-vsock).
 pub const FRAMED_ENGINE_PORT: u32 = 2380;
 /// The guest CID the agent gives its VM.
 pub const GUEST_CID: u32 = 3;

@@ -52,7 +52,7 @@ pub trait Transport: Send + Sync + 'static {
     /// For status and logs.
     fn describe(&self) -> String;
     /// True when a write shutdown on a stream reaches the guest as a half-close (and not as a
-    /// full close). When false, engine streams use berthd's framed listener (`framed.rs`).
+    /// full close). When false, engine streams use berthd's framed listener (the berth-framed crate).
     fn half_close(&self) -> bool {
         true
     }

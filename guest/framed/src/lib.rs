@@ -1,15 +1,19 @@
-//! Half-close carried in frames, for the Berth VM's vsock transport (`--host vsock+framed://:P`).
+//! Half-close carried in frames, for the Berth VM's vsock transport.
 //!
 //! vhost-device-vsock (the userspace vsock device the host agent uses where the kernel's
 //! vhost-vsock is missing) turns a host-side write shutdown into a full close of the guest's
 //! socket, so the docker CLI's CloseWrite (stdin ended, or at once when there is no stdin) would
-//! cut berthd's answer short. On such a listener each direction is a sequence of
-//! `[u32 big-endian length][bytes]` frames and a zero-length frame means "this direction is
-//! done": reading it is EOF, and shutting down the write side sends it (the socket itself stays
-//! open until both sides are done). The host side is `src-tauri/agent/src/framed.rs`.
+//! cut berthd's answer short, and a published port's client that half-closes would lose the
+//! reply. On such links each direction is a sequence of `[u32 big-endian length][bytes]` frames
+//! and a zero-length frame means "this direction is done": reading it is EOF, and shutting down
+//! the write side sends it (the socket itself stays open until both sides are done).
 //!
-//! berthd speaks it itself, in process, instead of through a relay in init: every relay hop
-//! is a wake-up and a copy, which under TCG costs milliseconds per request.
+//! One crate for the three users: berthd serves the Engine API framed itself
+//! (`--host vsock+framed://:2380`, in process: a relay hop costs milliseconds under TCG), init's
+//! forward service speaks it for published ports (`tcp+framed ADDR`), and the host agent
+//! splices the user's raw sockets onto it. Written here, not taken from a crate: the wire format
+//! is ours (both ends are Berth), and tokio-util's length-delimited codec has no end-of-stream
+//! frame that keeps the socket open for the other direction.
 
 use std::io;
 use std::pin::Pin;
@@ -166,6 +170,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Framed<S> {
     }
 }
 
+/// Buffer of each direction of [`splice_framed`]: a frame per read, large enough that a bulk
+/// copy (`docker cp`, a published port's download) is not cut into many small vsock packets.
+const SPLICE_BUF: usize = 256 * 1024;
+
+/// Relay a raw stream and a framed one both ways until both directions are done: the raw side's
+/// EOF becomes the end-of-stream frame, and the far side's end-of-stream frame becomes a write
+/// shutdown of the raw side.
+pub async fn splice_framed<A, B>(mut raw: A, framed: B) -> io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut framed = Framed::new(framed);
+    tokio::io::copy_bidirectional_with_sizes(&mut raw, &mut framed, SPLICE_BUF, SPLICE_BUF).await.map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +239,33 @@ mod tests {
         assert_eq!(got.len(), data.len());
         assert!(got == data);
         let _ = writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn half_close_survives_two_splices() {
+        // client <-> [splice_framed] <-framed-> [splice_framed] <-> server
+        let (client, a_raw) = tokio::io::duplex(1 << 16);
+        let (a_framed, b_framed) = tokio::io::duplex(1 << 16);
+        let (b_raw, server) = tokio::io::duplex(1 << 16);
+        let a = tokio::spawn(splice_framed(a_raw, a_framed));
+        let b = tokio::spawn(splice_framed(b_raw, b_framed));
+        let srv = tokio::spawn(async move {
+            let mut server = server;
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap(); // ends only on the client's half-close
+            server.write_all(format!("got {} bytes", got.len()).as_bytes()).await.unwrap();
+            server.shutdown().await.unwrap();
+        });
+        let mut client = client;
+        client.write_all(&vec![1u8; 600_000]).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut back = String::new();
+        client.read_to_string(&mut back).await.unwrap();
+        assert_eq!(back, "got 600000 bytes");
+        srv.await.unwrap();
+        drop(client);
+        a.await.unwrap().unwrap();
+        b.await.unwrap().unwrap();
     }
 
     #[tokio::test]
