@@ -277,13 +277,15 @@ fn interactive_tty_session_in_a_real_pty() {
     }
     let (status, stdout, _) = berth_tests::berthd::run_with_timeout(
         cmd,
-        Some(b"stty size; echo $((6*7)); exit 7\n"),
+        // /dev/console is the container's pty, as with Docker.
+        Some(b"stty size; [ \"$(stat -c %t,%T /dev/console)\" = \"$(stat -c %t,%T $(tty))\" ] && echo console-$((2+3))-tty; echo $((6*7)); exit 7\n"),
         std::time::Duration::from_secs(60),
     )
     .expect("run docker -it under script");
     let out = std::process::Output { status, stdout, stderr: Vec::new() };
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("42"), "{text}");
+    assert!(text.contains("console-5-tty"), "{text}");
     assert_eq!(out.status.code(), Some(7), "{text}");
 }
 

@@ -383,7 +383,8 @@ fn init_setup(sys: &dyn Syscall, ctx: &InitCtx, sync: &UnixStream) -> Result<(Pa
     crate::process::set_rlimits(sys, ctx.process)?;
     let user = ctx.process.user();
     if let Some(c) = &console {
-        crate::process::setup_terminal(c, user.uid(), user.gid())?;
+        let pts = crate::process::setup_terminal(c, user.uid(), user.gid())?;
+        rootfs::bind_console(sys, &pts)?;
     }
     drop(console);
     crate::process::enter_cwd(sys, ctx.process.cwd())?;

@@ -113,20 +113,23 @@ pub fn enter_cwd(sys: &dyn Syscall, cwd: &Path) -> Result<(), OciError> {
 
 /// A new pty from the container's /dev/ptmx: the slave becomes the process's controlling
 /// terminal and stdio, the master goes to the console socket (runc's `--console-socket`).
-pub fn setup_terminal(console: &std::os::unix::net::UnixStream, uid: u32, gid: u32) -> Result<(), OciError> {
+/// Returns the slave's path in the container (`/dev/pts/N`).
+pub fn setup_terminal(console: &std::os::unix::net::UnixStream, uid: u32, gid: u32) -> Result<std::path::PathBuf, OciError> {
     let err = |w: &'static str| move |e: io::Error| OciError::Setup(format!("console: {w}: {e}"));
     let master = crate::sys::open_path(Path::new("/dev/ptmx"), libc::O_RDWR | libc::O_NOCTTY).map_err(err("open /dev/ptmx"))?;
     let mut unlock: libc::c_int = 0;
     crate::sys::check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) }).map_err(err("unlockpt"))?;
     let slave = crate::sys::check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) }).map_err(err("open the pty peer"))?;
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    let mut n: libc::c_uint = 0;
+    crate::sys::check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) }).map_err(err("pty number"))?;
     let _ = unsafe { libc::fchown(slave.as_raw_fd(), uid, gid) };
     crate::sys::check(unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) }).map_err(err("set the controlling terminal"))?;
     for fd in 0..3 {
         crate::sys::check(unsafe { libc::dup2(slave.as_raw_fd(), fd) }).map_err(err("dup2"))?;
     }
     send_fd(console.as_raw_fd(), master.as_raw_fd()).map_err(err("send the pty master"))?;
-    Ok(())
+    Ok(std::path::PathBuf::from(format!("/dev/pts/{n}")))
 }
 
 /// SCM_RIGHTS with a small payload, as runc sends the console.

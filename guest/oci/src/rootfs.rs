@@ -290,6 +290,19 @@ pub fn finish(sys: &dyn Syscall, spec: &Spec) -> Result<(), OciError> {
     Ok(())
 }
 
+/// With a terminal, the container's `/dev/console` is its pty (`pts`), as runc and Docker make
+/// it: programs that write to the console (init systems, getty) reach the user's terminal.
+/// Done after pivot_root, in the container's own /dev (a tmpfs of ours); `O_NOFOLLOW` refuses
+/// a symlink there rather than create or mount through it.
+pub fn bind_console(sys: &dyn Syscall, pts: &Path) -> Result<(), OciError> {
+    let console = Path::new("/dev/console");
+    let c = std::ffi::CString::new("/dev/console").expect("no NUL");
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC, 0o600) };
+    let fd = crate::sys::check(fd).map_err(|e| OciError::Setup(format!("creating /dev/console: {e}")))?;
+    unsafe { libc::close(fd) };
+    sys.mount(Some(pts), console, None, libc::MS_BIND, None).map_err(|e| OciError::Setup(format!("mounting the pty on /dev/console: {e}")))
+}
+
 /// The node we bind over masked files must really be the null device.
 fn verify_null(fd: &OwnedFd) -> Result<(), OciError> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
