@@ -4,8 +4,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
+use berth_agent::api::Accel;
 use berth_bench::peers::{Binaries, PeerKind};
 use berth_bench::suite::{self, Options};
+use berth_bench::vm::{find_program, VmPaths};
 use clap::Parser;
 
 /// berthd side by side with dockerd 20.10 and podman (same docker CLI), and berth's OCI
@@ -41,6 +43,20 @@ struct Cli {
     /// The docker CLI for every peer (default: the first `docker` on PATH).
     #[arg(long)]
     docker_cli: Option<PathBuf>,
+    /// The `berth` CLI / host agent for the VM group (default target/release/berth).
+    #[arg(long, env = "BERTH_BIN")]
+    berth: Option<PathBuf>,
+    /// The VM image directory (vm-images/build output; default vm-images/out).
+    #[arg(long, env = "BERTH_VM_IMAGES")]
+    vm_images: Option<PathBuf>,
+    /// The berthd run natively against the VM (default: the VM image's own static build,
+    /// target/guest/x86_64-unknown-linux-gnu/guest/berthd).
+    #[arg(long)]
+    vm_berthd: Option<PathBuf>,
+    /// QEMU accelerator for the VM group, forced for both the VM and the bare boot (tcg: the
+    /// build machines' /dev/kvm does not run guests).
+    #[arg(long, env = "BERTH_ACCEL", default_value = "tcg")]
+    vm_accel: String,
     /// Where latest.{md,json}, ratios.svg and timestamped copies go.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -131,6 +147,20 @@ fn main() -> anyhow::Result<()> {
         },
         cache: root.join("target/bench/cache"),
         drop_caches: !cli.no_drop_caches,
+        vm: VmPaths {
+            berth: cli
+                .berth
+                .unwrap_or_else(|| root.join("target/release/berth")),
+            images: cli.vm_images.unwrap_or_else(|| root.join("vm-images/out")),
+            native_berthd: cli
+                .vm_berthd
+                .unwrap_or_else(|| root.join("target/guest/x86_64-unknown-linux-gnu/guest/berthd")),
+            qemu: find_program("qemu-system-x86_64"),
+            qemu_img: find_program("qemu-img"),
+            vhost_vsock: find_program("vhost-device-vsock"),
+            accel: Accel::parse(&cli.vm_accel)
+                .with_context(|| format!("--vm-accel {}: kvm, hvf, whpx or tcg", cli.vm_accel))?,
+        },
     };
     let out = cli.out.unwrap_or_else(|| root.join("target/bench"));
     std::fs::create_dir_all(&out).with_context(|| format!("mkdir {}", out.display()))?;

@@ -252,12 +252,12 @@ pub fn launch(
 }
 
 /// A registry process in a peer's namespace, serving the shared storage.
-struct NsRegistry {
+pub(crate) struct NsRegistry {
     child: Child,
 }
 
 impl NsRegistry {
-    fn start(ns: &NetNs, dir: &Path, storage: &Path) -> Result<NsRegistry> {
+    pub(crate) fn start(ns: &NetNs, dir: &Path, storage: &Path) -> Result<NsRegistry> {
         let config = dir.join("registry.yml");
         fs::write(
             &config,

@@ -54,6 +54,9 @@ pub enum Goal {
     Beat { peer: String, times: f64 },
     /// The reference's median at most `value`, in the scenario's unit.
     AtMost { value: f64 },
+    /// The reference at most `times` worse than `peer` (1 / advantage <= times): for a floor
+    /// the reference cannot beat, e.g. a VM boot within 1.5x of a bare kernel boot.
+    Within { peer: String, times: f64 },
 }
 
 /// Whether the goal was met in this run.
@@ -237,6 +240,14 @@ impl ScenarioResult {
                 Some(Verdict {
                     pass: c.advantage >= *times,
                     text: format!("≥ {times}x vs {peer}: {:.2}x", c.advantage),
+                })
+            }
+            Goal::Within { peer, times } => {
+                let c = self.comparison(peer)?;
+                let worse = 1.0 / c.advantage;
+                Some(Verdict {
+                    pass: worse <= *times,
+                    text: format!("≤ {times}x of {peer}: {worse:.2}x"),
                 })
             }
             Goal::AtMost { value } => {
@@ -577,6 +588,31 @@ pub(crate) mod tests {
                 .unwrap()
                 .pass
         );
+        // Within: a (1.0) is 3x worse than b (3.0) when higher is better.
+        rec.goal = Some(Goal::Within {
+            peer: "b".into(),
+            times: 1.5,
+        });
+        rec.better = Better::Higher;
+        let v = measure(&rec, &[Slot::Ready(&a), Slot::Ready(&b)], "a")
+            .verdict
+            .unwrap();
+        assert!(!v.pass && v.text == "≤ 1.5x of b: 3.00x", "{v:?}");
+        rec.better = Better::Lower;
+        let v = measure(&rec, &[Slot::Ready(&a), Slot::Ready(&b)], "a")
+            .verdict
+            .unwrap();
+        assert!(v.pass && v.text == "≤ 1.5x of b: 0.33x", "{v:?}");
+        let slower = fake("a", &[4.0]);
+        let v = measure(&rec, &[Slot::Ready(&slower), Slot::Ready(&b)], "a")
+            .verdict
+            .unwrap();
+        assert!(v.pass && v.text == "≤ 1.5x of b: 1.33x", "{v:?}");
+        let slowest = fake("a", &[6.0]);
+        let v = measure(&rec, &[Slot::Ready(&slowest), Slot::Ready(&b)], "a")
+            .verdict
+            .unwrap();
+        assert!(!v.pass && v.text == "≤ 1.5x of b: 2.00x", "{v:?}");
         rec.goal = Some(Goal::AtMost { value: 20.0 });
         let v = measure(&rec, &[Slot::Ready(&a)], "a").verdict.unwrap();
         assert!(v.pass && v.text == "≤ 20 s: 1.0", "{v:?}");

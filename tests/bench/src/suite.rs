@@ -14,7 +14,9 @@ use crate::peers::{Binaries, Peer, PeerKind, REGISTRY_ADDR};
 use crate::report::{Group, LeakCheck, Report};
 use crate::runtimes::{self, OciRuntime, BERTH_RUNTIME};
 use crate::scenario::{measure, Scenario, ScenarioResult, Slot};
+use crate::scenarios::vm::{vm_scenarios, VmCtx};
 use crate::scenarios::{self, Ctx, WithRounds};
+use crate::vm::{BareBoot, BerthVm, VmPaths, VmSubject, BARE, NATIVE, VM};
 
 /// Repositories the images are pushed under.
 pub const BUSYBOX_REPO: &str = "bench/busybox";
@@ -37,9 +39,15 @@ pub struct Options {
     pub bins: Binaries,
     pub cache: PathBuf,
     pub drop_caches: bool,
+    /// The VM group's programs and image.
+    pub vm: VmPaths,
 }
 
 impl Options {
+    pub fn selected_any(&self, names: &[String]) -> bool {
+        names.iter().any(|n| self.selected(n))
+    }
+
     pub fn selected(&self, name: &str) -> bool {
         self.only
             .as_ref()
@@ -85,9 +93,12 @@ pub fn all_scenarios() -> Vec<(String, String)> {
             .map(|m| (m.name, m.title)),
     );
     v.extend(
-        scenarios::planned(&["berthd"])
-            .into_iter()
-            .map(|r| (r.meta.name, r.meta.title)),
+        vm_scenarios(&Arc::new(VmCtx {
+            busybox: "busybox".into(),
+        }))
+        .iter()
+        .map(|s| s.meta())
+        .map(|m| (m.name, m.title)),
     );
     v
 }
@@ -182,7 +193,53 @@ fn versions(opts: &Options) -> BTreeMap<String, String> {
     if let Some(rt) = &opts.berth_runtime {
         v.insert(BERTH_RUNTIME.into(), first_line(rt, &["--version"]));
     }
+    let vm = &opts.vm;
+    if opts.selected_any(&vm_scenario_names()) {
+        v.insert(
+            "berth (host agent)".into(),
+            format!(
+                "{} (git {})",
+                first_line(&vm.berth, &["--version"]),
+                git_describe()
+            ),
+        );
+        if let Some(q) = &vm.qemu {
+            v.insert("qemu".into(), first_line(q, &["--version"]));
+        }
+        if let Some(h) = &vm.vhost_vsock {
+            v.insert("vhost-device-vsock".into(), first_line(h, &["--version"]));
+        }
+        v.insert("VM image".into(), vm_image_version(&vm.images));
+    }
     v
+}
+
+/// The kernel and sizes from `vm-images/out/manifest.json`, in one line.
+fn vm_image_version(images: &Path) -> String {
+    let Ok(text) = std::fs::read(images.join("manifest.json")) else {
+        return "not built".into();
+    };
+    let Ok(m) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return "unreadable manifest.json".into();
+    };
+    let mib = |k: &str| m[k]["bytes"].as_f64().map(|b| b / 1048576.0);
+    format!(
+        "{} {}, runtime {}, vmlinux {:.0} MiB, initramfs {:.0} MiB (vm-images/out/manifest.json)",
+        m["kernel_package"].as_str().unwrap_or("?"),
+        m["kernel_package_version"].as_str().unwrap_or("?"),
+        m["runtime"].as_str().unwrap_or("?"),
+        mib("vmlinux").unwrap_or(0.0),
+        mib("initramfs").unwrap_or(0.0)
+    )
+}
+
+fn vm_scenario_names() -> Vec<String> {
+    vm_scenarios(&Arc::new(VmCtx {
+        busybox: String::new(),
+    }))
+    .iter()
+    .map(|s| s.meta().name)
+    .collect()
 }
 
 /// Programs worth reading back into the page cache after a drop.
@@ -270,6 +327,7 @@ pub fn run(opts: &Options) -> Result<Report> {
 
     let daemon_group = run_daemons(opts, &dockerd_parent, &mut fp, &mut setup)?;
     let runtime_group = run_runtimes(opts, &runtime_parent, &mut fp, &mut setup)?;
+    let vm_group = run_vm(opts, &mut fp, &mut setup)?;
 
     leaks::remove_cgroup_parents(&cgroup_parents);
     for d in made_host_dirs.iter().rev() {
@@ -292,6 +350,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     let mut groups = Vec::new();
     groups.extend(daemon_group);
     groups.extend(runtime_group);
+    groups.extend(vm_group);
     Ok(Report {
         started,
         finished: now(),
@@ -315,7 +374,6 @@ fn daemon_scenario_names() -> Vec<String> {
     scenarios::daemon_scenarios(&ctx)
         .iter()
         .map(|s| s.meta().name)
-        .chain(scenarios::planned(&[]).into_iter().map(|r| r.meta.name))
         .collect()
 }
 
@@ -438,12 +496,6 @@ fn run_daemons(
     for s in scenarios::daemon_scenarios(&ctx) {
         if opts.selected(&s.meta().name) {
             results.push(run_one(opts, s.as_ref(), &slots, reference));
-        }
-    }
-    let names: Vec<&str> = opts.peers.iter().map(|k| k.name()).collect();
-    for r in scenarios::planned(&names) {
-        if opts.selected(&r.meta.name) {
-            results.push(r);
         }
     }
     drop(slots);
@@ -603,4 +655,205 @@ fn run_runtimes(
         subjects: opts.runtimes.clone(),
         results,
     }))
+}
+
+/// The VM group's rows when it cannot run here: every subject n/a with the reason.
+pub fn vm_rows_not_applicable(opts: &Options, why: &str) -> Vec<ScenarioResult> {
+    vm_scenarios(&Arc::new(VmCtx {
+        busybox: String::new(),
+    }))
+    .iter()
+    .map(|s| s.meta())
+    .filter(|m| opts.selected(&m.name))
+    .map(|mut m| {
+        m.rounds = 0;
+        m.warmup = 0;
+        let reasons: Vec<(&str, String)> = [VM, BARE, NATIVE]
+            .into_iter()
+            .map(|n| (n, why.to_string()))
+            .collect();
+        ScenarioResult::not_applicable(m, VM, &reasons)
+    })
+    .collect()
+}
+
+fn vm_group(results: Vec<ScenarioResult>, opts: &Options) -> Group {
+    Group {
+        title: format!(
+            "The Berth VM (host agent + QEMU, -accel {}): against a bare kernel boot and \
+             native berthd",
+            opts.vm.accel.as_str()
+        ),
+        description: format!(
+            "Reference: {VM} (berthd in the Berth VM, reached on the socket the host agent \
+             forwards over vsock). {BARE}: the same QEMU machine booting a bare busybox /init \
+             (the floor of a VM start). {NATIVE}: the VM image's own berthd binary as a host \
+             process (the floor of anything that goes through the VM). Ratio > 1 in time is \
+             the VM's cost."
+        ),
+        reference: VM.into(),
+        subjects: vec![VM.into(), BARE.into(), NATIVE.into()],
+        results,
+    }
+}
+
+fn run_vm(opts: &Options, fp: &mut Footprint, setup: &mut Vec<String>) -> Result<Option<Group>> {
+    if !opts.selected_any(&vm_scenario_names()) {
+        return Ok(None);
+    }
+    if let Some(why) = opts.vm.missing() {
+        eprintln!("VM scenarios are n/a: {why}");
+        setup.push(format!("VM group not measured: {why}."));
+        return Ok(Some(vm_group(vm_rows_not_applicable(opts, &why), opts)));
+    }
+    let busybox = berth_tests::image::busybox()?;
+    let storage = tempfile::Builder::new()
+        .prefix("berth-bench-vm-registry-")
+        .tempdir()
+        .ctx(|| "registry storage".into())?;
+    fp.dirs.push(storage.path().to_path_buf());
+    let native_bins = Binaries {
+        berthd: opts.vm.native_berthd.clone(),
+        ..opts.bins.clone()
+    };
+    let hard = crate::isolate::hard_limits();
+    let mut subjects: Vec<(&str, Result<VmSubject>)> = vec![
+        (
+            VM,
+            BerthVm::new(&opts.vm, &opts.bins.cli).map(VmSubject::Vm),
+        ),
+        (BARE, BareBoot::new(&opts.vm).map(VmSubject::Bare)),
+        (
+            NATIVE,
+            Peer::new(PeerKind::Berthd, &native_bins, storage.path(), hard, "")
+                .map(VmSubject::Native),
+        ),
+    ];
+    // The VM pulls from a registry on its own namespace's loopback (through the agent's
+    // egress proxy) serving the same storage as the native peer's.
+    let mut registry = None;
+    for (_, s) in subjects
+        .iter()
+        .filter_map(|(n, s)| Some((n, s.as_ref().ok()?)))
+    {
+        let (ns, dir) = match s {
+            VmSubject::Vm(v) => (&v.ns, v.home().to_path_buf()),
+            VmSubject::Bare(b) => (&b.ns, PathBuf::new()),
+            VmSubject::Native(p) => (&p.ns, p.dir().to_path_buf()),
+        };
+        fp.netns_files.push(ns.path());
+        if let (Some(ino), Ok(h)) = (
+            crate::procs::ns_inode(&ns.path()),
+            std::fs::File::open(ns.path()),
+        ) {
+            fp.netns_inodes.push(ino);
+            fp.handles.push(h);
+        }
+        if !dir.as_os_str().is_empty() {
+            fp.dirs.push(dir.clone());
+        }
+        if let VmSubject::Vm(v) = s {
+            registry = Some(crate::peers::NsRegistry::start(
+                &v.ns,
+                &dir,
+                storage.path(),
+            )?);
+        }
+    }
+    let seeder = subjects
+        .iter()
+        .find_map(|(_, s)| match s {
+            Ok(VmSubject::Native(p)) => Some(&p.ns),
+            Ok(VmSubject::Vm(v)) => Some(&v.ns),
+            _ => None,
+        })
+        .ok_or_else(|| Error::Unexpected("no VM group namespace could be set up".into()))?;
+    Target {
+        ns: seeder,
+        addr: REGISTRY_ADDR,
+        auth: None,
+    }
+    .push_image(
+        BUSYBOX_REPO,
+        "latest",
+        &busybox,
+        ManifestFormat::DockerSchema2,
+    )?;
+    let mut missing: Vec<(String, String)> = Vec::new();
+    for (name, s) in &subjects {
+        match s {
+            Ok(VmSubject::Native(p)) => {
+                eprintln!("starting {NATIVE} berthd");
+                if let Err(e) = p.start() {
+                    missing.push((name.to_string(), e.to_string()));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => missing.push((name.to_string(), format!("setup: {e}"))),
+        }
+    }
+    let ctx = Arc::new(VmCtx {
+        busybox: format!("{REGISTRY_ADDR}/{BUSYBOX_REPO}:latest"),
+    });
+    let slots: Vec<Slot<'_, VmSubject>> = subjects
+        .iter()
+        .map(
+            |(name, s)| match (s, missing.iter().find(|(m, _)| m == name)) {
+                (Ok(s), None) => Slot::Ready(s),
+                (_, Some((_, reason))) => Slot::Missing {
+                    name: name.to_string(),
+                    reason: reason.clone(),
+                },
+                (Err(e), None) => Slot::Missing {
+                    name: name.to_string(),
+                    reason: e.to_string(),
+                },
+            },
+        )
+        .collect();
+    let mut results = Vec::new();
+    for s in vm_scenarios(&ctx) {
+        if opts.selected(&s.meta().name) {
+            results.push(run_one(opts, s.as_ref(), &slots, VM));
+        }
+    }
+    drop(slots);
+    // The registry first: everything left in the VM's namespace afterwards is the VM's.
+    drop(registry);
+    let bare_args = subjects.iter().find_map(|(_, s)| match s {
+        Ok(VmSubject::Bare(b)) => Some(b.args().join(" ")),
+        _ => None,
+    });
+    for (_, s) in subjects.iter_mut() {
+        match s {
+            Ok(VmSubject::Vm(v)) => v.shutdown(),
+            Ok(VmSubject::Native(p)) => {
+                p.shutdown();
+                for (ino, h) in p.take_mount_namespaces() {
+                    fp.mount_namespaces.push(ino);
+                    fp.handles.push(h);
+                }
+                fp.container_ids.extend(p.container_ids());
+            }
+            _ => {}
+        }
+    }
+    drop(subjects);
+    drop(storage);
+    setup.push(format!(
+        "VM group: `berth up --vm` with a temporary BERTH_HOME, {} vCPUs, {} MiB, a {} GiB \
+         qcow2 data disk (created and formatted by an untimed first boot), `-accel {}` \
+         (BERTH_ACCEL; /dev/kvm on these build machines does not run guests). The agent, \
+         vhost-device-vsock and QEMU run in a loopback-only network namespace with a \
+         registry on its 127.0.0.1:5000: QEMU has no network device, and the guest's \
+         egress (the agent's proxy) can reach only that loopback. The bare boot runs `{}`. \
+         {NATIVE}: {} (the VM image's berthd, static) in the daemons' isolation.",
+        crate::vm::VM_CPUS,
+        crate::vm::VM_MEMORY_MIB,
+        crate::vm::VM_DISK_GIB,
+        opts.vm.accel.as_str(),
+        bare_args.unwrap_or_else(|| "(not set up)".into()),
+        opts.vm.native_berthd.display(),
+    ));
+    Ok(Some(vm_group(results, opts)))
 }

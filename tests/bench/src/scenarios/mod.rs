@@ -2,7 +2,8 @@
 //!
 //! To add one: write a type implementing [`Scenario<Peer>`] (daemons driven by the docker
 //! CLI) or [`Scenario<OciRuntime>`] (runtimes on a prepared bundle) in a module here, and
-//! add it to [`daemon_scenarios`] or [`runtime_scenarios`]. Time the docker CLI invocation as
+//! add it to [`daemon_scenarios`] or [`runtime_scenarios`] (the Berth VM's scenarios are
+//! [`Scenario<VmSubject>`](crate::vm::VmSubject), listed in [`vm::vm_scenarios`]). Time the docker CLI invocation as
 //! a whole with [`Peer::docker_timed`], do untimed setup in `prepare`, answer
 //! [`Skip::NotApplicable`] with the reason when a subject lacks the feature (see
 //! [`missing_feature`]), and remove what you made in `cleanup`.
@@ -13,15 +14,15 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::peers::Peer;
 use crate::runtimes::OciRuntime;
-use crate::scenario::{Meta, Sample, Scenario, ScenarioResult, Skip};
+use crate::scenario::{Meta, Sample, Scenario, Skip};
 
 pub mod build;
 pub mod containers;
 pub mod memory;
-pub mod planned;
 pub mod ports;
 pub mod pull;
 pub mod runtime;
+pub mod vm;
 
 /// What the daemon scenarios share.
 pub struct Ctx {
@@ -60,12 +61,6 @@ pub fn daemon_scenarios(ctx: &Arc<Ctx>) -> Vec<Box<dyn Scenario<Peer>>> {
 /// The runtime scenarios, in run order.
 pub fn runtime_scenarios() -> Vec<Box<dyn Scenario<OciRuntime>>> {
     vec![Box::new(runtime::RuntimeRun)]
-}
-
-/// Scenarios whose feature has not landed anywhere yet: rows of n/a with the reason, so the
-/// table shows what is coming and nobody mistakes a gap for a result.
-pub fn planned(peers: &[&str]) -> Vec<ScenarioResult> {
-    planned::all(peers)
 }
 
 /// A scenario with its rounds overridden from the command line.
