@@ -222,3 +222,65 @@ fn cp_into_racing_symlink_swap_never_writes_outside() {
     eprintln!("racing cp: {landed} landed inside the container, {refused} refused");
     w.d.docker_ok(&["rm", "-f", "swap"]);
 }
+
+/// `docker cp` into and out of a running container sees what the container sees: its named
+/// volume, bind mount and tmpfs, not the overlay under them. Kernel filesystems in its view are
+/// neither written (berthd is host root) nor read (a /proc/kmsg read would block); `export`
+/// still archives the container's own filesystem only.
+#[test]
+fn cp_sees_volumes_binds_and_tmpfs_of_a_running_container() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    let bind = tempfile::tempdir().unwrap();
+    std::fs::write(bind.path().join("from-host"), "host-file").unwrap();
+    let bind_arg = format!("{}:/bound", bind.path().display());
+    w.d.docker_ok(&[
+        "run", "-d", "--name", "cpv", "-v", "cpvol:/data", "-v", &bind_arg, "--tmpfs", "/scratch",
+        "-v", "cpro:/ro:ro", &img, "sleep", "300",
+    ]);
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("in.txt");
+    std::fs::write(&f, "copied-in").unwrap();
+    let f = f.display().to_string();
+    for dir in ["/data", "/bound", "/scratch"] {
+        w.d.docker_ok(&["cp", &f, &format!("cpv:{dir}/")]);
+        let got = w.d.docker_ok(&["exec", "cpv", "cat", &format!("{dir}/in.txt")]);
+        assert_eq!(got, "copied-in", "the container sees the file copied into {dir}");
+    }
+    assert_eq!(std::fs::read_to_string(bind.path().join("in.txt")).unwrap(), "copied-in", "the bind mount's host side has it");
+
+    // Out of the mounts: what the container wrote there.
+    w.d.docker_ok(&["exec", "cpv", "sh", "-c", "echo vol-out > /data/out; echo tmp-out > /scratch/out"]);
+    for (dir, want) in [("/data", "vol-out"), ("/scratch", "tmp-out"), ("/bound", "host-file")] {
+        let name = if dir == "/bound" { "from-host" } else { "out" };
+        let (st, tar, err) = w.d.docker_bytes(&["cp", &format!("cpv:{dir}/{name}"), "-"]);
+        assert!(st.success(), "cp out of {dir}: {err}");
+        let mut a = tar::Archive::new(&tar[..]);
+        let mut e = a.entries().unwrap().next().expect("one entry").unwrap();
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+        assert_eq!(body.trim(), want, "cp out of {dir}");
+    }
+
+    // A read-only volume refuses the copy with a clear error; kernel filesystems are refused.
+    let r = w.d.docker(&["cp", &f, "cpv:/ro/"]).assert_fail();
+    assert!(r.stderr.contains("read-only"), "{}", r.stderr);
+    let r = w.d.docker(&["cp", &f, "cpv:/proc/sys/"]).assert_fail();
+    assert!(r.stderr.contains("kernel filesystem"), "{}", r.stderr);
+    // Archiving the whole view ends (no /proc or /sys content) and holds the volume's file.
+    let (st, tar, err) = w.d.docker_bytes(&["cp", "cpv:/", "-"]);
+    assert!(st.success(), "cp of /: {err}");
+    let names: Vec<String> = tar::Archive::new(&tar[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    assert!(names.iter().any(|n| n.ends_with("data/out")), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("proc/self") || n.contains("sys/kernel")), "kernel filesystems are not walked");
+
+    // export: the container's filesystem without its volumes (as Docker).
+    let (st, tar, err) = w.d.docker_bytes(&["export", "cpv"]);
+    assert!(st.success(), "export: {err}");
+    let names: Vec<String> = tar::Archive::new(&tar[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    assert!(!names.iter().any(|n| n.ends_with("data/out") || n.ends_with("data/in.txt")), "export leaves volumes out: {names:?}");
+    w.d.docker_ok(&["rm", "-f", "-v", "cpv"]);
+    w.d.docker_ok(&["volume", "rm", "cpvol", "cpro"]);
+}

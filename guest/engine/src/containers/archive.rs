@@ -90,6 +90,31 @@ fn readlink_at(dir: i32, name: &std::ffi::CStr) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Kernel filesystems (proc, sysfs, cgroup, devpts, mqueue, ...) that a running container's
+/// view has mounted: `docker cp` neither reads nor writes them (a read of /proc/kmsg would
+/// block, and berthd is root in the host's namespaces, so it must not write kernel knobs on
+/// the container's behalf). Their directories are archived empty.
+fn on_kernel_fs(fd: i32) -> bool {
+    // SAFETY: sf is written by the kernel on success.
+    let mut sf: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(fd, &mut sf) } < 0 {
+        return true;
+    }
+    const KERNEL_FS: &[i64] = &[
+        libc::PROC_SUPER_MAGIC as i64,
+        libc::SYSFS_MAGIC as i64,
+        libc::CGROUP_SUPER_MAGIC as i64,
+        libc::CGROUP2_SUPER_MAGIC as i64,
+        libc::DEVPTS_SUPER_MAGIC as i64,
+        libc::SECURITYFS_MAGIC as i64,
+        libc::DEBUGFS_MAGIC as i64,
+        libc::TRACEFS_MAGIC as i64,
+        libc::BPF_FS_MAGIC as i64,
+        0x1980_0202, // mqueue
+    ];
+    KERNEL_FS.contains(&(sf.f_type as i64))
+}
+
 /// Archive the entry `name` of directory fd `dir` as `arc` — all I/O relative to fds opened
 /// with O_NOFOLLOW, so nothing the container renames meanwhile can lead outside its root.
 fn tar_at(out: &mut TarOut, dir: i32, name: &std::ffi::CStr, arc: &str) -> std::io::Result<()> {
@@ -103,6 +128,9 @@ fn tar_at(out: &mut TarOut, dir: i32, name: &std::ffi::CStr, arc: &str) -> std::
                 out.entry(&format!("{arc}/"), b'5', &st, b"", b"");
             }
             let fd = open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)?;
+            if on_kernel_fs(fd.as_raw_fd()) {
+                return Ok(());
+            }
             let raw = fd.as_raw_fd();
             let mut d = nix::dir::Dir::from_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)).map_err(std::io::Error::from)?;
             let mut names: Vec<std::ffi::CString> = Vec::new();
@@ -126,7 +154,10 @@ fn tar_at(out: &mut TarOut, dir: i32, name: &std::ffi::CStr, arc: &str) -> std::
             drop(d);
         }
         libc::S_IFREG => {
-            let fd = open_at(dir, name, libc::O_RDONLY)?;
+            let fd = open_at(dir, name, libc::O_RDONLY | libc::O_NONBLOCK)?;
+            if on_kernel_fs(fd.as_raw_fd()) {
+                return Ok(());
+            }
             let mut f = std::fs::File::from(fd);
             let mut body = Vec::new();
             f.read_to_end(&mut body)?;
@@ -177,10 +208,10 @@ pub fn tar_in_root(root: &Path, path: &str) -> std::io::Result<Vec<u8>> {
 /// The tar is built in memory (simple; a streaming body is future work for large trees).
 pub async fn get(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
     let (c, guard) = container_root(e, key).await?;
-    let head = stat_response(&c.id, &guard.root, q)?;
+    let head = stat_response(&c.id, &guard.cp_root(), q)?;
     let path = q.get("path").unwrap_or("/").to_string();
     let tar = tokio::task::spawn_blocking(move || {
-        let r = tar_in_root(&guard.root, &path);
+        let r = tar_in_root(&guard.cp_root(), &path);
         drop(guard);
         r
     })
@@ -299,9 +330,73 @@ pub fn stat_in_root(root: &Path, path: &str) -> std::io::Result<PathStat> {
 /// container's lifecycle lock is held meanwhile, so it cannot start (and mount the same upper
 /// dir a second time) or be removed while the copy runs.
 pub struct RootGuard {
+    /// The container's own filesystem (its overlay): what `docker export` archives.
     pub root: PathBuf,
+    /// A running container's view of its root with its volumes, binds and tmpfs mounts, for
+    /// `docker cp` (see [`live_view`]); None for a stopped container.
+    view: Option<std::os::fd::OwnedFd>,
     temp: Option<berth_runtime::bundle::Bundle>,
     _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl RootGuard {
+    fn overlay(root: PathBuf, temp: Option<berth_runtime::bundle::Bundle>, lock: Option<tokio::sync::OwnedMutexGuard<()>>) -> RootGuard {
+        RootGuard { root, view: None, temp, _lock: lock }
+    }
+
+    /// Where `docker cp` resolves paths: the live view when there is one (reopened through our
+    /// own fd table, which names exactly the directory the fd holds), else the overlay.
+    pub fn cp_root(&self) -> PathBuf {
+        match &self.view {
+            Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))),
+            None => self.root.clone(),
+        }
+    }
+}
+
+/// `/proc/PID/root` of a running container: its root as its processes see it, with every mount
+/// of its mount namespace below, so `docker cp` reads and writes volumes and bind mounts, not
+/// the overlay underneath them. The pid is trusted only if that root is the container's own
+/// overlay (same device and inode as the bundle's rootfs), so a pid that another process took
+/// over after the container exited cannot redirect a copy.
+fn live_view(pid: i64, overlay_root: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    if pid <= 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    let c = std::ffi::CString::new(format!("/proc/{pid}/root")).expect("no NUL");
+    // SAFETY: plain open of a path we built; the fd is owned below.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just handed us this fd and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is written by the kernel on success.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let ours = std::fs::metadata(overlay_root)?;
+    if st.st_dev != ours.dev() || st.st_ino != ours.ino() {
+        return Err(std::io::Error::new(std::io::ErrorKind::Other, format!("process {pid} is not in the container's root")));
+    }
+    Ok(fd)
+}
+
+/// The live guard of a running container: its view when it can be had, else its overlay (the
+/// process may have exited a moment ago; the overlay is still mounted until the exit is handled).
+fn live_guard(e: &Arc<Engine>, c: &crate::containers::store::Container) -> RootGuard {
+    let root = lifecycle::paths(e, &c.id).bundle.join("rootfs");
+    let view = match live_view(c.state.pid, &root) {
+        Ok(fd) => Some(fd),
+        Err(err) => {
+            tracing::debug!(id = %c.id, "docker cp uses the overlay, not the container's view: {err}");
+            None
+        }
+    };
+    RootGuard { root, view, temp: None, _lock: None }
 }
 
 impl Drop for RootGuard {
@@ -323,16 +418,16 @@ fn is_live(s: &crate::containers::store::Status) -> bool {
 pub async fn container_root(e: &Arc<Engine>, key: &str) -> Result<(crate::containers::store::Container, RootGuard), ApiError> {
     let c = e.containers.get(key)?;
     if is_live(&c.state.status) {
-        let root = lifecycle::paths(e, &c.id).bundle.join("rootfs");
-        return Ok((c, RootGuard { root, temp: None, _lock: None }));
+        let g = live_guard(e, &c);
+        return Ok((c, g));
     }
     let lock = e.lifecycle_lock(&c.id).await;
     let c = e.containers.get(&c.id)?;
     if is_live(&c.state.status) {
         // Started while we waited for the lock.
         drop(lock);
-        let root = lifecycle::paths(e, &c.id).bundle.join("rootfs");
-        return Ok((c, RootGuard { root, temp: None, _lock: None }));
+        let g = live_guard(e, &c);
+        return Ok((c, g));
     }
     if c.state.status == crate::containers::store::Status::Restarting {
         return Err(ApiError::Conflict(format!("container {} is restarting", c.short_id())));
@@ -340,7 +435,7 @@ pub async fn container_root(e: &Arc<Engine>, key: &str) -> Result<(crate::contai
     let e2 = Arc::clone(e);
     let c2 = c.clone();
     let bundle = tokio::task::spawn_blocking(move || lifecycle::mount_rootfs(&e2, &c2)).await??;
-    Ok((c, RootGuard { root: bundle.rootfs(), temp: Some(bundle), _lock: Some(lock) }))
+    Ok((c, RootGuard::overlay(bundle.rootfs(), Some(bundle), Some(lock))))
 }
 
 fn path_param(q: &Query) -> Result<String, ApiError> {
@@ -365,7 +460,7 @@ fn stat_response(id: &str, root: &Path, q: &Query) -> Result<Response<Body>, Api
 /// HEAD /containers/{id}/archive?path=
 pub async fn head(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
     let (c, guard) = container_root(e, key).await?;
-    let r = stat_response(&c.id, &guard.root, q);
+    let r = stat_response(&c.id, &guard.cp_root(), q);
     tokio::task::spawn_blocking(move || drop(guard)).await.map_err(ApiError::internal)?;
     r
 }
@@ -436,6 +531,7 @@ fn extract_error(err: berth_image::ImageError) -> ApiError {
         I::UnsafeLayer(m) => ApiError::bad(format!("refusing archive entry: {m}")),
         I::LimitExceeded(m) => ApiError::bad(m),
         I::Io(e) if e.raw_os_error().is_none() => ApiError::bad(format!("invalid tar archive: {e}")),
+        I::Io(e) if e.raw_os_error() == Some(libc::EROFS) => ApiError::Forbidden("the destination is a read-only mount of the container".into()),
         other => ApiError::internal(other),
     }
 }
@@ -450,7 +546,7 @@ pub async fn put(e: &Arc<Engine>, key: &str, req: Request<Incoming>, q: &Query) 
         Ok((path, no_overwrite, copy_ids, user, id, guard)) => {
             reader
                 .consume(move |reader| {
-                    let r = extract_upload(&guard.root, reader, &path, no_overwrite, copy_ids, &user, &id);
+                    let r = extract_upload(&guard.cp_root(), reader, &path, no_overwrite, copy_ids, &user, &id);
                     drop(guard);
                     r
                 })
@@ -498,6 +594,9 @@ fn extract_upload(
         Some(libc::ENOENT) => ApiError::NotFound(format!("Could not find the file {path} in container {id}")),
         _ => ApiError::internal(err),
     })?;
+    if on_kernel_fs(std::os::fd::AsRawFd::as_raw_fd(&dir)) {
+        return Err(ApiError::Forbidden(format!("cannot copy into {path}: it is a kernel filesystem of the container")));
+    }
     // copyUIDGID: everything belongs to the container's user (Docker looks it up in the
     // container's own passwd file, as the runtime does).
     let owner = if copy_ids && !user.is_empty() {
