@@ -284,3 +284,40 @@ fn cp_sees_volumes_binds_and_tmpfs_of_a_running_container() {
     w.d.docker_ok(&["rm", "-f", "-v", "cpv"]);
     w.d.docker_ok(&["volume", "rm", "cpvol", "cpro"]);
 }
+
+/// `docker export` and `docker cp` out stream the archive: berthd's peak memory stays far below
+/// the size of what it archives (both used to build the whole tar in memory first).
+#[test]
+fn export_and_cp_out_stream_without_holding_the_archive() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    w.d.docker_ok(&["run", "--name", "big", &img, "dd", "if=/dev/zero", "of=/big", "bs=1M", "count=200"]);
+    let pid = w.d.pid().expect("berthd pid");
+    let peak_mib = || -> u64 {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kb: u64 = st.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb / 1024
+    };
+    let before = peak_mib();
+    let (st, tar, err) = w.d.docker_bytes(&["export", "big"]);
+    assert!(st.success(), "export: {err}");
+    assert!(tar.len() > 200 << 20, "the export holds the 200 MiB file: {} bytes", tar.len());
+    let mut found = false;
+    for e in tar::Archive::new(&tar[..]).entries().unwrap() {
+        let e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("big") {
+            assert_eq!(e.header().size().unwrap(), 200 << 20);
+            found = true;
+        }
+    }
+    assert!(found, "the file is in the export");
+    drop(tar);
+    let (st, tar, err) = w.d.docker_bytes(&["cp", "big:/big", "-"]);
+    assert!(st.success(), "cp out: {err}");
+    assert!(tar.len() > 200 << 20);
+    let after = peak_mib();
+    assert!(after < before + 100, "berthd's peak RSS grew from {before} MiB to {after} MiB while archiving 200 MiB twice");
+    w.d.docker_ok(&["rm", "big"]);
+}

@@ -1,5 +1,6 @@
 //! `docker cp` (GET/PUT/HEAD /containers/{id}/archive), `docker export`, `docker diff`.
 
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,58 +14,60 @@ use crate::http_util::{ok_json, Body, Query};
 
 
 
-/// Minimal tar writer (ustar headers plus GNU long-name records). Hand-written because the
-/// engine crate has no tar dependency and this module may not change its Cargo.toml; it only
-/// has to emit what `docker cp` reads: dirs, regular files and symlinks with numeric ids.
-struct TarOut {
+/// A blocking `Write` whose bytes become a streamed response body: `docker cp` out and
+/// `docker export` are archived straight to the client, never whole in berthd's memory.
+/// Writes block while the client is slow (the channel is bounded) and fail once it has gone.
+struct BodyWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
     buf: Vec<u8>,
 }
 
-impl TarOut {
-    fn octal(field: &mut [u8], v: u64) {
-        let s = format!("{:0w$o}", v, w = field.len() - 1);
-        let b = s.as_bytes();
-        let b = &b[b.len().saturating_sub(field.len() - 1)..];
-        field[..b.len()].copy_from_slice(b);
-    }
-    fn raw_header(&mut self, name: &[u8], kind: u8, mode: u32, uid: u32, gid: u32, size: u64, mtime: i64, link: &[u8]) {
-        let mut h = [0u8; 512];
-        h[..name.len().min(100)].copy_from_slice(&name[..name.len().min(100)]);
-        Self::octal(&mut h[100..108], (mode & 0o7777) as u64);
-        Self::octal(&mut h[108..116], uid as u64);
-        Self::octal(&mut h[116..124], gid as u64);
-        Self::octal(&mut h[124..136], size);
-        Self::octal(&mut h[136..148], mtime.max(0) as u64);
-        h[148..156].copy_from_slice(b"        ");
-        h[156] = kind;
-        h[157..157 + link.len().min(100)].copy_from_slice(&link[..link.len().min(100)]);
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        Self::octal(&mut h[148..155], sum as u64);
-        self.buf.extend_from_slice(&h);
-    }
-    fn long(&mut self, kind: u8, data: &[u8]) {
-        self.raw_header(b"././@LongLink", kind, 0, 0, 0, data.len() as u64 + 1, 0, b"");
-        self.data(&[data, b"\0"].concat());
-    }
-    fn data(&mut self, d: &[u8]) {
-        self.buf.extend_from_slice(d);
-        let pad = (512 - d.len() % 512) % 512;
-        self.buf.extend(std::iter::repeat_n(0u8, pad));
-    }
-    fn entry(&mut self, name: &str, kind: u8, st: &libc::stat, link: &[u8], body: &[u8]) {
-        if name.len() > 100 {
-            self.long(b'L', name.as_bytes());
+const BODY_CHUNK: usize = 256 * 1024;
+
+impl BodyWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
         }
-        if link.len() > 100 {
-            self.long(b'K', link);
-        }
-        self.raw_header(name.as_bytes(), kind, st.st_mode, st.st_uid, st.st_gid, body.len() as u64, st.st_mtime, link);
-        if !body.is_empty() {
-            self.data(body);
-        }
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(BODY_CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
     }
+}
+
+impl std::io::Write for BodyWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= BODY_CHUNK {
+            self.send()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Run `produce` on a blocking thread, writing into a streamed body. An error after the first
+/// bytes cannot change the status any more: the body then ends with an error, so the client
+/// sees a cut stream, never a short archive that looks complete.
+fn streamed_tar(produce: impl FnOnce(&mut BodyWriter) -> std::io::Result<()> + Send + 'static) -> Body {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    let err_tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut w = BodyWriter { tx, buf: Vec::with_capacity(BODY_CHUNK) };
+        let r = produce(&mut w).and_then(|()| std::io::Write::flush(&mut w));
+        if let Err(err) = r {
+            if err.kind() != std::io::ErrorKind::BrokenPipe {
+                tracing::warn!("archiving for a client: {err}");
+                let _ = err_tx.blocking_send(Err(err));
+            }
+        }
+    });
+    crate::http_util::stream_body(async_stream::stream! {
+        while let Some(item) = rx.recv().await {
+            yield item;
+        }
+    })
 }
 
 fn fstat_at(dir: i32, name: &std::ffi::CStr) -> std::io::Result<libc::stat> {
@@ -115,17 +118,28 @@ fn on_kernel_fs(fd: i32) -> bool {
     KERNEL_FS.contains(&(sf.f_type as i64))
 }
 
-/// Archive the entry `name` of directory fd `dir` as `arc` — all I/O relative to fds opened
+/// Archive the entry `name` of directory fd `dir` as `arc`: all I/O relative to fds opened
 /// with O_NOFOLLOW, so nothing the container renames meanwhile can lead outside its root.
-fn tar_at(out: &mut TarOut, dir: i32, name: &std::ffi::CStr, arc: &str) -> std::io::Result<()> {
+/// Names and ids are written as they are (GNU long-name records where needed, numeric ids).
+fn tar_at<W: std::io::Write>(out: &mut tar::Builder<W>, dir: i32, name: &std::ffi::CStr, arc: &str) -> std::io::Result<()> {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     let st = fstat_at(dir, name)?;
+    let header = |kind: tar::EntryType, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(st.st_mode & 0o7777);
+        h.set_uid(st.st_uid as u64);
+        h.set_gid(st.st_gid as u64);
+        h.set_mtime(st.st_mtime.max(0) as u64);
+        h.set_size(size);
+        h
+    };
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => {
             // The root of an export has no entry of its own; its children are top-level names.
             if !arc.is_empty() {
-                out.entry(&format!("{arc}/"), b'5', &st, b"", b"");
+                out.append_data(&mut header(tar::EntryType::Directory, 0), format!("{arc}/"), std::io::empty())?;
             }
             let fd = open_at(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)?;
             if on_kernel_fs(fd.as_raw_fd()) {
@@ -158,14 +172,16 @@ fn tar_at(out: &mut TarOut, dir: i32, name: &std::ffi::CStr, arc: &str) -> std::
             if on_kernel_fs(fd.as_raw_fd()) {
                 return Ok(());
             }
-            let mut f = std::fs::File::from(fd);
-            let mut body = Vec::new();
-            f.read_to_end(&mut body)?;
-            out.entry(arc, b'0', &st, b"", &body);
+            // Exactly the size in the header, even if the file grows or shrinks meanwhile
+            // (zero-padded): the archive stays well-formed.
+            let size = st.st_size.max(0) as u64;
+            let body = std::fs::File::from(fd).take(size).chain(std::io::repeat(0)).take(size);
+            out.append_data(&mut header(tar::EntryType::Regular, size), arc, body)?;
         }
         libc::S_IFLNK => {
             let link = readlink_at(dir, name)?;
-            out.entry(arc, b'2', &st, &link, b"");
+            let target = std::path::PathBuf::from(std::ffi::OsString::from_vec(link));
+            out.append_link(&mut header(tar::EntryType::Symlink, 0), arc, target)?;
         }
         // Devices, fifos and sockets are left out (docker cp of those is rare; not supported yet).
         _ => {}
@@ -174,7 +190,7 @@ fn tar_at(out: &mut TarOut, dir: i32, name: &std::ffi::CStr, arc: &str) -> std::
 }
 
 /// Tar of `path` inside `root`, named by its basename (Docker's layout for `docker cp c:P -`).
-pub fn tar_in_root(root: &Path, path: &str) -> std::io::Result<Vec<u8>> {
+pub fn tar_in_root<W: std::io::Write>(root: &Path, path: &str, w: W) -> std::io::Result<W> {
     use std::os::fd::AsRawFd;
     // Resolve the parent with openat2, then name the last component relative to it (an O_PATH
     // fd of the target itself could not be reopened for reading without /proc magic links).
@@ -188,7 +204,8 @@ pub fn tar_in_root(root: &Path, path: &str) -> std::io::Result<Vec<u8>> {
         }
         v
     });
-    let mut out = TarOut { buf: Vec::new() };
+    let mut out = tar::Builder::new(w);
+    out.mode(tar::HeaderMode::Complete);
     match clean.split_last() {
         None => {
             let fd = open_in_root(root, "/")?;
@@ -200,27 +217,22 @@ pub fn tar_in_root(root: &Path, path: &str) -> std::io::Result<Vec<u8>> {
             tar_at(&mut out, fd.as_raw_fd(), &c, base)?;
         }
     }
-    out.buf.extend(std::iter::repeat_n(0u8, 1024));
-    Ok(out.buf)
+    out.into_inner()
 }
 
-/// GET /containers/{id}/archive?path=
-/// The tar is built in memory (simple; a streaming body is future work for large trees).
+/// GET /containers/{id}/archive?path= (streamed; the stat header comes first).
 pub async fn get(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
     let (c, guard) = container_root(e, key).await?;
     let head = stat_response(&c.id, &guard.cp_root(), q)?;
     let path = q.get("path").unwrap_or("/").to_string();
-    let tar = tokio::task::spawn_blocking(move || {
-        let r = tar_in_root(&guard.cp_root(), &path);
+    let body = streamed_tar(move |w| {
+        let r = tar_in_root(&guard.cp_root(), &path, w).map(drop);
         drop(guard);
         r
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
+    });
     let (mut parts, _) = head.into_parts();
     parts.headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-tar"));
-    Ok(Response::from_parts(parts, crate::http_util::full(tar)))
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Open `path` (a client-supplied, container-absolute path) inside `root` with openat2:
@@ -610,21 +622,19 @@ fn extract_upload(
     berth_image::unpack::extract_at(input, dir, opts).map(drop).map_err(extract_error)
 }
 
-/// GET /containers/{id}/export (built in memory).
+/// GET /containers/{id}/export (streamed). A stopped container's rootfs stays mounted, and
+/// its lifecycle lock held, until the last byte is written or the client leaves.
 pub async fn export(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiError> {
     let (_, guard) = container_root(e, key).await?;
-    let tar = tokio::task::spawn_blocking(move || {
-        let r = tar_in_root(&guard.root, "/");
+    let body = streamed_tar(move |w| {
+        let r = tar_in_root(&guard.root, "/", w).map(drop);
         drop(guard);
         r
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
+    });
     Response::builder()
         .status(200)
         .header(http::header::CONTENT_TYPE, "application/x-tar")
-        .body(crate::http_util::full(tar))
+        .body(body)
         .map_err(ApiError::internal)
 }
 
@@ -741,8 +751,8 @@ mod tests {
         assert_eq!(st.link_target, t.path().display().to_string());
         let st = stat_in_root(&upper, "/etc/").unwrap();
         assert_eq!((st.name.as_str(), st.mode & (1 << 31)), ("etc", 1 << 31));
-        let t2 = tar_in_root(&upper, "/etc").unwrap();
-        // GNU tar reads it back (no tar crate in this crate's dev-dependencies).
+        let t2 = tar_in_root(&upper, "/etc", Vec::new()).unwrap();
+        // GNU tar reads it back.
         let tf = t.path().join("out.tar");
         std::fs::write(&tf, &t2).unwrap();
         let o = std::process::Command::new("tar").arg("tvf").arg(&tf).output().unwrap();
