@@ -10,7 +10,8 @@
 //! Rust measures several times faster (README has the numbers).
 //!
 //! Layout: [`container`] the commands, [`rootfs`] mounts/pivot_root/masking, [`process`] the
-//! privilege drop and exec, [`cgroups`] v1 and v2, [`seccomp`] the profile compiler, [`state`]
+//! privilege drop and exec, [`cgroups`] v1 and v2, [`seccomp`] the profile compiler, [`selfexe`]
+//! the read-only re-exec that keeps containers from overwriting this binary, [`state`]
 //! the on-disk state, [`sys`] the privileged calls behind a trait with a recording fake.
 
 pub mod cgroups;
@@ -19,6 +20,7 @@ pub mod devices_bpf;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod selfexe;
 pub mod state;
 pub mod sys;
 

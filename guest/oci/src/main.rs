@@ -115,6 +115,13 @@ fn signal(s: &str) -> Result<i32, OciError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let g = Globals { root: cli.root.clone(), log: cli.log.clone(), log_json: cli.log_format == "json" };
+    // These end in a container process: first make sure it cannot write to this binary.
+    if matches!(cli.cmd, Cmd::Create { .. } | Cmd::Run { .. } | Cmd::Exec { .. }) {
+        if let Err(e) = berth_oci::selfexe::ensure_protected_exe() {
+            berth_oci::state::log_error(g.log.as_deref(), g.log_json, &e.to_string());
+            return ExitCode::from(1);
+        }
+    }
     let r: Result<i32, OciError> = (|| match cli.cmd {
         Cmd::Create { bundle, pid_file, console_socket, id } => container::create(&g, &id, &bundle, pid_file.as_deref(), console_socket.as_deref()).map(|_| 0),
         Cmd::Start { id } => container::start(&g, &id).map(|_| 0),

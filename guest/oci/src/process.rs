@@ -104,9 +104,16 @@ pub fn find_executable(arg0: &str, env: &[String]) -> Result<PathBuf, OciError> 
 /// leaked host directory fd (`/proc/self/fd/N`, CVE-2024-21626) shows as "(unreachable)".
 pub fn enter_cwd(sys: &dyn Syscall, cwd: &Path) -> Result<(), OciError> {
     sys.chdir(cwd).map_err(|e| OciError::Setup(format!("chdir to cwd ({}) set in config.json failed: {e}", cwd.display())))?;
-    let here = std::env::current_dir().map_err(|e| OciError::Setup(format!("getcwd: {e}")))?;
+    let outside = || OciError::Setup(format!("current working directory {} is outside of the container root", cwd.display()));
+    // glibc's getcwd answers ENOENT for a directory the root cannot reach (the kernel's
+    // "(unreachable)" prefix), so that error means the same.
+    let here = match std::env::current_dir() {
+        Ok(h) => h,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err(outside()),
+        Err(e) => return Err(OciError::Setup(format!("getcwd: {e}"))),
+    };
     if !here.is_absolute() || here.as_os_str().as_bytes().starts_with(b"(unreachable)") {
-        return Err(OciError::Setup(format!("current working directory {} is outside of the container root", here.display())));
+        return Err(outside());
     }
     Ok(())
 }

@@ -174,7 +174,19 @@ fn mount_one(sys: &dyn Syscall, root: &OwnedFd, plan: &RootfsPlan, m: &Mount) ->
         return mount_cgroups(sys, root, plan, dest, &opts);
     }
     let dir = !is_bind || std::fs::metadata(&source).map(|s| s.is_dir()).unwrap_or(true);
-    let target = ensure_target(root, dest, dir).map_err(err("creating mount point"))?;
+    let mut target = ensure_target(root, dest, dir).map_err(err("creating mount point"))?;
+    if typ == "proc" || typ == "sysfs" {
+        // A kernel filesystem goes exactly where the spec says: an image whose /proc is a
+        // symlink would get it elsewhere, and tools that trust /proc/self/... would be fooled
+        // (CVE-2019-16884, CVE-2023-28642).
+        target = crate::sys::open_in_root_no_symlinks(root.as_raw_fd(), dest, libc::O_PATH).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                OciError::Setup(format!("mount destination {shown} is a symlink in the rootfs; refusing to mount {typ} there"))
+            } else {
+                OciError::Setup(format!("opening mount point {shown}: {e}"))
+            }
+        })?;
+    }
     let tpath = fd_path(&target);
     let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
     if is_bind {
@@ -244,22 +256,35 @@ fn setup_dev(sys: &dyn Syscall, rootfs: &Path, spec: &Spec) -> Result<(), OciErr
         let mode = d.file_mode().unwrap_or(0o666) & 0o7777;
         nodes.push((d.path().clone(), kind | mode, libc::makedev(d.major() as u32, d.minor() as u32), d.uid().unwrap_or(0), d.gid().unwrap_or(0)));
     }
-    let under = |p: &Path| rootfs.join(p.strip_prefix("/").unwrap_or(p));
-    for (p, mode, dev, uid, gid) in nodes {
-        if !p.starts_with("/dev") || p.components().any(|c| c == std::path::Component::ParentDir) {
-            return Err(OciError::Setup(format!("device path {} is not under /dev", p.display())));
+    // Every node is made relative to its parent directory resolved inside the rootfs: a path
+    // joined onto the host path of the rootfs would follow an image's `dev -> /somewhere`
+    // symlink out to the host. (Still before pivot_root, so "/" is the host's.)
+    let root = crate::sys::open_path(rootfs, libc::O_PATH | libc::O_DIRECTORY).map_err(err(format!("opening {}", rootfs.display())))?;
+    let in_dir = |p: &Path| -> Result<(OwnedFd, PathBuf), OciError> {
+        let parent = p.parent().unwrap_or(Path::new("/dev"));
+        let dir = ensure_target(&root, parent, true).map_err(err(format!("creating {}", parent.display())))?;
+        let name = p.file_name().ok_or_else(|| OciError::Setup(format!("device path {} has no name", p.display())))?;
+        let path = fd_path(&dir).join(name);
+        Ok((dir, path))
+    };
+    // mknod obeys the umask; the spec's modes are meant exactly (no chmod afterwards, which
+    // would follow a symlink swapped in meanwhile).
+    let old_umask = unsafe { libc::umask(0) };
+    let made = (|| -> Result<(), OciError> {
+        for (p, mode, dev, uid, gid) in nodes {
+            if !p.starts_with("/dev") || p.components().any(|c| c == std::path::Component::ParentDir) {
+                return Err(OciError::Setup(format!("device path {} is not under /dev", p.display())));
+            }
+            let (_dir, node) = in_dir(&p)?;
+            sys.mknod(&node, mode, dev).map_err(err(format!("mknod {}", p.display())))?;
+            sys.chown(&node, uid, gid).map_err(err(format!("chown {}", p.display())))?;
         }
-        let host = under(&p);
-        if let Some(parent) = host.parent() {
-            std::fs::create_dir_all(parent).map_err(err(format!("creating {}", parent.display())))?;
-        }
-        sys.mknod(&host, mode, dev).map_err(err(format!("mknod {}", p.display())))?;
-        // mknod obeys the umask; the spec's mode is meant exactly.
-        std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777)).ok();
-        sys.chown(&host, uid, gid).map_err(err(format!("chown {}", p.display())))?;
-    }
+        Ok(())
+    })();
+    unsafe { libc::umask(old_umask) };
+    made?;
     for (target, link) in [("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"), ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"), ("pts/ptmx", "/dev/ptmx")] {
-        let l = under(Path::new(link));
+        let (_dir, l) = in_dir(Path::new(link))?;
         let _ = std::fs::remove_file(&l);
         sys.symlink(Path::new(target), &l).map_err(err(format!("symlink {link}")))?;
     }
@@ -444,9 +469,11 @@ mod tests {
         assert!(calls[cg + 1].contains(" cgroup ") && calls[cg + 1].ends_with(" memory"), "{}", calls[cg + 1]);
         assert!(calls[cg + 2].contains(&format!("{:#x}", libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC)));
         // /dev: default nodes plus the spec's, links.
-        assert!(r.pos(&format!("mknod {}/dev/null 20666 1:3", root.display())).is_some(), "{calls:?}");
-        assert!(r.pos(&format!("mknod {}/dev/fuse 20666 10:229", root.display())).is_some(), "{calls:?}");
-        assert!(r.pos(&format!("symlink pts/ptmx {}/dev/ptmx", root.display())).is_some());
+        let has = |pat: &str, end: &str| calls.iter().any(|c| c.starts_with(pat) && c.ends_with(end));
+        assert!(has("mknod /proc/self/fd/", "/null 20666 1:3"), "{calls:?}");
+        assert!(has("mknod /proc/self/fd/", "/fuse 20666 10:229"), "{calls:?}");
+        assert!(has("symlink pts/ptmx /proc/self/fd/", "/ptmx"), "{calls:?}");
+        assert!(root.join("dev").is_dir());
     }
 
     #[test]

@@ -310,6 +310,22 @@ pub fn open_in_root(root: RawFd, path: &Path, flags: libc::c_int) -> io::Result<
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Like [`open_in_root`], but no component may be a symlink (ELOOP if one is).
+pub fn open_in_root_no_symlinks(root: RawFd, path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let c = cstr(rel)?;
+    // SAFETY: as in open_in_root.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    let fd = unsafe { libc::syscall(libc::SYS_openat2, root, c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// The magic-link path of an fd, to mount onto (or from) exactly the inode we opened.
 pub fn fd_path(fd: &impl AsRawFd) -> std::path::PathBuf {
     format!("/proc/self/fd/{}", fd.as_raw_fd()).into()

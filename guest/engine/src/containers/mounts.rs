@@ -459,8 +459,12 @@ fn is_empty_dir(p: &Path) -> bool {
 /// and filled from the image when new and empty, bind sources created for `-v` binds as Docker
 /// does, destinations resolved inside the rootfs.
 pub fn runtime_mounts(e: &Engine, mounts: &[MountPoint], rootfs: &Path) -> Result<Vec<MountSpec>, ApiError> {
-    if std::fs::symlink_metadata(rootfs.join("proc")).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
-        return Err(ApiError::bad("the image's /proc is a symlink; refusing to start it"));
+    // The runtime mounts proc and sysfs there; through a symlink they would land elsewhere
+    // (CVE-2019-16884, CVE-2023-28642). berth-oci refuses too; this gives the clear error early.
+    for kernel_fs in ["proc", "sys"] {
+        if std::fs::symlink_metadata(rootfs.join(kernel_fs)).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+            return Err(ApiError::bad(format!("the image's /{kernel_fs} is a symlink; refusing to start it")));
+        }
     }
     // Parents first, so a mount inside another volume lands in it.
     let mut order: Vec<&MountPoint> = mounts.iter().collect();
