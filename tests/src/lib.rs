@@ -24,6 +24,7 @@ pub mod http;
 pub mod image;
 pub mod leaks;
 pub mod netns;
+pub mod probe;
 pub mod push;
 pub mod registry;
 pub mod vm;
