@@ -13,13 +13,28 @@ use berth_tests::require_berthd;
 use berth_tests::world::World;
 
 /// `GET /` on 127.0.0.1:port from the test's namespace (the "host" of berthd).
+/// One GET, retried for a while when the relay resets the connection: `docker run -d`
+/// returns once the container started, maybe before its server listens (as with Docker), and
+/// the relay then finds nothing to connect to.
 fn http_get(ns: &NetNs, addr: &str) -> std::io::Result<String> {
-    let mut s = ns.connect_tcp(addr).map_err(|e| std::io::Error::other(e.to_string()))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
+    let once = || -> std::io::Result<String> {
+        let mut s = ns.connect_tcp(addr).map_err(|e| std::io::Error::other(e.to_string()))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match once() {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Ok(out) if out.is_empty() && std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            r => return r,
+        }
+    }
 }
 
 /// Interface names in berthd's namespace.
@@ -163,6 +178,10 @@ fn published_ports_reach_the_host_and_busy_ports_fail_cleanly() {
     let hp: u16 = out.trim().rsplit(':').next().unwrap().parse().unwrap();
     assert!(hp >= 1024, "{out}");
     let page = http_get(ns, &format!("127.0.0.1:{hp}")).unwrap();
+    assert!(page.contains(WEB_MARKER), "{page}");
+    // Without a host IP the port is on [::] too, as with Docker: `localhost` as ::1 connects.
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec![format!("0.0.0.0:{hp}"), format!("[::]:{hp}")], "{out}");
+    let page = http_get(ns, &format!("[::1]:{hp}")).unwrap();
     assert!(page.contains(WEB_MARKER), "{page}");
     assert!(d.docker_ok(&["port", "all"]).contains("5353/udp"));
 

@@ -809,10 +809,23 @@ fn bind_ports(c: &Container, eps: &[Endpoint]) -> Result<Vec<(Bound, PortMap, So
         };
         let local = b.local_addr().map_err(ApiError::internal)?;
         let m = PortMap { proto: proto.as_str().into(), container_port: cport, host_ip: ip.to_string(), host_port: local.port() };
-        out.push((b, m, SocketAddr::new(IpAddr::V4(ep.ip), cport)));
+        let target = SocketAddr::new(IpAddr::V4(ep.ip), cport);
+        let m6 = PortMap { host_ip: "::".into(), ..m.clone() };
+        out.push((b, m, target));
+        if hip.is_empty() {
+            // No host IP: also `[::]` on the same port, as Docker does, so clients that try
+            // `localhost` as ::1 first connect at once. Best effort: a host without IPv6, or
+            // with that v6 port taken, keeps the IPv4 binding alone.
+            let v6 = SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), local.port());
+            match Bound::bind(proto, v6) {
+                Ok(b6) => out.push((b6, m6, target)),
+                Err(err) => tracing::debug!(id = %c.short_id(), "publishing [::]:{} as well: {err}", local.port()),
+            }
+        }
     }
     Ok(out)
 }
+
 
 /// Undo [`attach`] after the container stopped (or its start failed later on).
 pub fn detach(e: &Engine, c: &Container, st: &NetState) {

@@ -41,16 +41,32 @@ pub enum Bound {
 }
 
 impl Bound {
+    /// An IPv6 address is bound v6-only, so `[::]:P` sits beside `0.0.0.0:P` (Docker publishes
+    /// a port without a host IP on both) instead of colliding with it as a dual-stack socket.
     pub fn bind(proto: Proto, addr: SocketAddr) -> io::Result<Bound> {
-        let b = match proto {
-            Proto::Tcp => Bound::Tcp(std::net::TcpListener::bind(addr)?),
-            Proto::Udp => Bound::Udp(std::net::UdpSocket::bind(addr)?),
+        use socket2::{Domain, Protocol, Socket, Type};
+        let (ty, p) = match proto {
+            Proto::Tcp => (Type::STREAM, Protocol::TCP),
+            Proto::Udp => (Type::DGRAM, Protocol::UDP),
         };
-        match &b {
-            Bound::Tcp(l) => l.set_nonblocking(true)?,
-            Bound::Udp(u) => u.set_nonblocking(true)?,
+        let s = Socket::new(Domain::for_address(addr), ty.cloexec(), Some(p))?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
         }
-        Ok(b)
+        if proto == Proto::Tcp {
+            // As std's TcpListener::bind: a port whose old connections linger in TIME_WAIT
+            // can be published again at once.
+            s.set_reuse_address(true)?;
+        }
+        s.bind(&addr.into())?;
+        s.set_nonblocking(true)?;
+        Ok(match proto {
+            Proto::Tcp => {
+                s.listen(1024)?;
+                Bound::Tcp(s.into())
+            }
+            Proto::Udp => Bound::Udp(s.into()),
+        })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
