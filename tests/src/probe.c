@@ -7,7 +7,7 @@
  *                             open on FD for writing once no process runs it any more, and
  *                             write a marker at offset 0. Prints and records in /exploit-result:
  *                             "overwritten" or "refused <errno name>"
- *   probe scan IP...          connect to every TCP port 1-65535 of each address; for each open
+ *   probe scan IP...          connect to every TCP port 1-65535 of each address (in parallel); for each open
  *                             port print "open IP:PORT", then "api IP:PORT" when it answers
  *                             `GET /_ping` like the Engine API (body "OK") */
 #define _GNU_SOURCE
@@ -25,6 +25,8 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <sched.h>
 
 static const char *ename(int e) {
@@ -120,7 +122,7 @@ static void scan_one(const char *ip) {
         printf("bad-address %s\n", ip);
         return;
     }
-    enum { BATCH = 1024 };
+    enum { BATCH = 512 };
     static struct pollfd pf[BATCH];
     static int port_of[BATCH];
     for (int base = 1; base <= 65535; base += BATCH) {
@@ -199,8 +201,23 @@ int main(int argc, char **argv) {
     if (argc >= 3 && strcmp(argv[1], "overwrite") == 0)
         return overwrite(argv[2]);
     if (argc >= 2 && strcmp(argv[1], "scan") == 0) {
-        for (int i = 2; i < argc; i++)
-            scan_one(argv[i]);
+        /* Room for a batch of sockets per address, and one process per address (lines are
+         * written whole: each is one write of a line-buffered stdout, below PIPE_BUF). */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        for (int i = 2; i < argc; i++) {
+            fflush(stdout);
+            if (fork() == 0) {
+                scan_one(argv[i]);
+                fflush(stdout);
+                _exit(0);
+            }
+        }
+        while (wait(0) > 0)
+            ;
         printf("scan-done\n");
         return 0;
     }
