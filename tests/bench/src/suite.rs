@@ -857,3 +857,86 @@ fn run_vm(opts: &Options, fp: &mut Footprint, setup: &mut Vec<String>) -> Result
     ));
     Ok(Some(vm_group(results, opts)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Status;
+    use berth_agent::api::Accel;
+
+    fn options(images: &Path, only: Option<Vec<String>>) -> Options {
+        Options {
+            peers: PeerKind::ALL.to_vec(),
+            only,
+            skip: Vec::new(),
+            rounds_all: None,
+            rounds: HashMap::new(),
+            runtimes: Vec::new(),
+            berth_runtime: None,
+            bins: Binaries {
+                berthd: "/nonexistent/berthd".into(),
+                dockerd: "/nonexistent/dockerd".into(),
+                podman: "/nonexistent/podman".into(),
+                cli: "/nonexistent/docker".into(),
+            },
+            cache: images.join("cache"),
+            drop_caches: true,
+            vm: VmPaths {
+                berth: "/bin/sh".into(),
+                images: images.to_path_buf(),
+                native_berthd: "/bin/sh".into(),
+                qemu: Some("/usr/bin/qemu-system-x86_64".into()),
+                qemu_img: Some("/usr/bin/qemu-img".into()),
+                vhost_vsock: Some("/usr/bin/vhost-device-vsock".into()),
+                accel: Accel::Tcg,
+            },
+        }
+    }
+
+    #[test]
+    fn without_the_vm_image_the_vm_rows_are_na_with_the_reason() {
+        let empty = tempfile::tempdir().unwrap();
+        let opts = options(empty.path(), None);
+        let mut fp = Footprint::default();
+        let mut setup = Vec::new();
+        let g = run_vm(&opts, &mut fp, &mut setup).unwrap().unwrap();
+        let names: Vec<&str> = g.results.iter().map(|r| r.meta.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["vm-boot-ready", "vm-run-rm", "vm-ping", "vm-cp-out"]
+        );
+        assert_eq!(g.subjects, [VM, BARE, NATIVE]);
+        for r in &g.results {
+            assert!(r.comparisons.is_empty() && r.verdict.is_none());
+            assert_eq!(r.subjects.len(), 3);
+            for s in &r.subjects {
+                assert!(
+                    matches!(&s.status, Status::Na { reason } if reason.contains("./vm-images/build")),
+                    "{:?}",
+                    s.status
+                );
+            }
+        }
+        assert!(setup[0].starts_with("VM group not measured: the VM image is not built"));
+        assert!(fp.netns_files.is_empty(), "nothing was set up");
+        assert!(g.summary_markdown().contains("n/a [1]"));
+
+        // Only the selected rows; none at all when no VM scenario is selected.
+        let opts = options(empty.path(), Some(vec!["vm-ping".into(), "run-rm".into()]));
+        let g = run_vm(&opts, &mut fp, &mut setup).unwrap().unwrap();
+        assert_eq!(g.results.len(), 1);
+        let opts = options(empty.path(), Some(vec!["run-rm".into()]));
+        assert!(run_vm(&opts, &mut fp, &mut setup).unwrap().is_none());
+    }
+
+    #[test]
+    fn every_scenario_is_listed_once() {
+        let all = all_scenarios();
+        let mut names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"vm-boot-ready") && names.contains(&"run-rm"));
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n, "duplicate scenario names");
+    }
+}
