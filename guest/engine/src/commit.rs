@@ -208,10 +208,8 @@ pub async fn commit(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Resul
     }
     apply_changes(&mut cfg, &changes)?;
     let running = c.state.status == Status::Running;
-    let paused_here = running && pause;
-    if paused_here {
-        let _ = crate::containers::stats::pause(e, &c.id).await;
-    }
+    // Frozen for the copy, but never recorded as paused (a crash must not leave it frozen).
+    let paused_here = running && pause && crate::containers::stats::freeze_for_commit(e, &c.id, true).await.is_ok();
     let author = q.get("author").filter(|a| !a.is_empty()).map(str::to_string);
     let comment = q.get("comment").filter(|a| !a.is_empty()).map(str::to_string);
     let created_by = std::iter::once(c.path.clone()).chain(c.args.iter().cloned()).collect::<Vec<_>>().join(" ");
@@ -246,7 +244,9 @@ pub async fn commit(e: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> Resul
     })
     .await;
     if paused_here {
-        let _ = crate::containers::stats::unpause(e, &c.id).await;
+        if let Err(err) = crate::containers::stats::freeze_for_commit(e, &c.id, false).await {
+            tracing::warn!(id = %c.short_id(), "thawing after commit: {err}");
+        }
     }
     let id = r??;
     e.events.container("commit", &c);

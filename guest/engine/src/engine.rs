@@ -49,6 +49,21 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: Config) -> Result<Arc<Engine>, ApiError> {
         let store = Store::open(&config.data_root.join("image")).map_err(ApiError::from)?;
+        // A crash between writing a layer or blob and the image record that uses it (a kill -9
+        // during pull, commit, build or rmi) leaves content nothing refers to: collect it now
+        // rather than at some later rmi. Nothing is leased yet, and every image a container
+        // was made from has a record (rmi keeps images in use).
+        match store.gc() {
+            Ok(st) if st.layers_removed + st.blobs_removed + st.ingests_removed > 0 => tracing::info!(
+                layers = st.layers_removed,
+                blobs = st.blobs_removed,
+                ingests = st.ingests_removed,
+                bytes = st.bytes_freed,
+                "collected content left by an interrupted operation"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!("garbage collection at start failed: {err}"),
+        }
         let registry = Client::new(ClientConfig {
             insecure_registries: config.insecure_registries.clone(),
             user_agent: format!("berth/{ENGINE_VERSION}"),
@@ -122,6 +137,15 @@ impl Engine {
     pub fn lifecycle_busy(&self, id: &str) -> bool {
         let m = self.locks.lock().expect("locks").get(id).cloned();
         m.is_some_and(|m| m.try_lock().is_err())
+    }
+
+    /// The container is gone: drop what the engine keeps per container in memory (its
+    /// lifecycle lock, its exec records, waiting attaches), so a daemon that runs many
+    /// containers over its life does not grow with each one (checklist #34).
+    pub fn forget_container(&self, id: &str) {
+        self.locks.lock().expect("locks").remove(id);
+        self.execs.lock().expect("execs").retain(|_, r| r.container_id != id);
+        self.attaches.lock().expect("attaches").remove(id);
     }
 
     /// Count an attach that waits for the container to start; returns its ticket.

@@ -143,6 +143,14 @@ pub async fn fetch(e: Arc<Engine>, r: Reference, auth: Auth, res: Resolved, prog
     if m.config.size > MAX_CONFIG_BYTES {
         return Err(ApiError::bad(format!("image config is too large ({} bytes)", m.config.size)));
     }
+    // Keep gc away from what this pull is assembling, from before the first "already there"
+    // check on (taking a lease waits for a gc under way, which may be an rmi of this image).
+    let mut leased: Vec<Digest> = vec![config_digest.clone()];
+    for l in &m.layers {
+        leased.push(Digest::parse(&l.digest)?);
+    }
+    let store = Arc::clone(&e.store);
+    let mut lease = tokio::task::spawn_blocking(move || store.lease(leased)).await?;
     download(&e, &res.repo, &auth, &m.config, None, &progress).await?;
     let cfg_digest = config_digest.clone();
     let config_bytes = e.blocking(move |s| s.read_blob(&cfg_digest, MAX_CONFIG_BYTES).map_err(ApiError::from)).await?;
@@ -168,16 +176,19 @@ pub async fn fetch(e: Arc<Engine>, r: Reference, auth: Auth, res: Resolved, prog
         chain.push(c.clone());
         parent = Some(c);
     }
+    let lease = {
+        let chain = chain.clone();
+        tokio::task::spawn_blocking(move || {
+            for c in chain {
+                lease.add(c);
+            }
+            lease
+        })
+        .await?
+    };
+    let _lease = lease;
     let existing = e.store.get_image(&config_digest).ok();
     let had_image = existing.as_ref().map(|rec| rec.layers.iter().all(|c| e.store.has_layer(c))).unwrap_or(false);
-
-    // Keep GC away from what this pull is assembling.
-    let mut leased: Vec<Digest> = chain.clone();
-    leased.push(config_digest.clone());
-    for l in &m.layers {
-        leased.push(Digest::parse(&l.digest)?);
-    }
-    let _lease = e.store.lease(leased);
 
     let mut downloaded_any = false;
     let mut tasks = Vec::new();
@@ -249,9 +260,9 @@ pub async fn fetch(e: Arc<Engine>, r: Reference, auth: Auth, res: Resolved, prog
             for c in &chain2 {
                 size += s.layer_info(c)?.size;
             }
-            let mut rec = match s.get_image(&id) {
-                Ok(rec) => rec,
-                Err(_) => ImageRecord {
+            // Record and tag in one step: a racing rmi removes both or neither.
+            let make = |now: Option<&ImageRecord>| {
+                let mut rec = now.cloned().unwrap_or_else(|| ImageRecord {
                     id: id.clone(),
                     layers: chain2.clone(),
                     diff_ids: diff_ids.clone(),
@@ -260,13 +271,13 @@ pub async fn fetch(e: Arc<Engine>, r: Reference, auth: Auth, res: Resolved, prog
                     size,
                     loaded_at: chrono::Utc::now().to_rfc3339(),
                     parent: None,
-                },
+                });
+                if !rec.repo_digests.contains(&repo_digest) {
+                    rec.repo_digests.push(repo_digest);
+                }
+                rec
             };
-            if !rec.repo_digests.contains(&repo_digest) {
-                rec.repo_digests.push(repo_digest);
-            }
-            s.put_image(&rec)?;
-            Ok(s.set_reference(&r2, &id)?)
+            Ok(s.publish_image(&id, make, Some(&r2))?)
         })
         .await?;
     progress.status(&format!("Digest: {}", res.top_digest)).await;

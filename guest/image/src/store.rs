@@ -117,14 +117,21 @@ pub struct GcStats {
 type LeaseMap = Arc<Mutex<HashMap<Digest, usize>>>;
 
 /// Protects digests (blobs or layer chain IDs) from gc while held.
+///
+/// Taking a lease (or adding to one) waits for a gc that is under way: that gc decided what to
+/// delete before the lease existed. So content found present *after* leasing it stays until
+/// the lease is dropped (a pull that finds a layer "already exists" while an rmi collects it
+/// would otherwise go on with a layer that is being deleted).
 pub struct Lease {
     map: LeaseMap,
+    gc_lock: Arc<RwLock<()>>,
     digests: Vec<Digest>,
 }
 
 impl Lease {
     /// Adds more digests to this lease (e.g. layers as they get unpacked).
     pub fn add(&mut self, d: Digest) {
+        let _g = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
         *self.map.lock().unwrap().entry(d.clone()).or_default() += 1;
         self.digests.push(d);
     }
@@ -157,7 +164,7 @@ pub struct Store {
     limits: StoreLimits,
     meta: Mutex<Meta>,
     /// Writers that make content visible take it shared; gc takes it exclusive.
-    gc_lock: RwLock<()>,
+    gc_lock: Arc<RwLock<()>>,
     leases: LeaseMap,
 }
 
@@ -201,7 +208,7 @@ impl Store {
             root: root.to_path_buf(),
             limits,
             meta: Mutex::new(Meta::default()),
-            gc_lock: RwLock::new(()),
+            gc_lock: Arc::new(RwLock::new(())),
             leases: Arc::new(Mutex::new(HashMap::new())),
         };
         store.clean_ingests(false)?;
@@ -599,6 +606,54 @@ impl Store {
         Ok(())
     }
 
+    /// Stores the image `id` and points `r` at it in one step, under the metadata lock: a
+    /// concurrent `delete_image` sees both or neither (a pull racing an rmi of the same image
+    /// could otherwise store the record, lose it to the rmi, and fail to tag it). `make` gets
+    /// the record stored now, if any (to merge repo digests into). Returns the reference's
+    /// previous target.
+    pub fn publish_image(
+        &self,
+        id: &Digest,
+        make: impl FnOnce(Option<&ImageRecord>) -> ImageRecord,
+        r: Option<&Reference>,
+    ) -> Result<Option<Digest>, ImageError> {
+        if let Some(r) = r {
+            if r.tag.is_none() && r.digest.is_none() {
+                return Err(ImageError::InvalidReference(format!("{r}: needs a tag or digest")));
+            }
+        }
+        let _g = self.gc_lock.read().unwrap();
+        let mut meta = self.meta.lock().unwrap();
+        let rec = make(meta.images.get(id));
+        if &rec.id != id {
+            return Err(ImageError::Corrupt(format!("image record {} published as {id}", rec.id)));
+        }
+        if !self.has_blob(&rec.id) {
+            return Err(ImageError::NotFound(format!("config blob {}", rec.id)));
+        }
+        if rec.layers.len() != rec.diff_ids.len() {
+            return Err(ImageError::Corrupt("layers and diff_ids differ in length".into()));
+        }
+        if let Some(l) = rec.layers.iter().find(|l| !self.has_layer(l)) {
+            return Err(ImageError::NotFound(format!("layer {l}")));
+        }
+        if meta.images.get(id) != Some(&rec) {
+            let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| ImageError::Corrupt(e.to_string()))?;
+            self.atomic_write(&self.image_path(id), &bytes)?;
+            meta.images.insert(id.clone(), rec);
+        }
+        let Some(r) = r else { return Ok(None) };
+        let key = r.to_string();
+        if meta.refs.get(&key) == Some(id) {
+            return Ok(Some(id.clone()));
+        }
+        let mut refs = meta.refs.clone();
+        let prev = refs.insert(key, id.clone());
+        self.write_refs(&refs)?;
+        meta.refs = refs;
+        Ok(prev)
+    }
+
     pub fn get_image(&self, id: &Digest) -> Result<ImageRecord, ImageError> {
         self.meta.lock().unwrap().images.get(id).cloned().ok_or_else(|| ImageError::NotFound(format!("image {id}")))
     }
@@ -723,7 +778,7 @@ impl Store {
     /// Protects blobs/layers from gc until the returned `Lease` is dropped
     /// (the engine holds one for the duration of a pull or load).
     pub fn lease(&self, digests: impl IntoIterator<Item = Digest>) -> Lease {
-        let mut l = Lease { map: self.leases.clone(), digests: Vec::new() };
+        let mut l = Lease { map: self.leases.clone(), gc_lock: self.gc_lock.clone(), digests: Vec::new() };
         for d in digests {
             l.add(d);
         }

@@ -337,6 +337,11 @@ fn launch(e: &Arc<Engine>, c: &Container, wait_attach: usize) -> Result<(berth_s
             runtime_root_for(e, &runtime),
             p.log.clone(),
         );
+        // Validated at create; a record from before LogConfig was checked falls back to
+        // the default rotation rather than failing to start.
+        let log = super::logopts::limits(&c.host_config).unwrap_or_default();
+        opts.log_max_size = log.max_size;
+        opts.log_max_files = log.max_files;
         opts.tty = c.config.tty.unwrap_or(false);
         opts.stdin = c.config.open_stdin.unwrap_or(false);
         opts.stdin_once = c.config.stdin_once.unwrap_or(false);
@@ -626,6 +631,7 @@ async fn destroy(e: &Arc<Engine>, c: &Container, volumes: bool) -> Result<(), Ap
         store.remove(&id)
     })
     .await??;
+    e.forget_container(&c.id);
     e.events.container("destroy", c);
     for v in anonymous {
         if let Err(err) = crate::volumes::remove_volume(e, &v).await {
@@ -1091,6 +1097,9 @@ pub async fn restore(e: &Arc<Engine>) {
         let p = paths(e, &c.id);
         if berth_shim::is_alive(&p.shim_state) {
             tracing::info!(id = %c.short_id(), "container still running; following it again");
+            if c.state.status == Status::Running {
+                super::stats::thaw_interrupted_commit(e, &c.id).await;
+            }
             crate::networks::reattach(e, &c);
             super::health::monitor(Arc::clone(e), &c);
             watch_exit(Arc::clone(e), c.id.clone());

@@ -5,6 +5,7 @@ pub mod archive;
 pub mod exec;
 pub mod health;
 pub mod lifecycle;
+pub mod logopts;
 pub mod mounts;
 pub mod stats;
 pub mod store;
@@ -249,6 +250,7 @@ pub fn validate_host_config(h: &HostConfig) -> Result<(), ApiError> {
             return Err(ApiError::bad("Minimum memory limit allowed is 6MB"));
         }
     }
+    logopts::limits(h)?;
     Ok(())
 }
 

@@ -800,6 +800,48 @@ async fn freeze(e: &Arc<Engine>, key: &str, pause: bool) -> Result<Response<Body
     Ok(status_only(StatusCode::NO_CONTENT))
 }
 
+/// Freeze (or thaw) a running container for the duration of a `docker commit`, without
+/// recording it as paused: the pause is the commit's, not the user's. So a crash of the daemon
+/// mid-commit leaves a record that says running, and [`thaw_interrupted_commit`] at the next
+/// start thaws the container instead of leaving it frozen for good. Emits Docker's pause and
+/// unpause events.
+pub(crate) async fn freeze_for_commit(e: &Arc<Engine>, id: &str, freeze: bool) -> Result<(), ApiError> {
+    let _guard = e.lifecycle_lock(id).await;
+    let c = e.containers.get(id)?;
+    if c.state.status != Status::Running {
+        return Err(ApiError::Conflict(format!("Container {id} is not running")));
+    }
+    let rt = runc(e, id);
+    let id2 = id.to_string();
+    tokio::task::spawn_blocking(move || if freeze { rt.pause(&id2) } else { rt.resume(&id2) })
+        .await?
+        .map_err(|err| ApiError::internal(format!("Cannot {} container {id}: {err}", if freeze { "pause" } else { "unpause" })))?;
+    e.events.container(if freeze { "pause" } else { "unpause" }, &c);
+    Ok(())
+}
+
+/// At daemon start, for a container recorded as running whose runtime says it is frozen: a
+/// commit was interrupted between its freeze and thaw (see [`freeze_for_commit`]). Thaw it.
+pub(crate) async fn thaw_interrupted_commit(e: &Arc<Engine>, id: &str) {
+    let rt = runc(e, id);
+    let id2 = id.to_string();
+    let r = tokio::task::spawn_blocking(move || {
+        let st = rt.state(&id2)?;
+        if st.status == berth_runtime::runc::Status::Paused {
+            rt.resume(&id2).map(|()| true)
+        } else {
+            Ok(false)
+        }
+    })
+    .await;
+    match r {
+        Ok(Ok(true)) => tracing::warn!(%id, "thawed a container left frozen by an interrupted commit"),
+        Ok(Ok(false)) => {}
+        Ok(Err(err)) => tracing::debug!(%id, "runtime state at restore: {err}"),
+        Err(err) => tracing::debug!(%id, "{err}"),
+    }
+}
+
 /// A frozen process cannot act on a signal, so stop/kill/rm of a paused container thaw it right
 /// after signalling, as Docker does. Best effort: the container may already be gone.
 pub(crate) async fn thaw_after_signal(e: &Arc<Engine>, id: &str) {
