@@ -116,6 +116,8 @@ pub struct Berthd {
     env: Vec<(String, String)>,
     child: Option<Child>,
     starts: usize,
+    /// A size-limited tmpfs this harness mounted on the data root (unmounted on drop).
+    data_mount: Option<PathBuf>,
 }
 
 impl Berthd {
@@ -142,6 +144,22 @@ impl Berthd {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Berthd> {
+        Self::start_inner(ns, insecure_registries, extra_args, env, None)
+    }
+
+    /// Like [`Berthd::start`], on a data root that is a tmpfs of `bytes` (a small disk, to
+    /// fill up on purpose). The mount belongs to this daemon and goes when it is dropped.
+    pub fn start_with_data_limit(ns: &NetNs, insecure_registries: &[&str], bytes: u64) -> Result<Berthd> {
+        Self::start_inner(ns, insecure_registries, &[], &[], Some(bytes))
+    }
+
+    fn start_inner(
+        ns: &NetNs,
+        insecure_registries: &[&str],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        data_limit: Option<u64>,
+    ) -> Result<Berthd> {
         let dir = tempfile::Builder::new()
             .prefix("berth-berthd-")
             .tempdir()
@@ -156,7 +174,24 @@ impl Berthd {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
             starts: 0,
+            data_mount: None,
         };
+        if let Some(bytes) = data_limit {
+            let root = d.data_root();
+            std::fs::create_dir(&root).ctx(|| "mkdir data root".into())?;
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0711"), "berth-test-data"])
+                .arg(&root)
+                .output()
+                .ctx(|| "mount tmpfs".into())?;
+            if !out.status.success() {
+                return Err(Error::Command {
+                    command: "mount -t tmpfs".into(),
+                    detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+                });
+            }
+            d.data_mount = Some(root);
+        }
         d.spawn()?;
         Ok(d)
     }
@@ -401,6 +436,11 @@ impl Drop for Berthd {
             self.remove_all_containers();
         }
         self.sigterm();
+        if let Some(m) = self.data_mount.take() {
+            // Container mounts below it went with the containers; a lazy unmount covers a
+            // straggler rather than leaving the tmpfs behind.
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
         if std::thread::panicking() {
             eprintln!(
                 "===== berthd log ({}) =====\n{}\n===== end berthd log =====",

@@ -292,7 +292,7 @@ pub fn nft_in(ns: &NetNs) -> String {
 }
 
 /// Processes (other than berthd itself) whose command line names `root` or one of `ids`.
-fn processes_naming(root: &str, ids: &BTreeSet<String>, berthd: Option<u32>) -> BTreeMap<i32, String> {
+pub fn processes_naming(root: &str, ids: &BTreeSet<String>, berthd: Option<u32>) -> BTreeMap<i32, String> {
     let mut out = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else { return out };
     for e in dir.flatten() {
@@ -311,7 +311,7 @@ fn processes_naming(root: &str, ids: &BTreeSet<String>, berthd: Option<u32>) -> 
 }
 
 /// Existing cgroup directories `<controller>/<parent>/<id>` for the given IDs.
-fn cgroups_of(parents: &[String], ids: &BTreeSet<String>) -> BTreeSet<PathBuf> {
+pub fn cgroups_of(parents: &[String], ids: &BTreeSet<String>) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
     let ctrls: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
         .map(|r| r.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())

@@ -25,8 +25,10 @@ pub mod image;
 pub mod leaks;
 pub mod netns;
 pub mod probe;
+pub mod proxy;
 pub mod push;
 pub mod registry;
+pub mod storecheck;
 pub mod vm;
 pub mod world;
 
