@@ -305,3 +305,65 @@ fn gc_removes_only_unreferenced() {
     assert_eq!(s.gc().unwrap(), GcStats::default());
     assert!(fs::read_dir(t.path().join("tmp")).unwrap().next().is_none());
 }
+
+#[test]
+fn publish_image_stores_record_and_reference_together() {
+    if !is_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let s = open(t.path());
+    let rec = make_image(&s, 7, &[b"one"]);
+    s.delete_image(&rec.id).unwrap();
+    let r = Reference::parse("127.0.0.1:5000/pub:1").unwrap();
+    // Stored and tagged in one call; `make` sees no record the first time, the stored one after.
+    let prev = s
+        .publish_image(&rec.id, |now| {
+            assert!(now.is_none());
+            let mut x = rec.clone();
+            x.repo_digests.push("127.0.0.1:5000/pub@sha256:aa".into());
+            x
+        }, Some(&r))
+        .unwrap();
+    assert_eq!(prev, None);
+    assert_eq!(s.resolve("127.0.0.1:5000/pub:1").unwrap(), rec.id);
+    s.publish_image(&rec.id, |now| {
+        let now = now.expect("the stored record");
+        assert_eq!(now.repo_digests.len(), 1);
+        now.clone()
+    }, None)
+    .unwrap();
+    // A record whose layer is missing is refused, and nothing is tagged.
+    let mut bad = rec.clone();
+    bad.id = s.write_blob(&config(8)).unwrap();
+    bad.layers = vec![Digest::of(b"no such layer")];
+    let r2 = Reference::parse("127.0.0.1:5000/pub:2").unwrap();
+    assert!(matches!(s.publish_image(&bad.id.clone(), |_| bad, Some(&r2)), Err(ImageError::NotFound(_))));
+    assert!(s.resolve("127.0.0.1:5000/pub:2").is_err());
+    // Both survive a reopen.
+    drop(s);
+    let s = open(t.path());
+    assert_eq!(s.resolve("127.0.0.1:5000/pub:1").unwrap(), rec.id);
+    assert_eq!(s.get_image(&rec.id).unwrap().repo_digests.len(), 1);
+}
+
+#[test]
+fn lease_waits_for_a_gc_under_way() {
+    let t = tempfile::tempdir().unwrap();
+    let s = open(t.path());
+    let d = Digest::of(b"x");
+    // Stand-in for a gc that is deleting: it holds the gc lock exclusively.
+    let gc = s.gc_lock.write().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let lease = s.lease([d.clone()]);
+            tx.send(()).unwrap();
+            drop(lease);
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "a lease was taken while gc ran");
+        drop(gc);
+        rx.recv_timeout(Duration::from_secs(5)).expect("the lease is taken once gc is done");
+    });
+    assert!(s.leases.lock().unwrap().is_empty());
+}
