@@ -525,3 +525,43 @@ fn disk_full_during_logs_keeps_containers_running_and_logs_readable() {
 fn last_line_number(s: &str) -> u64 {
     s.lines().rev().find_map(|l| l.split(' ').nth(1)?.parse().ok()).unwrap_or(0)
 }
+
+#[test]
+fn disk_full_during_a_build_layer_fails_cleanly_and_recovers() {
+    require_berthd!();
+    let t0 = Instant::now();
+    let fx = berth_tests::fixtures::Fixtures::start().unwrap();
+    let d = Berthd::start_with_data_limit(&fx.ns, &[fx.registry.addr()], 24 << 20).expect("start berthd");
+    let small = fx.reference("busybox:latest");
+    d.docker_ok(&["pull", "-q", &small]);
+    d.docker_ok(&["run", "-d", "--name", "bystander", "--network", "none", &small, "sleep", "1000"]);
+    // The RUN step's 9 MiB fit in the container's upper dir; turning them into a layer (a
+    // 9 MiB tar blob, then its unpacked copy) does not fit in what is left.
+    let df = format!("FROM {small}\nRUN dd if=/dev/urandom of=/big bs=1M count=9 2>/dev/null && sha256sum /big > /big.sum\n");
+    let out = d.docker_with_stdin(&["build", "-t", "full/build:1", "-"], Some(df.as_bytes()));
+    assert!(!out.success(), "a build layer that cannot fit was committed:\n{}", out.stdout);
+    let msg = format!("{}{}", out.stdout, out.stderr).to_lowercase();
+    assert!(msg.contains("no space left on device"), "the build's error does not say the disk is full:\n{msg}");
+    // The step itself ran (the container wrote its file): the layer commit hit the full disk.
+    assert!(!msg.contains("returned a non-zero code"), "the RUN step itself failed, not the layer commit:\n{msg}");
+    eprintln!("build on a full disk: {}", out.stderr.trim().lines().last().unwrap_or(""));
+    d.docker(&["image", "inspect", "full/build:1"]).assert_fail();
+    let r = storecheck::check(&d.data_root()).unwrap_or_else(|e| panic!("store inconsistent after ENOSPC in a build:\n{e}"));
+    assert_eq!(r.images.len(), 1, "only busybox is an image: {:?}", r.images);
+    let tmp: Vec<&String> = r.scratch.iter().filter(|s| s.starts_with("tmp/")).collect();
+    assert!(tmp.is_empty(), "the failed layer left temp data: {tmp:?}");
+    d.docker_ok(&["exec", "bystander", "true"]);
+    // The build's own container went with the failed step (or is removable), and the disk is
+    // usable again once it grows: the same build works.
+    for id in lines(&d.docker_ok(&["ps", "-a", "-q", "--filter", "status=exited"])) {
+        d.docker_ok(&["rm", &id]);
+    }
+    resize_tmpfs(&d.data_root(), 96 << 20);
+    d.docker_with_stdin(&["build", "-t", "full/build:1", "-"], Some(df.as_bytes())).assert_ok();
+    let sum = d.docker_ok(&["run", "--rm", "--network", "none", "full/build:1", "sh", "-c", "sha256sum /big | cmp - /big.sum && echo same"]);
+    assert_eq!(sum.trim(), "same");
+    storecheck::check(&d.data_root()).unwrap_or_else(|e| panic!("store inconsistent after recovery:\n{e}"));
+    d.docker_ok(&["rm", "-f", "bystander"]);
+    drop(d);
+    eprintln!("disk_full_during_a_build_layer_fails_cleanly_and_recovers: {:?}", t0.elapsed());
+}
