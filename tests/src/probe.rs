@@ -5,7 +5,8 @@
 //!   CVE-2019-5736 exploit, and a TCP scan that recognises the Engine API (`probe.c`);
 //! - `fake-ld` (static, no libc): a container-side ELF loader that grabs `/proc/self/exe`
 //!   when the runtime binary is executed inside the container (`fake_ld.c`);
-//! - `libnss_berthevil.so.2`: an NSS module whose constructor leaves a marker (`nss_evil.c`).
+//! - `libnss_berthevil.so.2`: an NSS module whose constructor leaves a marker (`nss_evil.c`);
+//! - `udp-echo` (static): a UDP echo server for the published-port tests (`udp_echo.c`).
 //!
 //! Busybox cannot make these calls, and a real exploit is the only honest way to show that the
 //! protection holds (and that the test fails without it).
@@ -19,6 +20,7 @@ use crate::{Error, IoContext, Result};
 const PROBE_C: &str = include_str!("probe.c");
 const FAKE_LD_C: &str = include_str!("fake_ld.c");
 const NSS_EVIL_C: &str = include_str!("nss_evil.c");
+const UDP_ECHO_C: &str = include_str!("udp_echo.c");
 
 /// The compiled helpers (in a directory that lives as long as the test process).
 #[derive(Debug)]
@@ -26,6 +28,7 @@ pub struct Probes {
     pub probe: PathBuf,
     pub fake_ld: PathBuf,
     pub nss_evil: PathBuf,
+    pub udp_echo: PathBuf,
 }
 
 fn cc(dir: &Path, src_name: &str, src: &str, out: &str, flags: &[&str]) -> Result<PathBuf> {
@@ -64,6 +67,7 @@ fn build() -> Result<Probes> {
             &["-O1", "-static", "-nostdlib", "-no-pie", "-fno-pic", "-fno-stack-protector", "-fcf-protection=none"],
         )?,
         nss_evil: cc(&dir, "nss_evil.c", NSS_EVIL_C, "libnss_berthevil.so.2", &["-O1", "-shared", "-fPIC"])?,
+        udp_echo: cc(&dir, "udp_echo.c", UDP_ECHO_C, "udp-echo", &["-O1", "-static"])?,
     })
 }
 

@@ -12,7 +12,6 @@ use berth_tests::netns::NetNs;
 use berth_tests::require_berthd;
 use berth_tests::world::World;
 
-/// `GET /` on 127.0.0.1:port from the test's namespace (the "host" of berthd).
 /// One GET, retried for a while when the relay resets the connection: `docker run -d`
 /// returns once the container started, maybe before its server listens (as with Docker), and
 /// the relay then finds nothing to connect to.
@@ -305,4 +304,40 @@ fn find_id(d: &Berthd, name: &str) -> String {
         }
     }
     panic!("no container {name}");
+}
+
+/// A datagram to a published UDP port reaches the container and its answer comes back to the
+/// sender, on the host IP given and, without one, on `[::]` as well.
+#[test]
+fn published_udp_ports_relay_datagrams_both_ways() {
+    require_berthd!();
+    let w = World::start();
+    let bb = w.pulled("busybox:latest");
+    let d = &w.d;
+    let ns = &w.fx.ns;
+    let echo = berth_tests::probe::probes().unwrap().udp_echo.display().to_string();
+    let (p1, p2) = (ns.free_port().unwrap(), ns.free_port().unwrap());
+    d.docker_ok(&["run", "-d", "--name", "udp", "-p", &format!("127.0.0.1:{p1}:7/udp"), "-p", &format!("{p2}:7/udp"), &bb, "sleep", "300"]);
+    d.docker_ok(&["cp", &echo, "udp:/udp-echo"]);
+    d.docker_ok(&["exec", "-d", "udp", "/udp-echo", "7"]);
+    let ask = |to: &str, msg: &str| -> String {
+        let local = if to.starts_with('[') { "[::1]:0" } else { "127.0.0.1:0" };
+        let s = ns.run(move || std::net::UdpSocket::bind(local).unwrap()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        // Retried: the echo server may not be bound yet right after `exec -d`.
+        for _ in 0..30 {
+            s.send_to(msg.as_bytes(), to).unwrap();
+            let mut buf = [0u8; 1500];
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                return String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+        }
+        panic!("no answer from {to}");
+    };
+    assert_eq!(ask(&format!("127.0.0.1:{p1}"), "one"), "echo:one");
+    assert_eq!(ask(&format!("127.0.0.1:{p2}"), "two"), "echo:two");
+    assert_eq!(ask(&format!("[::1]:{p2}"), "three"), "echo:three");
+    let out = d.docker_ok(&["port", "udp", "7/udp"]);
+    assert!(out.contains(&format!("127.0.0.1:{p1}")) && out.contains(&format!("[::]:{p2}")), "{out}");
+    d.docker_ok(&["rm", "-f", "udp"]);
 }

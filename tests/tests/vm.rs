@@ -93,6 +93,7 @@ fn vm_end_to_end() {
 
     // --- published ports (-p): the agent listens on the host and forwards over vsock ---------
     published_port_reaches_the_host(&vm, &fx, &web);
+    published_udp_port_reaches_the_host(&vm, &fx);
 
     // --- berth down, berth up: the image is still there ---------------------------------------
     let down = vm.berth_ok(&["down"]);
@@ -189,4 +190,30 @@ fn published_port_reaches_the_host(vm: &BerthVm, fx: &Fixtures, web: &str) {
         assert!(std::time::Instant::now() < deadline, "host port {port} still open after rm");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// `-p 127.0.0.1:PORT:7/udp`: a datagram to the host port goes over vsock (one frame per
+/// datagram) to the container's echo server, and the answer comes back to the sender.
+fn published_udp_port_reaches_the_host(vm: &BerthVm, fx: &Fixtures) {
+    let port = fx.ns.free_port().unwrap();
+    let echo = berth_tests::probe::probes().unwrap().udp_echo.display().to_string();
+    let id = vm.docker_ok(&["run", "-d", "-p", &format!("127.0.0.1:{port}:7/udp"), "busybox", "sleep", "300"]);
+    let id = id.trim();
+    vm.docker_ok(&["cp", &echo, &format!("{id}:/udp-echo")]);
+    vm.docker_ok(&["exec", "-d", id, "/udp-echo", "7"]);
+    let s = fx.ns.run(|| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_millis(500))).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let answer = loop {
+        // Retried: the agent opens the host port on the start event, and the echo server
+        // binds after `exec -d` returns.
+        s.send_to(b"through the vm", ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 1500];
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            break String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "UDP host port {port} never answered");
+    };
+    assert_eq!(answer, "echo:through the vm");
+    vm.docker_ok(&["rm", "-f", id]);
 }

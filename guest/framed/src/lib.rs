@@ -170,6 +170,45 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Framed<S> {
     }
 }
 
+/// Send one datagram as one frame (published UDP ports: one frame per datagram keeps the
+/// message boundaries a byte stream would lose). An empty datagram cannot be sent: its frame
+/// would read as the end of the stream, so it is dropped.
+pub async fn write_datagram<W: AsyncWrite + Unpin>(w: &mut W, d: &[u8]) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    if d.is_empty() {
+        return Ok(());
+    }
+    if d.len() > MAX_FRAME {
+        return Err(invalid(format!("datagram of {} bytes is over the limit", d.len())));
+    }
+    let mut buf = Vec::with_capacity(4 + d.len());
+    buf.extend_from_slice(&(d.len() as u32).to_be_bytes());
+    buf.extend_from_slice(d);
+    w.write_all(&buf).await?;
+    w.flush().await
+}
+
+/// Receive one datagram into `buf`; false at the end-of-stream frame or a clean EOF.
+pub async fn read_datagram<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<bool> {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n == 0 {
+        return Ok(false);
+    }
+    if n > MAX_FRAME {
+        return Err(invalid(format!("frame of {n} bytes is over the limit")));
+    }
+    buf.resize(n, 0);
+    r.read_exact(buf).await?;
+    Ok(true)
+}
+
 /// Buffer of each direction of [`splice_framed`]: a frame per read, large enough that a bulk
 /// copy (`docker cp`, a published port's download) is not cut into many small vsock packets.
 const SPLICE_BUF: usize = 256 * 1024;
@@ -266,6 +305,27 @@ mod tests {
         drop(client);
         a.await.unwrap().unwrap();
         b.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn datagrams_keep_their_boundaries() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let writer = tokio::spawn(async move {
+            for d in [&b"one"[..], b"", b"two two", &[7u8; 70_000][..]] {
+                write_datagram(&mut a, d).await.unwrap();
+            }
+            a.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        let mut buf = Vec::new();
+        while read_datagram(&mut b, &mut buf).await.unwrap() {
+            got.push(buf.clone());
+        }
+        assert_eq!(got, vec![b"one".to_vec(), b"two two".to_vec(), vec![7u8; 70_000]], "the empty one is dropped");
+        writer.await.unwrap();
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&((MAX_FRAME as u32) + 1).to_be_bytes()).await.unwrap();
+        assert!(read_datagram(&mut b, &mut buf).await.is_err());
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //!
 //! | port | direction | protocol |
 //! |---|---|---|
-//! | 2376 | host to guest | forward: `tcp IP:PORT\n`, answer `OK\n` or `ERR reason\n`, then raw bytes (published ports) |
+//! | 2376 | host to guest | forward: `tcp IP:PORT\n` (or `tcp+framed`, `udp`), answer `OK\n` or `ERR reason\n`, then raw bytes, frames, or one frame per datagram (published ports) |
 //! | 2378 | host to guest | shell: `shell ROWS COLS\n`, answer `OK\n`, then a pty running /bin/sh (`berth shell`) |
 //! | 2379 | host to guest | control: `shutdown\n` or `sync-time\n`, answer `OK ...\n` |
 //! | 2380 | host to guest | berthd itself (`--host vsock+framed://:2380`): the Engine API with half-close carried in frames |
@@ -51,15 +51,28 @@ fn bad(msg: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_string())
 }
 
-/// A forward request: `tcp 127.0.0.1:8080` (raw bytes after `OK`) or `tcp+framed ADDR`
-/// (frames after `OK`, for transports whose half-close is a full close; see the berth-framed crate).
-pub fn parse_forward(line: &str) -> Result<(SocketAddr, bool), String> {
-    let (rest, framed) = match (line.strip_prefix("tcp "), line.strip_prefix("tcp+framed ")) {
-        (Some(r), _) => (r, false),
-        (_, Some(r)) => (r, true),
+/// How a forward carries its traffic after `OK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardKind {
+    /// `tcp ADDR`: raw bytes.
+    Tcp,
+    /// `tcp+framed ADDR`: frames, for transports whose half-close is a full close (see the
+    /// berth-framed crate).
+    TcpFramed,
+    /// `udp ADDR`: one frame per datagram, each way (one stream per host-side client).
+    Udp,
+}
+
+/// A forward request line: its kind and target.
+pub fn parse_forward(line: &str) -> Result<(SocketAddr, ForwardKind), String> {
+    let (kind, rest) = line.split_once(' ').ok_or_else(|| format!("unsupported forward {line:?}"))?;
+    let kind = match kind {
+        "tcp" => ForwardKind::Tcp,
+        "tcp+framed" => ForwardKind::TcpFramed,
+        "udp" => ForwardKind::Udp,
         _ => return Err(format!("unsupported forward {line:?}")),
     };
-    rest.trim().parse::<SocketAddr>().map(|a| (a, framed)).map_err(|_| format!("bad address {rest:?}"))
+    rest.trim().parse::<SocketAddr>().map(|a| (a, kind)).map_err(|_| format!("bad address {rest:?}"))
 }
 
 /// A shell request: `shell ROWS COLS`.
@@ -113,17 +126,20 @@ pub fn start_all(rt: &tokio::runtime::Runtime, shutdown: Sender<()>) {
 
 async fn forward(mut s: VsockStream) {
     let Ok(line) = read_line(&mut s).await else { return };
-    let (target, framed) = match parse_forward(&line) {
+    let (target, kind) = match parse_forward(&line) {
         Ok(t) => t,
         Err(e) => {
             let _ = s.write_all(format!("ERR {e}\n").as_bytes()).await;
             return;
         }
     };
+    if kind == ForwardKind::Udp {
+        return forward_udp(s, target).await;
+    }
     match TcpStream::connect(target).await {
         Ok(mut t) => {
             if s.write_all(b"OK\n").await.is_ok() {
-                if framed {
+                if kind == ForwardKind::TcpFramed {
                     let _ = berth_framed::splice_framed(t, s).await;
                 } else {
                     let _ = tokio::io::copy_bidirectional(&mut s, &mut t).await;
@@ -133,6 +149,56 @@ async fn forward(mut s: VsockStream) {
         Err(e) => {
             let _ = s.write_all(format!("ERR connect {target}: {e}\n").as_bytes()).await;
         }
+    }
+}
+
+/// One host-side UDP client's flow to `target`: datagrams from the stream go out of a socket
+/// connected to the target, its answers come back as frames. Ends when the host ends the
+/// stream (the agent closes idle flows).
+async fn forward_udp(mut s: VsockStream, target: SocketAddr) {
+    let local: SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let sock = match tokio::net::UdpSocket::bind(local).await {
+        Ok(u) => u,
+        Err(e) => {
+            let _ = s.write_all(format!("ERR bind: {e}\n").as_bytes()).await;
+            return;
+        }
+    };
+    if let Err(e) = sock.connect(target).await {
+        let _ = s.write_all(format!("ERR connect {target}: {e}\n").as_bytes()).await;
+        return;
+    }
+    if s.write_all(b"OK\n").await.is_err() {
+        return;
+    }
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let up = async {
+        let mut buf = Vec::new();
+        while let Ok(true) = berth_framed::read_datagram(&mut rd, &mut buf).await {
+            // A target that is not listening answers with ICMP: that datagram is lost, as
+            // it would be without Berth in between.
+            let _ = sock.send(&buf).await;
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            match sock.recv(&mut buf).await {
+                Ok(n) => {
+                    if berth_framed::write_datagram(&mut wr, &buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+                // ECONNREFUSED from an earlier datagram's ICMP: keep the flow.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(_) => return,
+            }
+        }
+    };
+    // The host ending the stream ends the flow; the target going quiet does not.
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
     }
 }
 
@@ -266,10 +332,11 @@ mod tests {
 
     #[test]
     fn forward_headers() {
-        assert_eq!(parse_forward("tcp 127.0.0.1:8080").unwrap(), ("127.0.0.1:8080".parse().unwrap(), false));
-        assert_eq!(parse_forward("tcp [::1]:80").unwrap(), ("[::1]:80".parse().unwrap(), false));
-        assert_eq!(parse_forward("tcp+framed 10.0.0.2:80").unwrap(), ("10.0.0.2:80".parse().unwrap(), true));
-        assert!(parse_forward("udp 127.0.0.1:53").is_err());
+        assert_eq!(parse_forward("tcp 127.0.0.1:8080").unwrap(), ("127.0.0.1:8080".parse().unwrap(), ForwardKind::Tcp));
+        assert_eq!(parse_forward("tcp [::1]:80").unwrap(), ("[::1]:80".parse().unwrap(), ForwardKind::Tcp));
+        assert_eq!(parse_forward("tcp+framed 10.0.0.2:80").unwrap(), ("10.0.0.2:80".parse().unwrap(), ForwardKind::TcpFramed));
+        assert_eq!(parse_forward("udp 127.0.0.1:53").unwrap(), ("127.0.0.1:53".parse().unwrap(), ForwardKind::Udp));
+        assert!(parse_forward("sctp 127.0.0.1:53").is_err());
         assert!(parse_forward("tcp localhost:80").is_err(), "no name lookups in init");
         assert!(parse_forward("").is_err());
     }

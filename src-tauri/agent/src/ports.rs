@@ -32,7 +32,7 @@ pub struct Published {
     pub guest_target: SocketAddr,
 }
 
-/// Published TCP ports from a `GET /containers/{id}/json` answer.
+/// Published TCP and UDP ports from a `GET /containers/{id}/json` answer.
 pub fn published_ports(id: &str, inspect: &Value) -> Vec<Published> {
     let ns = &inspect["NetworkSettings"];
     let container_ip: Option<IpAddr> = ns["IPAddress"]
@@ -44,8 +44,8 @@ pub fn published_ports(id: &str, inspect: &Value) -> Vec<Published> {
     let Some(ports) = ns["Ports"].as_object() else { return out };
     for (cport, bindings) in ports {
         let Some((num, proto)) = cport.split_once('/') else { continue };
-        if proto != "tcp" {
-            continue; // UDP forwarding is not done yet
+        if proto != "tcp" && proto != "udp" {
+            continue;
         }
         let Ok(cnum) = num.parse::<u16>() else { continue };
         for b in bindings.as_array().into_iter().flatten() {
@@ -132,11 +132,15 @@ impl PortTable {
         let mut opened = Vec::new();
         for p in ports {
             let addr = format!("{}:{}", bracket(&p.forward.host_ip), p.forward.host_port);
-            match TcpListener::bind(&addr).await {
-                Ok(l) => {
-                    let t = Arc::clone(transport);
-                    let target = p.guest_target;
-                    let task = tokio::spawn(accept_loop(l, t, target));
+            let t = Arc::clone(transport);
+            let target = p.guest_target;
+            let task = if p.forward.container_port.ends_with("/udp") {
+                tokio::net::UdpSocket::bind(&addr).await.map(|u| tokio::spawn(udp_loop(u, t, target)))
+            } else {
+                TcpListener::bind(&addr).await.map(|l| tokio::spawn(accept_loop(l, t, target)))
+            };
+            match task {
+                Ok(task) => {
                     let _ = tx.send(PortChange::Opened(p.forward.clone()));
                     opened.push(Open { published: p, task });
                 }
@@ -175,6 +179,75 @@ async fn accept_loop(l: TcpListener, t: Arc<dyn Transport>, target: SocketAddr) 
     }
 }
 
+/// How long a UDP flow (one host-side client address) lives without a datagram either way;
+/// docker-proxy keeps its UDP flows 90 s too.
+const UDP_IDLE: Duration = Duration::from_secs(90);
+
+/// A published UDP port: each client address gets its own stream to init's forward service
+/// (`udp ADDR`, one frame per datagram), so answers go back to the client that asked. The
+/// flows are tasks of this one, so closing the port (its task aborted) ends them all and frees
+/// the host port at once.
+async fn udp_loop(sock: tokio::net::UdpSocket, t: Arc<dyn Transport>, target: SocketAddr) {
+    use std::collections::HashMap;
+    let sock = Arc::new(sock);
+    let mut flows: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let Ok((n, client)) = sock.recv_from(&mut buf).await else { continue };
+        flows.retain(|_, tx| !tx.is_closed());
+        let tx = flows.entry(client).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(64);
+            tasks.spawn(udp_flow(Arc::clone(&t), target, Arc::clone(&sock), client, rx));
+            tx
+        });
+        // A full queue drops the datagram, as a busy UDP path may.
+        let _ = tx.try_send(buf[..n].to_vec());
+    }
+}
+
+async fn udp_flow(t: Arc<dyn Transport>, target: SocketAddr, sock: Arc<tokio::net::UdpSocket>, client: SocketAddr, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let g = match request_forward(&*t, "udp", target).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!("UDP port forward to {target}: {e}");
+            return;
+        }
+    };
+    let (mut rd, mut wr) = tokio::io::split(g);
+    let last = Arc::new(Mutex::new(std::time::Instant::now()));
+    let last2 = Arc::clone(&last);
+    // Answers: read in a task of its own (a frame read is not safe to cancel midway).
+    let answers = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while let Ok(true) = berth_framed::read_datagram(&mut rd, &mut buf).await {
+            *last2.lock().expect("udp flow clock") = std::time::Instant::now();
+            if sock.send_to(&buf, client).await.is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        let idle_for = last.lock().expect("udp flow clock").elapsed();
+        let Some(left) = UDP_IDLE.checked_sub(idle_for) else { break };
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some(d)) => {
+                *last.lock().expect("udp flow clock") = std::time::Instant::now();
+                if berth_framed::write_datagram(&mut wr, &d).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {}
+        }
+        if answers.is_finished() {
+            break;
+        }
+    }
+    answers.abort();
+}
+
 /// A connection to a TCP address inside the VM, raw or framed (see [`crate::framed`]).
 pub struct GuestTcp {
     stream: crate::transport::BoxStream,
@@ -195,9 +268,16 @@ impl GuestTcp {
 
 /// A stream to `target` inside the VM through init's forward service.
 pub async fn open_forward(t: &dyn Transport, target: SocketAddr) -> std::io::Result<GuestTcp> {
-    let mut g = t.connect(FORWARD_PORT).await?;
     let framed = !t.half_close();
     let kind = if framed { "tcp+framed" } else { "tcp" };
+    let stream = request_forward(t, kind, target).await?;
+    Ok(GuestTcp { stream, framed })
+}
+
+/// Ask init's forward service for `kind target` (`tcp`, `tcp+framed`, `udp`); the stream
+/// after its `OK`.
+async fn request_forward(t: &dyn Transport, kind: &str, target: SocketAddr) -> std::io::Result<crate::transport::BoxStream> {
+    let mut g = t.connect(FORWARD_PORT).await?;
     g.write_all(format!("{kind} {target}\n").as_bytes()).await?;
     let mut line = Vec::new();
     loop {
@@ -211,7 +291,7 @@ pub async fn open_forward(t: &dyn Transport, target: SocketAddr) -> std::io::Res
         }
     }
     if line == b"OK" {
-        Ok(GuestTcp { stream: g, framed })
+        Ok(g)
     } else {
         Err(std::io::Error::other(String::from_utf8_lossy(&line).into_owned()))
     }
@@ -325,6 +405,7 @@ mod tests {
         let p = published_ports("c1", &v);
         let f: Vec<_> = p.iter().map(|p| (p.forward.host_ip.as_str(), p.forward.host_port, p.guest_target.to_string())).collect();
         assert_eq!(f, vec![
+            ("127.0.0.1", 5353, "172.17.0.2:53".to_string()),
             ("127.0.0.1", 8080, "172.17.0.2:80".to_string()),
             ("127.0.0.1", 8443, "172.17.0.2:443".to_string()),
             ("::1", 8080, "172.17.0.2:80".to_string()),
