@@ -22,7 +22,7 @@ const FAKE_LD_C: &str = include_str!("fake_ld.c");
 const NSS_EVIL_C: &str = include_str!("nss_evil.c");
 const UDP_ECHO_C: &str = include_str!("udp_echo.c");
 
-/// The compiled helpers (in a directory that lives as long as the test process).
+/// The compiled helpers (in a directory shared by every test process, one per source version).
 #[derive(Debug)]
 pub struct Probes {
     pub probe: PathBuf,
@@ -52,23 +52,46 @@ fn cc(dir: &Path, src_name: &str, src: &str, out: &str, flags: &[&str]) -> Resul
 }
 
 fn build() -> Result<Probes> {
-    let dir = tempfile::Builder::new()
-        .prefix("berth-probes-")
+    // One directory per version of the sources, shared by every test process (and run): built
+    // in a private temp dir, then renamed into place; a process that loses the race uses the
+    // winner's. So nothing piles up in /tmp.
+    let hash = crate::sha256_digest(format!("{PROBE_C}{FAKE_LD_C}{NSS_EVIL_C}{UDP_ECHO_C}").as_bytes());
+    let dir = std::env::temp_dir().join(format!("berth-probes-{}", &hash["sha256:".len().."sha256:".len() + 16]));
+    let probes = |d: &Path| Probes {
+        probe: d.join("probe"),
+        fake_ld: d.join("fake-ld"),
+        nss_evil: d.join("libnss_berthevil.so.2"),
+        udp_echo: d.join("udp-echo"),
+    };
+    let done = dir.join("done");
+    if done.is_file() {
+        return Ok(probes(&dir));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("berth-probes-build-")
         .tempdir()
-        .ctx(|| "tempdir".into())?
-        .keep();
-    Ok(Probes {
-        probe: cc(&dir, "probe.c", PROBE_C, "probe", &["-O1", "-static"])?,
-        fake_ld: cc(
-            &dir,
-            "fake_ld.c",
-            FAKE_LD_C,
-            "fake-ld",
-            &["-O1", "-static", "-nostdlib", "-no-pie", "-fno-pic", "-fno-stack-protector", "-fcf-protection=none"],
-        )?,
-        nss_evil: cc(&dir, "nss_evil.c", NSS_EVIL_C, "libnss_berthevil.so.2", &["-O1", "-shared", "-fPIC"])?,
-        udp_echo: cc(&dir, "udp_echo.c", UDP_ECHO_C, "udp-echo", &["-O1", "-static"])?,
-    })
+        .ctx(|| "tempdir".into())?;
+    let t = tmp.path();
+    cc(t, "probe.c", PROBE_C, "probe", &["-O1", "-static"])?;
+    cc(
+        t,
+        "fake_ld.c",
+        FAKE_LD_C,
+        "fake-ld",
+        &["-O1", "-static", "-nostdlib", "-no-pie", "-fno-pic", "-fno-stack-protector", "-fcf-protection=none"],
+    )?;
+    cc(t, "nss_evil.c", NSS_EVIL_C, "libnss_berthevil.so.2", &["-O1", "-shared", "-fPIC"])?;
+    cc(t, "udp_echo.c", UDP_ECHO_C, "udp-echo", &["-O1", "-static"])?;
+    std::fs::write(t.join("done"), "").ctx(|| "write done".into())?;
+    let tmp_path = tmp.keep();
+    if std::fs::rename(&tmp_path, &dir).is_err() {
+        // Another process got there first (or a stale half-built dir is in the way).
+        let _ = std::fs::remove_dir_all(&tmp_path);
+        if !done.is_file() {
+            return Err(Error::Command { command: "build probes".into(), detail: format!("{} exists but is incomplete", dir.display()) });
+        }
+    }
+    Ok(probes(&dir))
 }
 
 /// Build once per test process.
