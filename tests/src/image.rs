@@ -465,3 +465,17 @@ mod tests {
         assert_eq!(arm.layers[1].digest, img.layers[1].digest);
     }
 }
+
+/// Deterministic incompressible bytes (xorshift), so a layer has real size on the wire and on
+/// disk.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

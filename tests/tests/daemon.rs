@@ -11,6 +11,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use berth_tests::image::noise;
 use berth_tests::berthd::{berthd_binary, run_with_timeout, tail, Berthd};
 use berth_tests::evil::{EvilContent, EvilRegistry};
 use berth_tests::image::{Compression, Image, Layer, LayerBuilder, RunConfig};
@@ -47,18 +48,6 @@ fn unix_now() -> String {
     format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
 }
 
-/// Deterministic incompressible bytes (xorshift), so a layer has real size on the wire.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Status, headers and body of one API call. The library's client keeps no headers, and the
 /// `Api-Version` header is part of what is tested here, hence this local variant.

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use berth_tests::image::noise;
 use berth_tests::berthd::{api_request, run_with_timeout, tail, Berthd};
 use berth_tests::evil::{EvilContent, EvilRegistry};
 use berth_tests::image::{busybox_layer, Compression, Image, LayerBuilder, RunConfig};
@@ -20,18 +21,6 @@ use berth_tests::require_berthd;
 use berth_tests::storecheck;
 use berth_tests::world::World;
 
-/// Deterministic incompressible bytes (xorshift), so layers have real size.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn sha256_hex(data: &[u8]) -> String {
     berth_tests::sha256_digest(data).trim_start_matches("sha256:").to_string()

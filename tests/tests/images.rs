@@ -7,6 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_tests::image::noise;
 use berth_tests::berthd::{run_with_timeout, Berthd};
 use berth_tests::evil::{self, BlobBehavior, EvilContent, EvilRegistry};
 use berth_tests::fixtures::{AUTH_PASSWORD, AUTH_USER};
@@ -68,18 +69,6 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Deterministic incompressible-ish bytes (xorshift), so a layer has real size on the wire.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A one-layer image whose layer is `tar` (gzip), unique per `tag` via the history text.
 fn single_layer_image(tar: &[u8], what: &str) -> Image {

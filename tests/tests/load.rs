@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use berth_tests::image::noise;
 use berth_tests::berthd::{run_with_timeout, tail, Berthd};
 use berth_tests::evil::{EvilContent, EvilRegistry};
 use berth_tests::image::{busybox_layer, Compression, Image, LayerBuilder, RunConfig};
@@ -21,17 +22,6 @@ use berth_tests::require_berthd;
 use berth_tests::storecheck;
 use berth_tests::world::World;
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn lines(s: &str) -> Vec<String> {
     s.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
