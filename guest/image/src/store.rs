@@ -643,15 +643,7 @@ impl Store {
             meta.images.insert(id.clone(), rec);
         }
         let Some(r) = r else { return Ok(None) };
-        let key = r.to_string();
-        if meta.refs.get(&key) == Some(id) {
-            return Ok(Some(id.clone()));
-        }
-        let mut refs = meta.refs.clone();
-        let prev = refs.insert(key, id.clone());
-        self.write_refs(&refs)?;
-        meta.refs = refs;
-        Ok(prev)
+        self.point_ref(&mut meta, r, id)
     }
 
     pub fn get_image(&self, id: &Digest) -> Result<ImageRecord, ImageError> {
@@ -700,6 +692,12 @@ impl Store {
         if !meta.images.contains_key(id) {
             return Err(ImageError::NotFound(format!("image {id}")));
         }
+        self.point_ref(&mut meta, r, id)
+    }
+
+    /// Points `r` at `id` on disk, then in memory (a failed write changes neither); the
+    /// previous target. Callers hold the meta lock.
+    fn point_ref(&self, meta: &mut Meta, r: &Reference, id: &Digest) -> Result<Option<Digest>, ImageError> {
         let key = r.to_string();
         if meta.refs.get(&key) == Some(id) {
             return Ok(Some(id.clone()));
