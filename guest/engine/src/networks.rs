@@ -879,8 +879,9 @@ pub fn reattach(e: &Arc<Engine>, c: &Container) {
 }
 
 /// After restore: remove what no running container accounts for (namespace files, veths on
-/// Berth bridges, bridges of deleted networks), then bring bridges and nftables in line.
-pub fn reconcile(e: &Engine) {
+/// Berth bridges, bridges of deleted networks), then, if `resync` (the setup at the start of
+/// restore failed), bring bridges and nftables in line.
+pub fn reconcile(e: &Engine, resync: bool) {
     let n = &e.networks;
     let running: Vec<Container> = e.containers.list().into_iter().filter(|c| matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting)).collect();
     let keep_ns: Vec<String> = running.iter().map(|c| c.net.sandbox.clone()).filter(|s| !s.is_empty()).collect();
@@ -912,8 +913,12 @@ pub fn reconcile(e: &Engine) {
             }
         }
     }
-    if let Err(err) = n.sync_host() {
-        tracing::warn!("network setup: {err}");
+    // Removing leftovers changes nothing in Berth's own bridges or table: set up again only if
+    // the setup at start failed (each `nft` run costs a process start, slow in a TCG VM).
+    if resync {
+        if let Err(err) = n.sync_host() {
+            tracing::warn!("network setup: {err}");
+        }
     }
 }
 

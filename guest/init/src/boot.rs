@@ -1,7 +1,4 @@
-//! Early boot: kernel filesystems, the bind-mounted root, kernel modules.
-
-use std::ffi::CString;
-use std::path::Path;
+//! Early boot: kernel filesystems, the bind-mounted root, loopback.
 
 use nix::mount::{mount, MsFlags};
 
@@ -58,29 +55,6 @@ pub fn enter_bind_root() -> Result<(), InitError> {
     std::env::set_current_dir("/").map_err(|e| InitError::Io("chdir /".into(), e))?;
     // Mount events below / propagate to nothing outside; containers get private copies.
     let _ = mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>);
-    Ok(())
-}
-
-/// Load the modules the image build listed (dependency order, one path per line). A module
-/// that is already loaded (or built in) is fine.
-pub fn load_modules(list: &str) -> Result<(), InitError> {
-    let Ok(text) = std::fs::read_to_string(list) else {
-        return Ok(());
-    };
-    let empty = CString::new("").expect("no NUL");
-    for path in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let f = std::fs::File::open(path).map_err(|e| InitError::Io(format!("open module {path}"), e))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: finit_module with a valid fd and a NUL-terminated, empty parameter string.
-        let rc = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), empty.as_ptr(), 0) };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                let name = Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                return Err(InitError::Io(format!("insmod {name}"), e));
-            }
-        }
-    }
     Ok(())
 }
 

@@ -1,12 +1,13 @@
 //! berth-init: PID 1 of the Berth VM.
 //!
 //! In order: mount the kernel filesystems (cgroup2 only: inside our VM cgroups are v2), move the
-//! initramfs root onto a bind mount (so the OCI runtime can `pivot_root`), load the kernel
-//! modules listed by the image build, format (first boot) and mount the persistent data disk at
-//! berthd's data root, set the clock from the host, start the host-facing vsock services, start
-//! berthd on vsock port 2375, and then reap orphans and keep berthd running until the host asks
-//! for a shutdown. Every stage is printed on the console as `berth-init: stage=NAME ...`, which
-//! the host agent timestamps.
+//! initramfs root onto a bind mount (so the OCI runtime can `pivot_root`), start loading the
+//! kernel modules listed by the image build (in parallel, in the background), start the
+//! host-facing vsock services and ask the host for the time, format (first boot) and mount the
+//! persistent data disk at berthd's data root, start berthd on vsock port 2375 once the modules
+//! it needs are in, and then reap orphans and keep berthd running until the host asks for a
+//! shutdown. Every stage is printed on the console as `berth-init: stage=NAME ...`, which the
+//! host agent timestamps.
 //!
 //! The vsock port numbers are a contract with the host agent (`src-tauri/agent`, `protocol.rs`).
 
@@ -15,6 +16,7 @@ mod clock;
 mod cmdline;
 mod console;
 mod disk;
+mod modules;
 mod services;
 mod supervise;
 
@@ -41,29 +43,43 @@ fn run() -> Result<(), InitError> {
     boot::enter_bind_root()?;
     let cmd = cmdline::Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     console::stage("init-up", "");
-    boot::load_modules("/etc/berth/modules")?;
+    // Modules load on background threads; each step below waits only for what it uses.
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mods = modules::Loader::start("/etc/berth/modules", cpus, !cmd.shares.is_empty())?;
     boot::mount_late()?;
     boot::loopback_up()?;
     // SAFETY: a valid buffer and length.
     unsafe { libc::sethostname(b"berth".as_ptr().cast(), 5) };
-    disk::prepare(&cmd.data_disk, disk::DATA_ROOT)?;
-    for share in &cmd.shares {
-        disk::mount_share(share)?;
-    }
-    console::stage("disk-up", disk::DATA_ROOT);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| InitError::Io("tokio runtime".into(), e))?;
-    // TLS certificates and image timestamps need the right time before berthd starts.
-    match rt.block_on(clock::sync_once()) {
-        Ok(off) => console::stage("clock-synced", &format!("offset_ms={}", off.0 / 1_000_000)),
-        Err(e) => console::line(&format!("clock: no time from the host yet: {e}")),
-    }
+    // The host's time and the host services as soon as vsock is there, while the disk mounts.
+    mods.wait_for(&["vmw_vsock_virtio_transport"])?;
+    let clock = rt.spawn(clock::sync_once());
     let (shutdown_tx, shutdown_rx) = std::sync::mpsc::channel::<()>();
     services::start_all(&rt, shutdown_tx);
+    mods.wait_for(&["virtio_mmio", "virtio_blk", "crc32c_generic", "ext4"])?;
+    disk::prepare(&cmd.data_disk, disk::DATA_ROOT)?;
+    if !cmd.shares.is_empty() {
+        mods.wait_for(&["9p", "9pnet_virtio"])?;
+    }
+    for share in &cmd.shares {
+        disk::mount_share(share)?;
+    }
+    console::stage("disk-up", disk::DATA_ROOT);
+    // TLS certificates and image timestamps need the right time before berthd starts.
+    match rt.block_on(clock) {
+        Ok(Ok(off)) => console::stage("clock-synced", &format!("offset_ms={}", off.0 / 1_000_000)),
+        Ok(Err(e)) => console::line(&format!("clock: no time from the host yet: {e}")),
+        Err(e) => console::line(&format!("clock: {e}")),
+    }
     rt.spawn(clock::keep_in_step());
+    // berthd programs its bridge and nftables table at start: those modules first. The `late`
+    // ones (iptables compatibility) keep loading in the background.
+    mods.wait_class(modules::Class::Engine)?;
+    console::stage("modules-loaded", "");
     supervise::run(&rt, shutdown_rx)
 }
 

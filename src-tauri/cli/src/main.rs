@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use berth_agent::api::{Accel, BackendKind, EngineState, Event, SettingsPatch, Status};
+use berth_agent::api::{Accel, BackendKind, EngineState, Event, SettingsPatch, Stage, Status};
 use berth_agent::{AgentClient, Home};
 use clap::{Parser, Subcommand};
 
@@ -184,13 +184,16 @@ async fn up(home: &Home, patch: SettingsPatch) -> anyhow::Result<i32> {
             if let Event::Stage { record } = e {
                 println!("  {:<18} +{:>7.3} s", record.stage.as_str(), record.elapsed_ms as f64 / 1000.0);
                 let _ = std::io::stdout().flush();
+                if record.stage == Stage::SocketForwarded {
+                    break;
+                }
             }
         }
     });
     println!("Starting Berth...");
     let s = c.up(&patch).await?;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    printer.abort();
+    // The last stage event may still be on its way; a failed start never sends it.
+    let _ = tokio::time::timeout(Duration::from_millis(50), printer).await;
     match s.state {
         EngineState::Running => {
             println!(

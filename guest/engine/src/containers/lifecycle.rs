@@ -1069,12 +1069,17 @@ pub async fn resize(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Bo
 /// get their recorded exit (live-restore).
 pub async fn restore(e: &Arc<Engine>) {
     // Bridges and the firewall first: containers brought back below attach to them.
-    {
+    let synced = {
         let e2 = Arc::clone(e);
-        if let Ok(Err(err)) = tokio::task::spawn_blocking(move || e2.networks.sync_host()).await {
-            tracing::warn!("network setup: {err}");
+        match tokio::task::spawn_blocking(move || e2.networks.sync_host()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
+                tracing::warn!("network setup: {err}");
+                false
+            }
+            Err(_) => false,
         }
-    }
+    };
     for c in e.containers.list() {
         if !is_running(&c) || c.state.status == Status::Restarting {
             // A crash during `docker cp` of a stopped container may have left its rootfs mounted.
@@ -1109,7 +1114,7 @@ pub async fn restore(e: &Arc<Engine>) {
         }
     }
     let e2 = Arc::clone(e);
-    let _ = tokio::task::spawn_blocking(move || crate::networks::reconcile(&e2)).await;
+    let _ = tokio::task::spawn_blocking(move || crate::networks::reconcile(&e2, !synced)).await;
 }
 
 #[cfg(test)]

@@ -40,6 +40,14 @@ pub struct VmAssets {
     pub vhost_vsock: Option<PathBuf>,
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
+    /// The kernel's timer frequency (CONFIG_HZ), from the image's manifest.json.
+    pub kernel_hz: Option<u32>,
+}
+
+/// `"kernel_hz"` from the manifest vm-images/build writes next to the kernel.
+fn manifest_hz(dir: &Path) -> Option<u32> {
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).ok()?).ok()?;
+    m.get("kernel_hz")?.as_u64().and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0)
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -72,7 +80,7 @@ impl VmAssets {
             .iter()
             .find(|d| d.join("vmlinux").is_file() && d.join("initramfs.cpio").is_file())
             .ok_or_else(|| format!("the VM image is not built (run vm-images/build); looked in {}", dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")))?;
-        Ok(VmAssets { qemu, qemu_img, vhost_vsock, kernel: dir.join("vmlinux"), initramfs: dir.join("initramfs.cpio") })
+        Ok(VmAssets { qemu, qemu_img, vhost_vsock, kernel: dir.join("vmlinux"), initramfs: dir.join("initramfs.cpio"), kernel_hz: manifest_hz(dir) })
     }
 }
 
@@ -90,7 +98,24 @@ pub struct QemuConfig {
     pub vhost_user_vsock: Option<PathBuf>,
     pub shares: Vec<String>,
     pub tsc_khz: u64,
+    pub kernel_hz: Option<u32>,
     pub cpu: &'static str,
+}
+
+/// The kernel command line. `quiet`: every console line is a trip through the emulated UART
+/// (hundreds of them at boot); warnings and errors still print. `lpj=`: the delay loop
+/// calibration of each secondary CPU fails under TCG and falls back to a slow loop (~0.15 s
+/// here); with a known TSC the answer is TSC ticks per jiffy.
+pub fn kernel_cmdline(c: &QemuConfig) -> String {
+    let mut cmdline = format!("console=ttyS0 quiet reboot=t panic=-1 tsc_early_khz={} tsc=reliable", c.tsc_khz);
+    if let Some(hz) = c.kernel_hz.filter(|_| c.tsc_khz > 0) {
+        cmdline.push_str(&format!(" lpj={}", c.tsc_khz * 1000 / u64::from(hz)));
+    }
+    cmdline.push_str(" berth.disk=/dev/vda");
+    for (i, s) in c.shares.iter().enumerate() {
+        cmdline.push_str(&format!(" berth.share=share{i}:{s}"));
+    }
+    cmdline
 }
 
 /// QEMU's arguments. No network device at all: egress goes through the agent over vsock.
@@ -106,11 +131,7 @@ pub fn qemu_args(c: &QemuConfig) -> Vec<String> {
     // vhost-user devices need guest memory the daemon can map.
     push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
     push(&["-kernel", &c.kernel.to_string_lossy(), "-initrd", &c.initramfs.to_string_lossy()]);
-    let mut cmdline = format!("console=ttyS0 reboot=t panic=-1 tsc_early_khz={} tsc=reliable berth.disk=/dev/vda", c.tsc_khz);
-    for (i, s) in c.shares.iter().enumerate() {
-        cmdline.push_str(&format!(" berth.share=share{i}:{s}"));
-    }
-    push(&["-append", &cmdline]);
+    push(&["-append", &kernel_cmdline(c)]);
     push(&["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
     push(&["-qmp", &format!("unix:{},server=on,wait=off", c.qmp.display())]);
     push(&["-drive", &format!("id=data,file={},format=qcow2,if=none,discard=unmap,detect-zeroes=unmap,cache=writeback", c.disk.display())]);
@@ -372,7 +393,8 @@ impl Qemu {
         }
         let _ = events.send(BackendEvent::Stage { stage: Stage::VmStarted, guest_uptime_s: None });
 
-        // kernel-up: the first console line. A hardware accelerator that cannot get this far
+        // kernel-up: the first console line (with `quiet` that is often init's first line, so
+        // the stage means "the guest runs"). A hardware accelerator that cannot get this far
         // quickly does not work on this host.
         let limit = if probe { PROGRESS_TIMEOUT } else { BOOT_TIMEOUT };
         tokio::select! {
@@ -485,7 +507,9 @@ impl Backend for Qemu {
 
         let forced = settings.accel.or_else(|| std::env::var("BERTH_ACCEL").ok().and_then(|a| Accel::parse(&a)));
         let mut bad = load_bad_accels(&self.home.vm_dir());
-        let order = accel_order(forced, &platform::accel_candidates(), &qemu_accels(&assets.qemu).await, &bad);
+        // `-accel help` is one more QEMU start: only ask when there is a choice to make.
+        let qemu_has = if forced.is_some() { Vec::new() } else { qemu_accels(&assets.qemu).await };
+        let order = accel_order(forced, &platform::accel_candidates(), &qemu_has, &bad);
         let mut last_err = None;
         for accel in order {
             let cfg = QemuConfig {
@@ -499,6 +523,7 @@ impl Backend for Qemu {
                 vhost_user_vsock: vhost_user.clone(),
                 shares: settings.shares.clone(),
                 tsc_khz: platform::tsc_khz(),
+                kernel_hz: assets.kernel_hz,
                 cpu: platform::cpu_model(accel),
             };
             let probe = accel != Accel::Tcg && forced.is_none();
@@ -610,6 +635,7 @@ mod tests {
             vhost_user_vsock: Some("/h/vm/vhost-vsock.sock".into()),
             shares: vec!["/home/u".into()],
             tsc_khz: 2_600_000,
+            kernel_hz: Some(250),
             cpu: "max",
         }
     }
@@ -624,6 +650,8 @@ mod tests {
         assert!(a.contains("discard=unmap"));
         assert!(a.contains("berth.share=share0:/home/u"));
         assert!(a.contains("tsc_early_khz=2600000"));
+        assert!(a.contains(" quiet "));
+        assert!(a.contains("lpj=10400000"), "TSC ticks per jiffy at 250 Hz: {a}");
         assert!(a.contains("-nodefaults"), "no default NIC or devices");
         for forbidden in ["-netdev", "-nic", "user,", "hostfwd"] {
             assert!(!a.contains(forbidden), "{forbidden} in {a}");
