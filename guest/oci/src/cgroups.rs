@@ -320,19 +320,23 @@ fn init_cpuset(mount: &Path, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// v2: controllers only reach a child when every ancestor lists them in cgroup.subtree_control.
+/// v2: controllers only reach a child when every ancestor lists them in cgroup.subtree_control:
+/// the root and each directory between it and the container's (`/berth` for `/berth/<id>`).
 fn enable_v2_controllers(root: &Path, dir: &Path) -> io::Result<()> {
     let avail = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
     let wanted: Vec<&str> = avail.split_whitespace().filter(|c| matches!(*c, "cpu" | "cpuset" | "memory" | "pids" | "io")).collect();
     let rel = dir.strip_prefix(root).map_err(|_| io::Error::other("cgroup dir outside the unified tree"))?;
-    let mut cur = root.to_path_buf();
     let comps: Vec<_> = rel.components().collect();
-    for c in comps.iter().take(comps.len().saturating_sub(1)) {
+    let mut cur = root.to_path_buf();
+    for (i, c) in comps.iter().enumerate() {
         let ctl = cur.join("cgroup.subtree_control");
         let have = fs::read_to_string(&ctl).unwrap_or_default();
         let missing: Vec<String> = wanted.iter().filter(|w| !have.split_whitespace().any(|h| h == **w)).map(|w| format!("+{w}")).collect();
         if !missing.is_empty() {
             write(&ctl, &missing.join(" "))?;
+        }
+        if i + 1 == comps.len() {
+            break;
         }
         cur.push(c);
         fs::create_dir_all(&cur)?;
@@ -451,6 +455,9 @@ mod tests {
         cg.create(Some(&resources())).unwrap();
         let r = |p: &str| fs::read_to_string(t.path().join(p)).unwrap();
         assert_eq!(r("cgroup.subtree_control"), "+cpuset +cpu +io +memory +pids");
+        // The parent too: without it the container's directory has no memory.max etc.
+        assert_eq!(r("berth/cgroup.subtree_control"), "+cpuset +cpu +io +memory +pids");
+        assert!(!t.path().join("berth/c1/cgroup.subtree_control").exists(), "the leaf keeps its processes");
         assert_eq!(r("berth/c1/memory.max"), "33554432");
         assert_eq!(r("berth/c1/memory.swap.max"), "33554432");
         assert_eq!(r("berth/c1/cpu.max"), "50000 100000");

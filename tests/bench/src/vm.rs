@@ -175,6 +175,7 @@ pub fn agent_config(paths: &VmPaths, initramfs: PathBuf) -> qemu::QemuConfig {
         vhost_user_vsock: Some("/dev/null".into()),
         shares: Vec::new(),
         tsc_khz: platform::tsc_khz(),
+        kernel_hz: qemu::manifest_hz(&paths.images),
         cpu: platform::cpu_model(paths.accel),
     }
 }

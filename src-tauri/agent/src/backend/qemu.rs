@@ -45,7 +45,7 @@ pub struct VmAssets {
 }
 
 /// `"kernel_hz"` from the manifest vm-images/build writes next to the kernel.
-fn manifest_hz(dir: &Path) -> Option<u32> {
+pub fn manifest_hz(dir: &Path) -> Option<u32> {
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).ok()?).ok()?;
     m.get("kernel_hz")?.as_u64().and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0)
 }
