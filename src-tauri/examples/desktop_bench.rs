@@ -1,5 +1,11 @@
-//! Desktop app benchmark (not a test): cold start to an interactive containers list, RSS with
-//! 50 containers listed, and scrolling with 500 containers. Run by `src-tauri/bench/run`.
+//! Desktop app benchmark (not a test): cold start to an interactive containers list, memory
+//! with 50 and 500 containers listed, and scrolling with 500 containers. Run by
+//! `src-tauri/bench/run` (which builds and measures the release app).
+//!
+//! Memory counts every process of the app: the app itself and its descendants (WebKitGTK's
+//! WebKitWebProcess and WebKitNetworkProcess), RSS and PSS from each one's smaps_rollup. PSS is
+//! the fair total for a tree of processes (pages they share, such as libLLVM or libwebkit, count
+//! once in all, not once per process); RSS is printed too, since it is what `top` shows.
 //!
 //! It starts its own berthd and registry in a loopback-only namespace (berth-tests World),
 //! creates the containers through the Engine API, and launches the app binary under Xvfb with
@@ -19,7 +25,7 @@ fn main() {
         eprintln!("the bench needs root and a built berthd (cargo build -p berthd)");
         std::process::exit(2);
     }
-    let app = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| berth_tests::workspace_root().join("target/debug/berth-desktop"));
+    let app = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| berth_tests::workspace_root().join("target/release/berth-desktop"));
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     assert!(app.is_file(), "app binary {} not built", app.display());
     let w = World::start();
@@ -27,40 +33,79 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (xvfb, display) = start_xvfb(&w, dir.path());
 
-    println!("app binary: {}", app.display());
+    println!("app binary: {} | berthd: {}", app.display(), berth_tests::berthd::berthd_binary().display());
     let mut have = 0;
     for n in [50usize, 500] {
         create_containers(&w, &img, have, n);
         have = n;
         let mut starts = Vec::new();
-        let mut rss = Vec::new();
-        let mut pss = Vec::new();
+        let mut at_ready = Vec::new();
+        let mut scrolled = Vec::new();
         let mut scroll = Value::Null;
+        let mut phases: Vec<Vec<(&str, f64)>> = Vec::new();
         for i in 0..runs {
             let r = run_app(&w, &app, &display, dir.path(), i);
             starts.push(r.start_ms);
-            rss.push(r.rss_mib);
-            pss.push(r.pss_mib);
+            at_ready.push(r.at_ready);
+            scrolled.push(r.after_scroll);
+            phases.push(r.phases);
             scroll = r.scroll;
             assert_eq!(r.rows, n as u64, "the list showed {} rows, expected {n}", r.rows);
         }
+        let total = |v: &[Vec<ProcMem>], f: fn(&ProcMem) -> f64| v.iter().map(|t| t.iter().map(f).sum()).collect::<Vec<f64>>();
         println!(
-            "containers={n:<4} cold start to interactive list: median {:.0} ms (min {:.0}, max {:.0}, {runs} runs) | RSS of app+WebKit processes: median {:.1} MiB (PSS {:.1} MiB) | DOM rows {}",
-            median(&starts), min(&starts), max(&starts), median(&rss), median(&pss), scroll["maxDomRows"]
+            "containers={n:<4} cold start to interactive list: median {:.0} ms (min {:.0}, max {:.0}, {runs} runs) | DOM rows {}",
+            median(&starts), min(&starts), max(&starts), scroll["maxDomRows"]
         );
+        let phase_line: Vec<String> = phases[0]
+            .iter()
+            .enumerate()
+            .map(|(k, (name, _))| format!("{name} {:.0}", median(&phases.iter().map(|p| p[k].1).collect::<Vec<_>>())))
+            .collect();
+        println!("               where the start goes (ms after spawn, medians): {}", phase_line.join(", "));
+        println!(
+            "               memory, all processes of the app, when the list is up: RSS {:.1} MiB, PSS {:.1} MiB (medians); after scrolling the whole list: RSS {:.1} MiB, PSS {:.1} MiB",
+            median(&total(&at_ready, |p| p.rss)), median(&total(&at_ready, |p| p.pss)), median(&total(&scrolled, |p| p.rss)), median(&total(&scrolled, |p| p.pss))
+        );
+        println!("               per process when the list is up (RSS/PSS MiB, medians): {}", per_process(&at_ready));
         println!(
             "               scroll of the whole list, {} frames: frame time p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
             scroll["frames"], scroll["p50"].as_f64().unwrap_or(f64::NAN), scroll["p95"].as_f64().unwrap_or(f64::NAN), scroll["max"].as_f64().unwrap_or(f64::NAN)
         );
     }
-    println!("targets: start < 1000 ms, RSS < 150 MiB with 50 containers, p95 frame < 33 ms (30 fps) with 500");
+    println!("targets: start < 1000 ms, memory < 150 MiB with 50 containers, p95 frame < 33 ms (30 fps) with 500");
     drop(xvfb);
+}
+
+/// "name rss/pss" per process kind, medians over the runs (processes matched by command name).
+fn per_process(runs: &[Vec<ProcMem>]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for r in runs {
+        for p in r {
+            if !names.contains(&p.comm) {
+                names.push(p.comm.clone());
+            }
+        }
+    }
+    names
+        .iter()
+        .map(|n| {
+            let pick = |f: fn(&ProcMem) -> f64| runs.iter().map(|r| r.iter().filter(|p| &p.comm == n).map(f).sum()).collect::<Vec<f64>>();
+            format!("{n} {:.0}/{:.0}", median(&pick(|p| p.rss)), median(&pick(|p| p.pss)))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 struct RunResult {
     start_ms: f64,
-    rss_mib: f64,
-    pss_mib: f64,
+    /// Milestones in ms since spawn: the Rust side's `main` and `setup`, then the page's
+    /// navigation start, script run, list data rendered, list painted.
+    phases: Vec<(&'static str, f64)>,
+    /// Memory of each process when the list is first painted.
+    at_ready: Vec<ProcMem>,
+    /// Memory of each process after the scripted scroll through the whole list.
+    after_scroll: Vec<ProcMem>,
     rows: u64,
     scroll: Value,
 }
@@ -73,14 +118,12 @@ fn run_app(w: &World, app: &Path, display: &str, dir: &Path, i: usize) -> RunRes
     cmd.env("DISPLAY", display)
         .env("DOCKER_HOST", w.d.host())
         .env("BERTH_BENCH_OUT", &out)
-        .env("BERTH_BENCH_EXIT", "1")
         .env("BERTH_NO_TRAY", "1")
         .env("HOME", &home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env("XDG_CACHE_HOME", home.join(".cache"))
         .env("XDG_DATA_HOME", home.join(".local/share"))
         .env("NO_AT_BRIDGE", "1")
-        .env("WEBKIT_DISABLE_COMPOSITING_MODE", "1")
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -89,7 +132,7 @@ fn run_app(w: &World, app: &Path, display: &str, dir: &Path, i: usize) -> RunRes
     let mut child = cmd.spawn().expect("spawn app");
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut interactive: Option<Value> = None;
-    let mut mem = (0.0, 0.0);
+    let mut at_ready = Vec::new();
     let scroll = loop {
         let marks: Vec<Value> = std::fs::read_to_string(&out)
             .unwrap_or_default()
@@ -99,7 +142,7 @@ fn run_app(w: &World, app: &Path, display: &str, dir: &Path, i: usize) -> RunRes
         if interactive.is_none() {
             if let Some(m) = marks.iter().find(|m| m["label"] == "interactive") {
                 // Memory at the moment the list is up, before the scroll test.
-                mem = tree_memory(child.id());
+                at_ready = tree_memory(child.id(), "list up");
                 interactive = Some(m.clone());
             }
         }
@@ -112,39 +155,52 @@ fn run_app(w: &World, app: &Path, display: &str, dir: &Path, i: usize) -> RunRes
         assert!(Instant::now() < deadline, "bench timed out; marks: {marks:?}");
         std::thread::sleep(Duration::from_millis(5));
     };
-    let _ = child.wait_timeout(Duration::from_secs(10));
+    // The app stays up after the scroll (no BERTH_BENCH_EXIT): memory once more, then stop it.
+    let after_scroll = tree_memory(child.id(), "after the scroll");
+    let family = descendants(child.id());
     let _ = child.kill();
     let _ = child.wait();
+    // WebKit's processes exit when the app's end of their socket closes; make sure of it.
+    let end = Instant::now() + Duration::from_secs(5);
+    while family.iter().any(|p| Path::new(&format!("/proc/{p}")).exists()) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for p in family {
+        // SAFETY: plain kill(2) of a process this bench started (a descendant of its child).
+        unsafe { libc::kill(p as i32, libc::SIGKILL) };
+    }
     let m = interactive.expect("interactive mark");
+    let marks: Vec<Value> = std::fs::read_to_string(&out).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let stamp = |label: &str| marks.iter().find(|m| m["label"] == label).and_then(|m| m["unixMs"].as_f64()).map(|t| t - t0).unwrap_or(f64::NAN);
+    let page = |k: &str| m["data"]["phases"][k].as_f64().map(|t| t - t0).unwrap_or(f64::NAN);
+    let phases = vec![
+        ("main", stamp("main")),
+        ("setup", stamp("setup")),
+        ("navigation", page("navigation")),
+        ("script", page("script")),
+        ("listed", page("listed")),
+        ("painted", page("painted")),
+    ];
     RunResult {
+        phases,
         start_ms: m["unixMs"].as_f64().unwrap() - t0,
-        rss_mib: mem.0,
-        pss_mib: mem.1,
+        at_ready,
+        after_scroll,
         rows: m["data"]["rows"].as_u64().unwrap_or(0),
         scroll,
     }
 }
 
-trait WaitTimeout {
-    fn wait_timeout(&mut self, d: Duration) -> Option<std::process::ExitStatus>;
+/// Memory of one process of the app: its command name and RSS/PSS in MiB from smaps_rollup.
+#[derive(Clone)]
+struct ProcMem {
+    comm: String,
+    rss: f64,
+    pss: f64,
 }
 
-impl WaitTimeout for std::process::Child {
-    fn wait_timeout(&mut self, d: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            if let Ok(Some(s)) = self.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-/// (RSS, PSS) in MiB summed over the process and all its descendants (the WebKit web and
-/// network processes are children of the app).
-fn tree_memory(pid: u32) -> (f64, f64) {
+/// The process and all its descendants, by /proc/<pid>/task/*/children.
+fn descendants(pid: u32) -> Vec<u32> {
     let mut pids = vec![pid];
     let mut i = 0;
     while i < pids.len() {
@@ -157,29 +213,64 @@ fn tree_memory(pid: u32) -> (f64, f64) {
         }
         i += 1;
     }
-    let mut rss = 0u64;
-    let mut pss = 0u64;
-    let mut parts = Vec::new();
-    for p in pids {
+    pids.split_off(1)
+}
+
+/// The app process and all its descendants (WebKitGTK starts its web and network processes as
+/// children of the app), each with RSS and PSS. With `BENCH_SMAPS=1` it also prints each
+/// process's largest mappings (what the memory is: libraries, heap, JIT, GPU buffers).
+fn tree_memory(pid: u32, when: &str) -> Vec<ProcMem> {
+    let mut out = Vec::new();
+    for p in std::iter::once(pid).chain(descendants(pid)) {
         let roll = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
         let (mut r, mut q) = (0, 0);
         for line in roll.lines() {
-            let kb = |l: &str| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             if line.starts_with("Rss:") {
                 r = kb(line);
             } else if line.starts_with("Pss:") {
                 q = kb(line);
             }
         }
-        rss += r;
-        pss += q;
-        let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-        parts.push(format!("{} {:.0}/{:.0}", comm.trim(), r as f64 / 1024.0, q as f64 / 1024.0));
+        let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim().to_string();
+        if std::env::var_os("BENCH_SMAPS").is_some() {
+            print_top_mappings(p, &comm, when);
+        }
+        out.push(ProcMem { comm, rss: r as f64 / 1024.0, pss: q as f64 / 1024.0 });
     }
-    if std::env::var_os("BENCH_VERBOSE").is_some() {
-        eprintln!("  per process RSS/PSS MiB: {}", parts.join(", "));
+    out
+}
+
+fn kb(line: &str) -> u64 {
+    line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// The 20 largest mappings of a process by RSS, summed per file (anonymous ones per kind).
+fn print_top_mappings(pid: u32, comm: &str, when: &str) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by: std::collections::HashMap<String, (u64, u64, u64)> = Default::default();
+    let mut name = String::new();
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let rest: Vec<&str> = f.collect();
+            name = rest.get(4).map(|s| s.to_string()).unwrap_or_else(|| format!("[anon {}]", rest.first().unwrap_or(&"")));
+        } else {
+            let e = by.entry(name.clone()).or_default();
+            match first {
+                "Rss:" => e.0 += kb(line),
+                "Pss:" => e.1 += kb(line),
+                "Private_Dirty:" => e.2 += kb(line),
+                _ => {}
+            }
+        }
     }
-    (rss as f64 / 1024.0, pss as f64 / 1024.0)
+    let mut v: Vec<_> = by.into_iter().collect();
+    v.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    eprintln!("  {comm} ({pid}) {when}: largest mappings, MiB: RSS / PSS / private dirty");
+    for (n, (r, p, d)) in v.into_iter().take(20) {
+        eprintln!("    {:7.1} {:7.1} {:7.1}  {n}", r as f64 / 1024.0, p as f64 / 1024.0, d as f64 / 1024.0);
+    }
 }
 
 fn create_containers(w: &World, img: &str, from: usize, to: usize) {
@@ -227,7 +318,7 @@ impl Drop for Xvfb {
 
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    s.sort_by(|a, b| a.total_cmp(b));
     s[s.len() / 2]
 }
 fn min(v: &[f64]) -> f64 {

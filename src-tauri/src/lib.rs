@@ -20,6 +20,7 @@ use tauri::Manager;
 use crate::state::AppState;
 
 pub fn run() {
+    bench::stamp("main");
     platform::prepare_env();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into()))
@@ -27,6 +28,7 @@ pub fn run() {
         .try_init();
     tauri::Builder::default()
         .setup(|app| {
+            bench::stamp("setup");
             let settings_path = app
                 .path()
                 .app_config_dir()

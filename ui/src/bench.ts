@@ -1,20 +1,33 @@
-// Bench mode (BERTH_BENCH=1, see src-tauri/bench/run): report when the containers list is first
+// Bench mode (BERTH_BENCH_OUT set, see src-tauri/bench/run): report when the containers list is first
 // interactive, then scroll it frame by frame and report frame times and how many rows exist.
 
 import { api } from "./api";
 import type { ContainersScreen } from "./screens/containers";
 
-export function runBench(c: ContainersScreen, rowHeight: number) {
-  let reported = false;
-  c.onRender = (rows) => {
-    if (reported || rows === 0) return;
-    reported = true;
+/**
+ * `scriptMs` is performance.now() when main.ts ran. The "interactive" mark carries the page's
+ * phases as wall-clock times (performance.timeOrigin is when the navigation started), so the
+ * bench can tell process and WebView start-up from script, data and paint time.
+ */
+export function runBench(c: ContainersScreen, rowHeight: number, scriptMs: number) {
+  const report = (rows: number, listedMs: number) =>
     // The list is in the DOM; wait for the frame that paints it.
     requestAnimationFrame(() =>
       requestAnimationFrame(() => {
-        api.benchMark("interactive", { rows, domRows: c.domRows() }).then(() => scroll(c, rowHeight, rows));
+        const at = (ms: number) => performance.timeOrigin + ms;
+        const phases = { navigation: at(0), script: at(scriptMs), listed: at(listedMs), painted: at(performance.now()) };
+        api.benchMark("interactive", { rows, domRows: c.domRows(), phases }).then(() => scroll(c, rowHeight, rows));
       }),
     );
+  // The list request goes out before the bench is configured: it may be on screen already.
+  if (c.firstRows) {
+    report(c.firstRows.rows, c.firstRows.at);
+    return;
+  }
+  c.onRender = (rows) => {
+    if (!c.firstRows) return;
+    c.onRender = null;
+    report(rows, c.firstRows.at);
   };
 }
 

@@ -27,8 +27,10 @@ export class ContainersScreen implements Screen {
   private loaded = false;
   private loading: Promise<void> | null = null;
   private again = false;
-  /** Resolves after each render; the bench and tests wait on it. */
+  /** Called after each render; the bench waits on it. */
   onRender: ((rows: number) => void) | null = null;
+  /** The first render that showed rows: how many, and when (performance.now()), for the bench. */
+  firstRows: { rows: number; at: number } | null = null;
 
   constructor(private openDetail: (id: string) => void) {
     const searchBox = h("input", {
@@ -132,6 +134,7 @@ export class ContainersScreen implements Screen {
     this.bulk.classList.toggle("hidden", this.selected.size === 0);
     this.selectAll.checked = this.shown.length > 0 && this.shown.every((c) => this.selected.has(c.Id));
     this.list.setRows(this.shown.length);
+    if (!this.firstRows && this.shown.length) this.firstRows = { rows: this.shown.length, at: performance.now() };
     this.onRender?.(this.shown.length);
   }
 
