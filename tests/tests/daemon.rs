@@ -268,6 +268,27 @@ fn socket_mode_and_second_daemon_on_same_data_root_is_refused() {
         "API socket mode {:o}",
         md.permissions().mode() & 0o7777
     );
+    // Another local user (nobody) is refused: the socket is root-equivalent. The same docker
+    // CLI as root is the control.
+    // The daemon's directory is opened up for the check (it is 0700), so what refuses nobody
+    // is the socket's own mode. A unix socket needs no network namespace.
+    let sock_dir = w.d.socket().parent().unwrap().to_path_buf();
+    let dir_mode = std::fs::metadata(&sock_dir).unwrap().permissions().mode();
+    std::fs::set_permissions(&sock_dir, std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let mut as_nobody = std::process::Command::new("docker");
+    as_nobody.env("DOCKER_HOST", w.d.host()).arg("version").arg("--format").arg("{{.Server.Version}}");
+    std::os::unix::process::CommandExt::uid(&mut as_nobody, 65534);
+    std::os::unix::process::CommandExt::gid(&mut as_nobody, 65534);
+    // The CLI's config dir must be readable by nobody; its own state does not matter here.
+    let nobody_home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(nobody_home.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    as_nobody.env("DOCKER_CONFIG", nobody_home.path()).env("HOME", nobody_home.path());
+    let (status, _, stderr) = run_with_timeout(as_nobody, None, Duration::from_secs(30)).unwrap();
+    std::fs::set_permissions(&sock_dir, std::os::unix::fs::PermissionsExt::from_mode(dir_mode)).unwrap();
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(!status.success(), "a non-root user reached the API socket");
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert!(!w.d.docker_ok(&["version", "--format", "{{.Server.Version}}"]).trim().is_empty(), "root is served");
 
     // A second daemon on the same data root, with its own socket, exec root and pidfile.
     let other = tempfile::tempdir().unwrap();
@@ -859,4 +880,49 @@ fn invalid_reference_is_refused_and_daemon_keeps_serving() {
     w.d.docker_ok(&["pull", &w.fx.reference("busybox:latest")]);
     assert_eq!(lines(&w.d.docker_ok(&["images", "-q"])).len(), 1);
     assert!(!w.d.log().contains("panicked"), "{}", w.d.log());
+}
+
+/// Checklist #11: compressed uploads and layers are decoded in process, never by an external
+/// program (GHSA-x86f-5xw2-fm2r: a container-provided `unpigz` run by the daemon). berthd runs
+/// with a PATH whose decompressors and tar are traps that record being run; a gzip pull, a
+/// gzipped `docker load`, `docker import` and a compressed build context all work, and no
+/// trap fires.
+#[test]
+fn compressed_inputs_never_run_an_external_decompressor() {
+    require_berthd!();
+    let fx = berth_tests::fixtures::Fixtures::start().unwrap();
+    let traps = tempfile::tempdir().unwrap();
+    let marker = traps.path().join("ran");
+    for tool in ["gzip", "gunzip", "zcat", "pigz", "unpigz", "xz", "unxz", "zstd", "unzstd", "bzip2", "bunzip2", "tar", "bsdtar"] {
+        let p = traps.path().join(tool);
+        std::fs::write(&p, format!("#!/bin/sh\necho \"{tool} $*\" >> {}\nexit 1\n", marker.display())).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", traps.path().display(), std::env::var("PATH").unwrap_or_default());
+    let d = Berthd::start_with_env(&fx.ns, &[fx.registry.addr()], &[], &[("PATH", &path)]).unwrap();
+    // The traps are live for anything that looks them up on this PATH.
+    let probe = std::process::Command::new("sh").arg("-c").arg("gzip -d").env("PATH", &path).status().unwrap();
+    assert!(!probe.success() && marker.exists(), "the trap records a run");
+    std::fs::remove_file(&marker).unwrap();
+
+    let img = fx.reference("busybox:latest");
+    d.docker_ok(&["pull", "-q", &img]);
+    let work = tempfile::tempdir().unwrap();
+    let saved = work.path().join("saved.tar");
+    d.docker_ok(&["save", "-o", saved.to_str().unwrap(), &img]);
+    let gz = work.path().join("saved.tar.gz");
+    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    std::io::copy(&mut std::fs::File::open(&saved).unwrap(), &mut enc).unwrap();
+    enc.finish().unwrap();
+    d.docker_ok(&["rmi", &img]);
+    let out = d.docker_ok(&["load", "-i", gz.to_str().unwrap()]);
+    assert!(out.contains("Loaded image"), "{out}");
+    d.docker_ok(&["import", gz.to_str().unwrap(), "imported:gz"]);
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {img}\nCOPY f /f\n")).unwrap();
+    std::fs::write(ctx.join("f"), "x").unwrap();
+    d.docker_ok(&["build", "--compress", "-q", "-t", "built:gz", ctx.to_str().unwrap()]);
+    assert!(!marker.exists(), "berthd ran an external program: {}", std::fs::read_to_string(&marker).unwrap_or_default());
+    drop(d);
 }

@@ -455,6 +455,32 @@ fn login_then_pull_private_image() {
         serde_json::json!(pushed.config_digest)
     );
 
+    // berthd used the credentials for this pull only: they are in none of its files, and not
+    // in its (debug-level) log, neither as given nor as the Basic header's base64.
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{AUTH_USER}:{AUTH_PASSWORD}"));
+    let log = w.d.log();
+    assert!(!log.is_empty(), "berthd logs to its file");
+    assert!(!log.contains(AUTH_PASSWORD) && !log.contains(&basic), "credentials in berthd's log");
+    let mut seen = 0;
+    for root in [w.d.data_root(), w.d.exec_root()] {
+        let mut stack = vec![root];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let ft = entry.file_type().unwrap();
+                if ft.is_dir() {
+                    stack.push(entry.path());
+                } else if ft.is_file() {
+                    let data = std::fs::read(entry.path()).unwrap_or_default();
+                    seen += 1;
+                    for needle in [AUTH_PASSWORD.as_bytes(), basic.as_bytes()] {
+                        assert!(!data.windows(needle.len()).any(|win| win == needle), "credentials in {}", entry.path().display());
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen > 5, "the walk read berthd's files ({seen})");
     w.d.docker_ok(&["logout", &auth_addr]);
 }
 
