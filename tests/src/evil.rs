@@ -31,6 +31,9 @@ pub enum BlobBehavior {
     DropAfter(usize),
     /// Announce the full length, send this many bytes, then never send more.
     StallAfter(usize),
+    /// Answer the first `times` GETs of the blob with `status` (429 with `Retry-After: 1`,
+    /// or a 5xx), then serve it normally: a registry that is briefly overloaded.
+    BusyFirst { status: u16, times: usize },
 }
 
 /// What the evil server serves: one manifest under `repo:tag` (and its digest), plus blobs.
@@ -86,6 +89,8 @@ struct Stats {
     blob_requests: AtomicUsize,
     stalled: AtomicUsize,
     dropped: AtomicUsize,
+    /// Busy answers given (BusyFirst), over all blobs.
+    busy: AtomicUsize,
 }
 
 /// The running server. Drop stops it (stalled connections are closed).
@@ -164,6 +169,11 @@ impl EvilRegistry {
         self.stats.stalled.load(Ordering::SeqCst)
     }
 
+    /// Busy answers given so far (see [`BlobBehavior::BusyFirst`]).
+    pub fn busy_answers(&self) -> usize {
+        self.stats.busy.load(Ordering::SeqCst)
+    }
+
     /// How many responses were cut off on purpose.
     pub fn dropped(&self) -> usize {
         self.stats.dropped.load(Ordering::SeqCst)
@@ -237,6 +247,19 @@ fn route(
         };
         if !head {
             stats.blob_requests.fetch_add(1, Ordering::SeqCst);
+        }
+        if let BlobBehavior::BusyFirst { status, times } = behavior {
+            let busy_now = !head
+                && stats.busy.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < *times).then_some(n + 1)).is_ok();
+            if busy_now {
+                let mut b = hyper::Response::builder().status(*status).header("Content-Type", "application/json");
+                if *status == 429 {
+                    b = b.header("Retry-After", "1");
+                }
+                return b
+                    .body(EvilBody::plain(Bytes::from_static(br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"busy"}]}"#), false))
+                    .expect("static response");
+            }
         }
         let data = match behavior {
             BlobBehavior::Corrupt => {

@@ -843,3 +843,32 @@ fn uploads_refused_early_show_the_reason_not_a_broken_pipe() {
     w.d.docker(&["image", "inspect", "refused:1"]).assert_fail();
     let _ = w.d.docker_ok(&["version"]);
 }
+
+/// Checklist #33 through berthd: a registry that answers 429 (with Retry-After) or 503 to the
+/// first requests for a layer is retried with backoff, and the pull completes with the right
+/// image; one that stays busy fails the pull cleanly, with nothing half-made visible.
+#[test]
+fn busy_registry_is_retried_then_a_persistent_one_fails_cleanly() {
+    require_berthd!();
+    let w = world();
+    let img = w.fx.image("busybox").clone();
+    for status in [429u16, 503] {
+        let content = EvilContent::for_image("busy", "latest", &img, false)
+            .with_behavior(&img.layers[0].digest, BlobBehavior::BusyFirst { status, times: 2 });
+        let srv = EvilRegistry::start(&w.fx.ns, content).unwrap();
+        let r = srv.reference("busy:latest");
+        w.d.docker_ok(&["pull", &r]);
+        assert_eq!(srv.busy_answers(), 2, "status {status}: both busy answers were met");
+        assert!(srv.blob_requests() >= 3, "status {status}: the layer was asked for again");
+        assert_eq!(inspect(&w.d, &r)["Id"], serde_json::json!(img.config_digest));
+        w.d.docker_ok(&["rmi", &r]);
+    }
+    let content = EvilContent::for_image("busy", "latest", &img, false)
+        .with_behavior(&img.layers[0].digest, BlobBehavior::BusyFirst { status: 503, times: 1000 });
+    let srv = EvilRegistry::start(&w.fx.ns, content).unwrap();
+    let r = srv.reference("busy:latest");
+    let out = w.d.docker(&["pull", &r]).assert_fail();
+    assert!(out.stderr.contains("503"), "the registry's status is named: {}", out.stderr);
+    w.d.docker(&["image", "inspect", &r]).assert_fail();
+    assert!(srv.busy_answers() >= 2, "retried before giving up");
+}
