@@ -370,8 +370,8 @@ fn custom_stop_signal_from_flag_and_image_reaches_the_container() {
     assert!(!logs.contains("got-usr1"), "{logs}");
 
     // The image's StopSignal (set by commit --change, as a Dockerfile STOPSIGNAL would).
-    // (Run, not just created: committing a never-started container fails, see RELIABILITY.md #31.)
-    w.d.docker_ok(&["run", "--name", "base", &img, "true"]);
+    // A container created and never started commits too (no upper dir yet: no new layer).
+    w.d.docker_ok(&["create", "--name", "base", &img, "true"]);
     w.d.docker_ok(&["commit", "--change", "STOPSIGNAL SIGUSR1", "base", "stopsig:usr1"]);
     assert_eq!(w.d.docker_ok(&["image", "inspect", "-f", "{{.Config.StopSignal}}", "stopsig:usr1"]).trim(), "SIGUSR1");
     w.d.docker_ok(&["run", "-d", "--name", "fromimg", "stopsig:usr1", "sh", "-c", trap_usr1_only]);
@@ -473,7 +473,7 @@ fn exec_and_auto_remove_after_kill9_restart() {
     let w = World::start();
     let img = w.pulled("busybox:latest");
     w.d.docker_ok(&["run", "-d", "--name", "live", &img, "sleep", "1000"]);
-    w.d.docker_ok(&["run", "-d", "-i", "--name", "echoer", &img, "sh", "-c", "echo ready; while read l; do echo \"echo:$l\"; done; echo stdin-closed"]);
+    w.d.docker_ok(&["run", "-d", "-i", "--name", "echoer", &img, "sh", "-c", "echo ready; read a; read b; echo \"echo:$a $b\""]);
     w.d.docker_ok(&["run", "-d", "--rm", "--name", "rm-later", &img, "sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 4"]);
     w.d.docker_ok(&["run", "-d", "--rm", "--name", "rm-while-down", &img, "sleep", "1000"]);
     wait_logged(&w.d, "echoer", &["ready"]);
@@ -490,8 +490,11 @@ fn exec_and_auto_remove_after_kill9_restart() {
     let r = d.docker(&["exec", "live", "sh", "-c", "exit 6"]);
     assert_eq!(r.status.code(), Some(6), "{r:?}");
 
-    // `docker attach` after the restart is not checked here yet: with stdin it hangs (see
-    // RELIABILITY.md #28).
+    // attach with stdin to a container that kept running: the input reaches it and its
+    // answer comes back (it exits after two lines, which ends the attach).
+    let o = d.docker_with_stdin(&["attach", "echoer"], Some(b"hello\nworld\n"));
+    assert!(o.success(), "{o:?}");
+    assert_eq!(o.stdout, "echo:hello world\n");
 
     // --rm: exited while berthd was down, removed when it comes back.
     let gone = |d: &berth_tests::berthd::Berthd, n: &str| {

@@ -29,14 +29,18 @@ pub fn arch() -> &'static str {
 }
 
 /// Diff `upper` (over `lowers`, top first) into a new layer on top of `parent_chain`.
-/// None when nothing changed. The lease keeps gc off the new layer until the image exists.
-/// Blocking.
+/// None when nothing changed, including a container never started (no upper dir yet). The
+/// lease keeps gc off the new layer until the image exists. Blocking.
 pub fn layer_from_upper(
     store: &Store,
     upper: &Path,
     lowers: &[PathBuf],
     parent_chain: Option<&Digest>,
 ) -> Result<Option<(LayerInfo, Lease)>, ApiError> {
+    match std::fs::symlink_metadata(upper) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
+    }
     let w = store.blob_writer()?;
     let (w, stats) = berth_image::diff::write_diff(upper, lowers, true, w)
         .map_err(|e| ApiError::internal(format!("making the layer from {}: {e}", upper.display())))?;
