@@ -587,9 +587,8 @@ impl Store {
         self.root.join("images").join(format!("{}.json", id.hex()))
     }
 
-    /// Stores an image record; its config blob and all layers must exist.
-    pub fn put_image(&self, rec: &ImageRecord) -> Result<(), ImageError> {
-        let _g = self.gc_lock.read().unwrap();
+    /// An image record may be stored only when its config blob and all its layers exist.
+    fn check_complete(&self, rec: &ImageRecord) -> Result<(), ImageError> {
         if !self.has_blob(&rec.id) {
             return Err(ImageError::NotFound(format!("config blob {}", rec.id)));
         }
@@ -599,6 +598,13 @@ impl Store {
         if let Some(l) = rec.layers.iter().find(|l| !self.has_layer(l)) {
             return Err(ImageError::NotFound(format!("layer {l}")));
         }
+        Ok(())
+    }
+
+    /// Stores an image record; its config blob and all layers must exist.
+    pub fn put_image(&self, rec: &ImageRecord) -> Result<(), ImageError> {
+        let _g = self.gc_lock.read().unwrap();
+        self.check_complete(rec)?;
         let bytes = serde_json::to_vec_pretty(rec).map_err(|e| ImageError::Corrupt(e.to_string()))?;
         let mut meta = self.meta.lock().unwrap();
         self.atomic_write(&self.image_path(&rec.id), &bytes)?;
@@ -628,15 +634,7 @@ impl Store {
         if &rec.id != id {
             return Err(ImageError::Corrupt(format!("image record {} published as {id}", rec.id)));
         }
-        if !self.has_blob(&rec.id) {
-            return Err(ImageError::NotFound(format!("config blob {}", rec.id)));
-        }
-        if rec.layers.len() != rec.diff_ids.len() {
-            return Err(ImageError::Corrupt("layers and diff_ids differ in length".into()));
-        }
-        if let Some(l) = rec.layers.iter().find(|l| !self.has_layer(l)) {
-            return Err(ImageError::NotFound(format!("layer {l}")));
-        }
+        self.check_complete(&rec)?;
         if meta.images.get(id) != Some(&rec) {
             let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| ImageError::Corrupt(e.to_string()))?;
             self.atomic_write(&self.image_path(id), &bytes)?;
