@@ -25,6 +25,9 @@ use crate::scenario::Subject;
 
 /// Where every peer's registry listens, inside that peer's namespace.
 pub const REGISTRY_ADDR: &str = "127.0.0.1:5000";
+/// Caller environment that could point a docker client somewhere else or change what it
+/// asks: removed from every CLI the bench runs.
+pub const CLIENT_ENV: &[&str] = &["DOCKER_API_VERSION", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_DEFAULT_PLATFORM"];
 /// One docker CLI call may take this long before it counts as failed.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -508,13 +511,7 @@ impl Peer {
     /// environment that could point it elsewhere.
     pub fn docker_command(&self, args: &[&str]) -> Command {
         let mut cmd = command_in(&self.ns.path(), &self.cli);
-        for var in [
-            "DOCKER_API_VERSION",
-            "DOCKER_CONTEXT",
-            "DOCKER_TLS_VERIFY",
-            "DOCKER_CERT_PATH",
-            "DOCKER_DEFAULT_PLATFORM",
-        ] {
+        for var in CLIENT_ENV {
             cmd.env_remove(var);
         }
         cmd.env("DOCKER_HOST", format!("unix://{}", self.socket().display()))

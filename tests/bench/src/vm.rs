@@ -29,7 +29,7 @@ use berth_tests::netns::{command_in, NetNs};
 
 use crate::error::{Error, IoContext, Result};
 use crate::exec::{checked, describe, run_timed, Out, Timed};
-use crate::peers::{Peer, CLI_TIMEOUT};
+use crate::peers::{Peer, CLIENT_ENV, CLI_TIMEOUT};
 use crate::procs;
 use crate::scenario::Subject;
 
@@ -269,14 +269,7 @@ impl BerthVm {
             p.push(&path);
             path = p;
         }
-        for var in [
-            "DOCKER_API_VERSION",
-            "DOCKER_CONTEXT",
-            "DOCKER_TLS_VERIFY",
-            "DOCKER_CERT_PATH",
-            "DOCKER_DEFAULT_PLATFORM",
-            "DOCKER_HOST",
-        ] {
+        for var in CLIENT_ENV.iter().chain(&["DOCKER_HOST"]) {
             cmd.env_remove(var);
         }
         cmd.env("BERTH_HOME", self.home())
