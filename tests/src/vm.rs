@@ -70,13 +70,16 @@ macro_rules! require_vm {
 pub struct BerthVm {
     ns_path: PathBuf,
     home: tempfile::TempDir,
+    /// Pids of this home's processes the test saw (a killed agent's QEMU, say), stopped on drop
+    /// if still alive.
+    pub extra_pids: std::sync::Mutex<Vec<i32>>,
 }
 
 impl BerthVm {
     pub fn new(ns: &NetNs) -> Result<BerthVm> {
         let home = tempfile::Builder::new().prefix("berth-vm-").tempdir().ctx(|| "tempdir".into())?;
         std::fs::create_dir(home.path().join("docker-config")).ctx(|| "mkdir docker-config".into())?;
-        Ok(BerthVm { ns_path: ns.path(), home })
+        Ok(BerthVm { ns_path: ns.path(), home, extra_pids: Default::default() })
     }
 
     pub fn home(&self) -> &Path {
@@ -163,13 +166,22 @@ impl BerthVm {
         serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("status json: {e}: {}", o.stdout))
     }
 
-    fn pid_file(&self, rel: &str) -> Option<i32> {
+    pub fn pid_file(&self, rel: &str) -> Option<i32> {
         std::fs::read_to_string(self.home().join(rel)).ok()?.trim().parse().ok()
     }
 
     /// Pids of this home's agent and QEMU that are still alive.
     pub fn live_pids(&self) -> Vec<i32> {
         ["run/agent.pid", "vm/qemu.pid", "vm/vhost-vsock.pid"].iter().filter_map(|f| self.pid_file(f)).filter(|p| Path::new(&format!("/proc/{p}")).exists()).collect()
+    }
+}
+
+/// True while process `pid` runs. A zombie does not: this machine's PID 1 does not reap the
+/// orphans a killed agent leaves (a QEMU adopted by the next agent is not its child).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()), Some('Z' | 'X')),
+        Err(_) => false,
     }
 }
 
@@ -181,7 +193,11 @@ impl Drop for BerthVm {
         }
         let _ = self.berth(&["down"]);
         // Whatever is left of this home's processes (only ours: pids from our own files).
-        for pid in self.live_pids() {
+        // Extra pids only while their argv still names this home (no pid reuse).
+        let home = self.home().display().to_string();
+        let ours = |p: &i32| alive(*p) && std::fs::read(format!("/proc/{p}/cmdline")).map(|c| String::from_utf8_lossy(&c).contains(&home)).unwrap_or(false);
+        let extra: Vec<i32> = self.extra_pids.lock().unwrap().drain(..).filter(ours).collect();
+        for pid in self.live_pids().into_iter().chain(extra) {
             // SAFETY: signalling a process this test started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }

@@ -1,10 +1,12 @@
 //! Issue 6 end to end, under TCG: `berth up --vm`, the docker CLI through the forwarded socket
 //! (pull from the test registry on host loopback through the agent's egress proxy, run, exec
 //! -it in a pty, stdin half-close), the guest forward service, persistence across `berth down`
-//! / `berth up`, and recovery after `kill -9` of QEMU.
+//! / `berth up`, and recovery after `kill -9` of QEMU. Checklist #29: `kill -9` of the agent
+//! leaves the VM and its containers running and the next `berth status` re-attaches; a VM whose
+//! vsock helper died is stopped and a fresh one booted.
 
 use berth_tests::fixtures::Fixtures;
-use berth_tests::vm::BerthVm;
+use berth_tests::vm::{alive, BerthVm};
 use berth_tests::require_vm;
 
 fn stages(status: &serde_json::Value) -> Vec<String> {
@@ -95,14 +97,24 @@ fn vm_end_to_end() {
     published_port_reaches_the_host(&vm, &fx, &web);
     published_udp_port_reaches_the_host(&vm, &fx);
 
-    // --- berth down, berth up: the image is still there ---------------------------------------
+    // --- kill -9 of the agent: the VM and its containers live on, a new agent re-attaches ----
+    let adopted = agent_kill_leaves_the_vm_running(&vm, &fx, &web);
+
+    // --- berth down (no agent is running: it re-attaches, then stops everything), berth up:
+    // the image is still there ---------------------------------------------------------------
     let down = vm.berth_ok(&["down"]);
     assert!(down.contains("stopped"), "{down}");
     assert!(vm.live_pids().is_empty(), "processes left after down: {:?}", vm.live_pids());
+    for pid in adopted {
+        assert!(!alive(pid), "adopted process {pid} left after down");
+    }
     assert!(!vm.docker_socket().exists(), "docker socket left after down");
     vm.berth_ok(&["up", "--vm"]);
     let images = vm.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(images.lines().any(|l| l == "busybox:latest"), "{images}");
+
+    // --- kill -9 of the agent and of the vsock helper: refused, stopped, booted afresh --------
+    inconsistent_vm_is_replaced(&vm);
 
     // --- kill -9 of QEMU: status says so, berth up recovers -----------------------------------
     let qemu = vm.status()["pid"].as_i64().expect("qemu pid") as i32;
@@ -134,6 +146,118 @@ fn vm_end_to_end() {
     let c = vm.docker_ok(&["run", "-d", "busybox", "echo", "back"]);
     vm.docker_ok(&["wait", c.trim()]);
     assert_eq!(vm.docker_ok(&["logs", c.trim()]), "back\n");
+}
+
+/// GET /index.html on host port `port` until the page comes (30 s).
+fn host_page(fx: &Fixtures, port: u16) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(r) = berth_tests::http::request(&fx.ns, "GET", &format!("127.0.0.1:{port}"), "/index.html", &[], b"") {
+            if r.status == 200 {
+                return r.text();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "host port {port} never answered");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn wait_dead(pid: i32, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive(pid) {
+        assert!(std::time::Instant::now() < deadline, "{what} (pid {pid}) still alive");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Checklist #29: containers run (one publishing a port), the agent is killed with SIGKILL;
+/// QEMU and its vsock helper live on, the docker socket is gone; `berth status` starts a new
+/// agent that re-attaches: the same containers (same ID, same StartedAt), exec works, the
+/// port answers on the host again, `berth up` keeps the same VM. Then the new agent is killed
+/// too, and the pids to check after the caller's `berth down` (with no agent) are returned.
+fn agent_kill_leaves_the_vm_running(vm: &BerthVm, fx: &Fixtures, web: &str) -> Vec<i32> {
+    let sleeper = vm.docker_ok(&["run", "-d", "busybox", "sleep", "600"]).trim().to_string();
+    let port = fx.ns.free_port().unwrap();
+    let webc = vm.docker_ok(&["run", "-d", "-p", &format!("127.0.0.1:{port}:80"), web]).trim().to_string();
+    assert!(host_page(fx, port).contains(berth_tests::image::WEB_MARKER));
+    let state = |id: &str| vm.docker_ok(&["inspect", "--format", "{{.State.Running}} {{.State.StartedAt}}", id]).trim().to_string();
+    let (s_before, w_before) = (state(&sleeper), state(&webc));
+    assert!(s_before.starts_with("true ") && w_before.starts_with("true "), "{s_before} / {w_before}");
+    let st = vm.status();
+    let agent = st["agent_pid"].as_i64().expect("agent pid") as i32;
+    let qemu = st["pid"].as_i64().expect("qemu pid") as i32;
+    let helper = vm.pid_file("vm/vhost-vsock.pid").expect("vhost-vsock pid");
+    vm.extra_pids.lock().unwrap().extend([qemu, helper]);
+    let started = std::time::Instant::now();
+    // SAFETY: the agent this test started (its pid from its own status).
+    unsafe { libc::kill(agent, libc::SIGKILL) };
+    wait_dead(agent, "killed agent");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(alive(qemu), "QEMU died with its agent");
+    assert!(alive(helper), "vhost-device-vsock died with its agent");
+    assert!(!vm.docker(&["version"]).success(), "no agent, no docker socket: the next step must really re-attach");
+
+    // A new agent, started by `berth status`, takes the VM over.
+    let st = vm.status();
+    let reattach_s = started.elapsed().as_secs_f64();
+    assert_eq!(st["state"], "running", "{st}");
+    assert_eq!(st["pid"].as_i64(), Some(qemu as i64), "the same QEMU: {st}");
+    assert_ne!(st["agent_pid"].as_i64(), Some(agent as i64), "{st}");
+    assert!(st["note"].as_str().unwrap_or("").contains("re-attached"), "{st}");
+    assert!(st["reattached_at_ms"].as_u64().is_some(), "{st}");
+    assert_eq!(stages(&st), ["vm-started", "kernel-up", "init-up", "disk-up", "engine-up", "socket-forwarded"], "{st}");
+    assert_eq!(st["accel"], "tcg", "{st}");
+    eprintln!("re-attach after kill -9 of the agent: {reattach_s:.2} s to a running status (including 1 s of checks)");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(vm.docker_socket()).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // The containers never stopped.
+    assert_eq!(state(&sleeper), s_before);
+    assert_eq!(state(&webc), w_before);
+    assert_eq!(vm.docker_ok(&["exec", &sleeper, "echo", "still here"]), "still here\n");
+    // The published port is listened on again (a resync of the running containers).
+    assert!(host_page(fx, port).contains(berth_tests::image::WEB_MARKER));
+    assert!(vm.status()["ports"].as_array().unwrap().iter().any(|p| p["host_port"] == port));
+    // The console is still followed: the boot's lines and the log.
+    let logs = vm.berth_ok(&["logs", "-n", "2000"]);
+    assert!(logs.contains("stage=init-up"), "{logs}");
+    // `berth up` keeps the VM it has.
+    let up = vm.berth_ok(&["up", "--vm"]);
+    assert!(up.contains("Berth is up"), "{up}");
+    assert_eq!(vm.status()["pid"].as_i64(), Some(qemu as i64));
+    vm.docker_ok(&["rm", "-f", &sleeper, &webc]);
+    // Killed again: the caller's `berth down` finds no agent, and must still stop the VM.
+    let agent2 = vm.status()["agent_pid"].as_i64().expect("agent pid") as i32;
+    // SAFETY: the agent this test's `berth status` started.
+    unsafe { libc::kill(agent2, libc::SIGKILL) };
+    wait_dead(agent2, "second killed agent");
+    assert!(alive(qemu), "QEMU died with its second agent");
+    vec![qemu, helper]
+}
+
+/// A VM that cannot be adopted (its vsock helper was killed with the agent): the next
+/// `berth up` stops it, boots a fresh one and says so; nothing is lost.
+fn inconsistent_vm_is_replaced(vm: &BerthVm) {
+    let st = vm.status();
+    let agent = st["agent_pid"].as_i64().expect("agent pid") as i32;
+    let qemu = st["pid"].as_i64().expect("qemu pid") as i32;
+    let helper = vm.pid_file("vm/vhost-vsock.pid").expect("vhost-vsock pid");
+    vm.extra_pids.lock().unwrap().extend([qemu, helper]);
+    // SAFETY: processes this test started (pids from the agent's status and pid file).
+    unsafe {
+        libc::kill(agent, libc::SIGKILL);
+        libc::kill(helper, libc::SIGKILL);
+    }
+    wait_dead(agent, "killed agent");
+    wait_dead(helper, "killed vsock helper");
+    let up = vm.berth_ok(&["up", "--vm"]);
+    assert!(up.contains("Berth is up"), "{up}");
+    assert!(up.contains("could not be re-attached") && up.contains("vsock helper"), "{up}");
+    wait_dead(qemu, "the refused QEMU");
+    let st = vm.status();
+    assert_ne!(st["pid"].as_i64(), Some(qemu as i64), "{st}");
+    let images = vm.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.lines().any(|l| l == "busybox:latest"), "{images}");
 }
 
 /// GET / from `target` inside the VM through the agent's transport and init's forward service.

@@ -1,14 +1,19 @@
 //! The agent's core: one engine (VM or native) at a time, its staged status, the docker socket
 //! forwarder, published ports, and the event bus the control API streams.
+//!
+//! A VM outlives the agent (see [`crate::backend::reattach`]): before its first start or stop,
+//! and right after it starts, an agent takes over a VM an earlier agent left running, and on
+//! SIGTERM it exits without stopping one.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, mpsc};
 
 use crate::api::{BackendKind, EngineState, Event, Failure, Settings, SettingsPatch, Stage, StageRecord, Status};
-use crate::backend::{explaining_line, native::Native, qemu::Qemu, Backend, BackendError, BackendEvent};
+use crate::backend::{explaining_line, native::Native, qemu::Qemu, Adoption, Backend, BackendError, BackendEvent, Running};
 use crate::forward::Forwarder;
 use crate::paths::Home;
 use crate::ports::{PortChange, PortTable};
@@ -36,6 +41,20 @@ struct Inner {
     port_task: Option<tokio::task::JoinHandle<()>>,
     /// Bumped on every start: a watcher of an older run must not touch a newer one.
     generation: u64,
+    note: Option<String>,
+    reattached_at_ms: Option<u64>,
+    /// Why the VM left by an earlier agent was refused (then the next start says it booted
+    /// a fresh one).
+    refused: Option<String>,
+}
+
+/// What the next agent needs to report a VM it adopts as this one did: `run/engine.json`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct EngineRecord {
+    backend: String,
+    pid: u32,
+    accel: Option<crate::api::Accel>,
+    stages: Vec<StageRecord>,
 }
 
 pub struct Agent {
@@ -44,6 +63,8 @@ pub struct Agent {
     events: broadcast::Sender<Event>,
     op: tokio::sync::Mutex<Option<Box<dyn Backend>>>,
     ports: PortTable,
+    /// Set once this agent has looked for an engine an earlier agent left running.
+    resumed: AtomicBool,
     /// Notified when the agent should exit (`POST /v1/shutdown`).
     pub exit: tokio::sync::Notify,
 }
@@ -56,10 +77,12 @@ impl Agent {
     pub fn new(home: Home) -> Arc<Agent> {
         let settings = load_settings(&home);
         let (events, _) = broadcast::channel(1024);
+        // A VM left running: "starting" until [`Agent::resume`] has adopted or refused it.
+        let left = Qemu::left_running(&home).is_some();
         Arc::new(Agent {
             home,
             inner: Mutex::new(Inner {
-                state: EngineState::Stopped,
+                state: if left { EngineState::Starting } else { EngineState::Stopped },
                 backend_name: None,
                 accel: None,
                 pid: None,
@@ -73,10 +96,14 @@ impl Agent {
                 forwarder: None,
                 port_task: None,
                 generation: 0,
+                note: None,
+                reattached_at_ms: None,
+                refused: None,
             }),
             events,
             op: tokio::sync::Mutex::new(None),
             ports: PortTable::default(),
+            resumed: AtomicBool::new(false),
             exit: tokio::sync::Notify::new(),
         })
     }
@@ -107,6 +134,8 @@ impl Agent {
             settings: i.settings.clone(),
             ports: self.ports.list(),
             agent_pid: std::process::id(),
+            note: i.note.clone(),
+            reattached_at_ms: i.reattached_at_ms,
         }
     }
 
@@ -184,8 +213,14 @@ impl Agent {
     /// Start the engine (after applying `patch`) and return when it is ready or has failed.
     pub async fn up(self: &Arc<Self>, patch: &SettingsPatch) -> Status {
         let mut slot = self.op.lock().await;
+        self.resume_locked(&mut slot).await;
         if self.status().state == EngineState::Running {
             return self.status();
+        }
+        {
+            let mut i = self.inner.lock().expect("agent lock");
+            i.reattached_at_ms = None;
+            i.note = i.refused.take().map(|r| format!("the VM an earlier agent left running could not be re-attached ({r}): it was stopped and a fresh one booted"));
         }
         if let Some(mut old) = slot.take() {
             // A failed or crashed run: clean up what is left of it (helpers, sockets).
@@ -244,6 +279,12 @@ impl Agent {
                 return self.status();
             }
         };
+        self.go_live(gen, running, backend, &mut slot).await
+    }
+
+    /// Forward the docker socket and the published ports of a started (or adopted) engine,
+    /// check that the socket answers, and report it running.
+    async fn go_live(self: &Arc<Self>, gen: u64, running: Running, mut backend: Box<dyn Backend>, slot: &mut Option<Box<dyn Backend>>) -> Status {
         {
             let mut i = self.inner.lock().expect("agent lock");
             i.pid = Some(running.pid);
@@ -295,9 +336,120 @@ impl Agent {
         self.watch_exit(gen, running.exited);
         *slot = Some(backend);
         self.set_state(EngineState::Running);
+        self.save_record(running.pid);
         crate::context::ensure_docker_context(&self.home);
         self.status()
     }
+
+    fn save_record(&self, pid: u32) {
+        let rec = {
+            let i = self.inner.lock().expect("agent lock");
+            EngineRecord { backend: i.backend_name.clone().unwrap_or_default(), pid, accel: i.accel, stages: i.stages.clone() }
+        };
+        if let Ok(j) = serde_json::to_vec(&rec) {
+            let path = self.home.engine_record();
+            let tmp = path.with_extension("json.tmp");
+            let _ = std::fs::write(&tmp, j).and_then(|_| std::fs::rename(&tmp, &path));
+        }
+    }
+
+    fn load_record(&self) -> Option<EngineRecord> {
+        serde_json::from_slice(&std::fs::read(self.home.engine_record()).ok()?).ok()
+    }
+
+    /// Look once for a VM an earlier agent left running, and adopt it (or stop it when it is
+    /// inconsistent). Run at agent start, and before the first up or down.
+    pub async fn resume(self: &Arc<Self>) {
+        let mut slot = self.op.lock().await;
+        self.resume_locked(&mut slot).await;
+    }
+
+    async fn resume_locked(self: &Arc<Self>, slot: &mut Option<Box<dyn Backend>>) {
+        if self.resumed.swap(true, Ordering::SeqCst) || slot.is_some() {
+            return;
+        }
+        let vm = self.home.vm_dir();
+        if !vm.join("qemu.pid").exists() && !vm.join("vhost-vsock.pid").exists() {
+            return;
+        }
+        let mut backend: Box<dyn Backend> = Box::new(Qemu::new(self.home.clone()));
+        let gen = self.begin(Some(backend.name().to_string()), backend.expected_stages());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        {
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                while let Some(e) = rx.recv().await {
+                    me.apply(e);
+                }
+            });
+        }
+        match backend.adopt(tx).await {
+            Adoption::Nothing => {
+                {
+                    let mut i = self.inner.lock().expect("agent lock");
+                    i.backend_name = None;
+                    i.expected.clear();
+                    i.stages.clear();
+                }
+                let _ = std::fs::remove_file(self.home.engine_record());
+                self.set_state(EngineState::Stopped);
+            }
+            Adoption::Stopped(reason) => {
+                let _ = std::fs::remove_file(self.home.engine_record());
+                let message = format!("the VM an earlier agent left running could not be re-attached ({reason}); it was stopped, `berth up` boots a fresh one");
+                {
+                    let mut i = self.inner.lock().expect("agent lock");
+                    i.refused = Some(reason);
+                    i.note = Some(message.clone());
+                }
+                self.fail(Failure { stage: None, message, log_line: None });
+            }
+            Adoption::Adopted(running) => {
+                // The boot's stages as the agent that booted this VM saw them; this agent
+                // forwards the socket again (socket-forwarded, now).
+                let rec = self.load_record().filter(|r| r.pid == running.pid);
+                {
+                    let mut i = self.inner.lock().expect("agent lock");
+                    match &rec {
+                        Some(r) => i.stages = r.stages.iter().filter(|s| s.stage != Stage::SocketForwarded).cloned().collect(),
+                        None => {
+                            let at_ms = now_ms();
+                            i.stages = i.expected.iter().filter(|s| **s != Stage::SocketForwarded).map(|s| StageRecord { stage: *s, at_ms, elapsed_ms: 0, guest_uptime_s: None }).collect();
+                        }
+                    }
+                    i.reattached_at_ms = Some(now_ms());
+                    i.note = Some(format!("re-attached to the running VM (QEMU pid {}) left by an earlier agent", running.pid));
+                }
+                for l in backend.log_tail(LOG_KEEP) {
+                    let mut i = self.inner.lock().expect("agent lock");
+                    if i.log.len() >= LOG_KEEP {
+                        i.log.pop_front();
+                    }
+                    i.log.push_back(l);
+                }
+                let accel = running.accel.or(rec.and_then(|r| r.accel));
+                let mut running = running;
+                running.accel = accel;
+                self.go_live(gen, running, backend, slot).await;
+            }
+        }
+    }
+
+    /// SIGTERM or SIGINT: a VM keeps running for the next agent (the docker socket and the
+    /// published ports go away with this agent); a native berthd, our child, is stopped.
+    pub async fn detach(self: &Arc<Self>) {
+        let keep = {
+            let slot = self.op.lock().await;
+            slot.as_ref().map(|b| b.survives_agent()).unwrap_or(false) && self.status().state == EngineState::Running
+        };
+        if keep {
+            self.record_log("berth: the agent exits; the VM keeps running (the next agent re-attaches)".into());
+            self.teardown_links();
+        } else {
+            self.down().await;
+        }
+    }
+
 
     fn begin(&self, backend: Option<String>, expected: Vec<Stage>) -> u64 {
         let gen = {
@@ -335,6 +487,7 @@ impl Agent {
                 i.generation == gen && i.state == EngineState::Running
             };
             if current {
+                let _ = std::fs::remove_file(me.home.engine_record());
                 me.teardown_links();
                 let log_line = explaining_line(&me.log_tail(100)).filter(|l| !l.is_empty());
                 me.fail(Failure { stage: None, message: format!("{reason}: the engine is down; `berth up` starts it again"), log_line });
@@ -357,8 +510,11 @@ impl Agent {
     }
 
     /// Stop the engine cleanly.
-    pub async fn down(&self) -> Status {
+    pub async fn down(self: &Arc<Self>) -> Status {
         let mut slot = self.op.lock().await;
+        // A VM an earlier agent left running is stopped too.
+        self.resume_locked(&mut slot).await;
+        let _ = std::fs::remove_file(self.home.engine_record());
         if slot.is_none() {
             return self.status();
         }
@@ -372,6 +528,9 @@ impl Agent {
             i.pid = None;
             i.stages.clear();
             i.failure = None;
+            i.note = None;
+            i.reattached_at_ms = None;
+            i.refused = None;
         }
         self.set_state(EngineState::Stopped);
         self.status()

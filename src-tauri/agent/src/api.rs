@@ -210,6 +210,14 @@ pub struct Status {
     pub settings: Settings,
     pub ports: Vec<PortForward>,
     pub agent_pid: u32,
+    /// What happened to the engine an earlier agent left running: re-attached to, or found
+    /// inconsistent and stopped (then the next start boots a fresh VM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// When this agent re-attached to a running VM (Unix ms); the stages before
+    /// `socket-forwarded` are then the VM's own boot, by the agent that started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reattached_at_ms: Option<u64>,
 }
 
 /// Body of `POST /v1/up`: the settings to change before starting.

@@ -49,8 +49,9 @@ pub use agent::Agent;
 pub use client::AgentClient;
 pub use paths::Home;
 
-/// Run the agent in this process until `POST /v1/shutdown` (or SIGTERM): the engine is stopped
-/// before it returns.
+/// Run the agent in this process until `POST /v1/shutdown` (the engine is stopped first) or
+/// SIGTERM/SIGINT (a VM keeps running for the next agent; native berthd is stopped). At start it
+/// re-attaches to a VM an earlier agent left running.
 pub async fn run_agent(home: Home) -> std::io::Result<()> {
     home.ensure()?;
     let agent = Agent::new(home);
@@ -58,10 +59,14 @@ pub async fn run_agent(home: Home) -> std::io::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let server = tokio::spawn(server::serve(a));
+    {
+        let a = std::sync::Arc::clone(&agent);
+        tokio::spawn(async move { a.resume().await });
+    }
     tokio::select! {
         r = server => { r.map_err(std::io::Error::other)??; }
-        _ = term.recv() => { agent.down().await; }
-        _ = int.recv() => { agent.down().await; }
+        _ = term.recv() => { agent.detach().await; }
+        _ = int.recv() => { agent.detach().await; }
     }
     let _ = std::fs::remove_file(agent.home().agent_socket());
     let _ = std::fs::remove_file(agent.home().agent_pidfile());

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! ~/.berth/settings.json
-//! ~/.berth/run/            0700: agent.sock, docker.sock (0600), agent.pid
-//! ~/.berth/vm/             disk.qcow2, console.log, qmp.sock, vsock sockets, qemu.pid
+//! ~/.berth/run/            0700: agent.sock, docker.sock (0600), agent.pid, engine.json
+//! ~/.berth/vm/             disk.qcow2, console.log, qemu.log, qmp.sock, vsock sockets,
+//!                          qemu.pid, vhost-vsock.pid
 //! ~/.berth/native/         berthd's data and exec roots when it runs natively
 //! ~/.berth/logs/agent.log
 //! ```
@@ -44,6 +45,10 @@ impl Home {
     }
     pub fn agent_pidfile(&self) -> PathBuf {
         self.run_dir().join("agent.pid")
+    }
+    /// The running engine's boot record (stages, accelerator, pid), for the next agent.
+    pub fn engine_record(&self) -> PathBuf {
+        self.run_dir().join("engine.json")
     }
     pub fn vm_dir(&self) -> PathBuf {
         self.root.join("vm")

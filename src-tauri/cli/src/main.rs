@@ -102,7 +102,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             up(&home, patch).await
         }
         Cmd::Down => {
-            let c = AgentClient::for_home(&home);
+            // A VM whose agent is gone is stopped too: a new agent adopts it first.
+            let c = reattach(&home).await?;
             if !c.is_running().await {
                 println!("Berth is not running");
                 return Ok(0);
@@ -111,7 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             c.shutdown().await?;
             // Wait for the agent to be gone, so a following `berth up` starts afresh.
             for _ in 0..200 {
-                if !c.is_running().await && pid.map(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()).unwrap_or(true) {
+                if !c.is_running().await && pid.map(|p| !alive(p)).unwrap_or(true) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -120,7 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Status { json } => {
-            let c = AgentClient::for_home(&home);
+            let c = reattach(&home).await?;
             match c.status().await {
                 Ok(s) => {
                     if json {
@@ -142,7 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Cmd::Logs { tail, follow } => {
-            let c = AgentClient::for_home(&home);
+            let c = reattach(&home).await?;
             let mut events = if follow { Some(c.events().await?) } else { None };
             for l in c.logs(tail).await? {
                 println!("{l}");
@@ -158,7 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Shell => shell(&home).await,
         Cmd::Diagnose => {
-            let c = AgentClient::for_home(&home);
+            let c = reattach(&home).await?;
             let d = c.diagnostics().await?;
             print_status(&d.status);
             println!("\nChecks:");
@@ -172,6 +173,33 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// True while process `pid` runs (a zombie does not: not every init reaps orphans at once).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()), Some('Z' | 'X')),
+        Err(_) => false,
+    }
+}
+
+/// The agent's client; when no agent runs but a VM of this home does (its agent was killed,
+/// or the app quit), start an agent, which re-attaches to the VM, and wait until it has.
+async fn reattach(home: &Home) -> anyhow::Result<AgentClient> {
+    let c = AgentClient::for_home(home);
+    if c.is_running().await || berth_agent::backend::qemu::Qemu::left_running(home).is_none() {
+        return Ok(c);
+    }
+    let exe = std::env::current_exe().context("locating the berth executable")?;
+    let c = AgentClient::connect_or_spawn(home, &exe).await?;
+    // Adopting takes a QMP query and a ping (a refused VM is stopped, up to ~40 s).
+    for _ in 0..1200 {
+        match c.status().await {
+            Ok(s) if s.state != EngineState::Starting => break,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    Ok(c)
 }
 
 async fn up(home: &Home, patch: SettingsPatch) -> anyhow::Result<i32> {
@@ -194,6 +222,9 @@ async fn up(home: &Home, patch: SettingsPatch) -> anyhow::Result<i32> {
     let s = c.up(&patch).await?;
     // The last stage event may still be on its way; a failed start never sends it.
     let _ = tokio::time::timeout(Duration::from_millis(50), printer).await;
+    if let Some(n) = &s.note {
+        println!("Note: {n}");
+    }
     match s.state {
         EngineState::Running => {
             println!(
@@ -246,6 +277,9 @@ fn print_status(s: &Status) {
         head += &format!(", pid {p}");
     }
     println!("{head}");
+    if let Some(n) = &s.note {
+        println!("Note: {n}");
+    }
     if !s.expected_stages.is_empty() {
         println!("Stages:");
         for st in &s.expected_stages {
@@ -316,7 +350,7 @@ fn term_size() -> (u16, u16) {
 }
 
 async fn shell(home: &Home) -> anyhow::Result<i32> {
-    let c = AgentClient::for_home(home);
+    let c = reattach(home).await?;
     let (rows, cols) = term_size();
     let pty = match c.shell(rows, cols).await {
         Ok(p) => p,

@@ -11,6 +11,7 @@ use crate::transport::Transport;
 
 pub mod native;
 pub mod qemu;
+pub mod reattach;
 
 #[cfg(target_os = "linux")]
 #[path = "platform_linux.rs"]
@@ -48,6 +49,16 @@ pub enum BackendError {
     Setup(String),
 }
 
+/// What [`Backend::adopt`] found.
+pub enum Adoption {
+    /// No engine of ours was left running.
+    Nothing,
+    /// An engine left by an earlier agent, taken over.
+    Adopted(Running),
+    /// One was there but could not be taken over (the reason); it has been stopped.
+    Stopped(String),
+}
+
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync {
     /// "qemu" or "native".
@@ -59,6 +70,15 @@ pub trait Backend: Send + Sync {
     async fn stop(&mut self);
     /// The last console/log lines.
     fn log_tail(&self, n: usize) -> Vec<String>;
+    /// Take over an engine an earlier agent left running (see [`reattach`]).
+    async fn adopt(&mut self, _events: mpsc::UnboundedSender<BackendEvent>) -> Adoption {
+        Adoption::Nothing
+    }
+    /// True when the engine keeps running after this agent exits (a VM does; native berthd,
+    /// our child, is stopped with the agent).
+    fn survives_agent(&self) -> bool {
+        false
+    }
 }
 
 /// The line of a log that best explains a failure: the guest's own failure report, a kernel

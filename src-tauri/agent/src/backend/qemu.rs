@@ -3,23 +3,32 @@
 //! vhost-user-vsock (the `vhost-device-vsock` daemon) or kernel vhost-vsock, a QMP socket for
 //! control, the serial console read line by line for readiness stages and `berth logs`.
 //!
+//! QEMU and its vsock helper outlive the agent (checklist #29): each runs in a session of its
+//! own, with no pipe to the agent (the serial console is a chardev to `vm/console.log`, QEMU's
+//! own messages go to `vm/qemu.log`, both followed by the agent), so a killed agent or a quit
+//! app leaves the VM and its containers running, and the next agent takes the VM over
+//! ([`super::reattach`]). `berth down` stops everything.
+//!
 //! Acceleration is probed in the platform's order (KVM, HVF, WHPX, then TCG): a candidate that
 //! does not get the kernel to print within [`PROGRESS_TIMEOUT`] is abandoned (nested KVM on
 //! some hosts accepts the VM and then never runs it), and the verdict is remembered in
 //! `vm/accel.json` so the next start goes straight to what works.
 
 use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
-use super::{describe_exit, explaining_line, platform, Backend, BackendError, BackendEvent, Running};
+use super::reattach::{self, Found, Layout, SystemProbe};
+use super::{describe_exit, explaining_line, platform, Adoption, Backend, BackendError, BackendEvent, Running};
 use crate::api::{Accel, Settings, Stage};
 use crate::paths::Home;
 use crate::protocol::{self, CONTROL_PORT, ENGINE_PORT};
@@ -94,6 +103,8 @@ pub struct QemuConfig {
     pub initramfs: PathBuf,
     pub disk: PathBuf,
     pub qmp: PathBuf,
+    /// Where the serial console is written (by QEMU itself: it outlives the agent).
+    pub console: PathBuf,
     /// vhost-user-vsock control socket; None: kernel vhost-vsock with [`protocol::GUEST_CID`].
     pub vhost_user_vsock: Option<PathBuf>,
     pub shares: Vec<String>,
@@ -132,7 +143,7 @@ pub fn qemu_args(c: &QemuConfig) -> Vec<String> {
     push(&["-object", &format!("memory-backend-memfd,id=mem,size={mem},share=on")]);
     push(&["-kernel", &c.kernel.to_string_lossy(), "-initrd", &c.initramfs.to_string_lossy()]);
     push(&["-append", &kernel_cmdline(c)]);
-    push(&["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
+    push(&["-chardev", &format!("file,id=con,path={}", c.console.display()), "-serial", "chardev:con"]);
     push(&["-qmp", &format!("unix:{},server=on,wait=off", c.qmp.display())]);
     push(&["-drive", &format!("id=data,file={},format=qcow2,if=none,discard=unmap,detect-zeroes=unmap,cache=writeback", c.disk.display())]);
     push(&["-device", "virtio-blk-device,drive=data"]);
@@ -205,41 +216,220 @@ impl Console {
     }
 }
 
+/// Follow a file another process writes (QEMU's console and its log) from byte `from`: each
+/// complete line goes to `on_line`. Polled, 5 ms after data and backing off to 20 ms while
+/// `fast` (booting: stage lines) or 250 ms; a file that shrank (a new boot) is read from 0.
+/// Hand-written: the notify crates would add a watcher thread for two files.
+fn follow(path: PathBuf, from: u64, fast: Arc<AtomicBool>, mut on_line: impl FnMut(String) + Send + 'static) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut pos = from;
+        let mut file: Option<std::fs::File> = None;
+        let mut partial: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut idle = Duration::from_millis(5);
+        let mut emit = |partial: &mut Vec<u8>| {
+            let line = String::from_utf8_lossy(partial).trim_end_matches(['\r', '\n']).to_string();
+            partial.clear();
+            on_line(line);
+        };
+        loop {
+            if file.is_none() {
+                file = std::fs::File::open(&path).ok();
+                if let Some(f) = file.as_mut() {
+                    if f.seek(std::io::SeekFrom::Start(pos)).is_err() {
+                        file = None;
+                    }
+                }
+            }
+            let n = file.as_mut().map(|f| f.read(&mut buf).unwrap_or(0)).unwrap_or(0);
+            if n > 0 {
+                pos += n as u64;
+                for &b in &buf[..n] {
+                    partial.push(b);
+                    if b == b'\n' || partial.len() >= 64 * 1024 {
+                        emit(&mut partial);
+                    }
+                }
+                idle = Duration::from_millis(5);
+                continue;
+            }
+            if std::fs::metadata(&path).map(|m| m.len() < pos).unwrap_or(false) {
+                pos = 0;
+                file = None;
+                partial.clear();
+                continue;
+            }
+            let cap = Duration::from_millis(if fast.load(Ordering::Relaxed) { 20 } else { 250 });
+            tokio::time::sleep(idle).await;
+            idle = (idle * 2).min(cap);
+        }
+    })
+}
+
+/// The whole lines of a file and the offset after the last one.
+fn read_lines(path: &Path) -> (Vec<String>, u64) {
+    let data = std::fs::read(path).unwrap_or_default();
+    let end = data.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+    let lines = String::from_utf8_lossy(&data[..end]).lines().map(|l| l.trim_end_matches('\r').to_string()).collect();
+    (lines, end as u64)
+}
+
+/// Start `cmd` in a session of its own: no terminal, no signal from the agent's process group
+/// or terminal, no parent-death signal. The VM belongs to the user's session, not to the
+/// agent process that happened to start it.
+fn detach(cmd: &mut Command) {
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+}
+
+/// The vhost-user-vsock daemon: our child, or adopted from an earlier agent (then only its pid
+/// is known).
+struct Helper {
+    pid: u32,
+    socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Helper {
+    async fn stop(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+            return;
+        }
+        // Not our child: signal it only while its argv still says it is ours (pid reuse).
+        let ours = |pid| platform::process_argv(pid).map(|a| reattach::is_our_helper(&a, &self.socket)).unwrap_or(false);
+        if ours(self.pid) {
+            // SAFETY: a process of ours (checked just above).
+            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while ours(self.pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 pub struct Qemu {
     home: Home,
     console: Console,
     child_pid: Option<u32>,
-    helper: Option<Child>,
+    helper: Option<Helper>,
     transport: Option<Arc<dyn Transport>>,
     exited: Option<watch::Receiver<Option<String>>>,
     qmp_path: PathBuf,
+    /// The host services of this run (the guest's clock and egress proxy).
+    services: Vec<JoinHandle<()>>,
+    /// The followers of this boot's console and QEMU log.
+    followers: Vec<JoinHandle<()>>,
+    /// Console polled fast while booting.
+    booting: Arc<AtomicBool>,
 }
 
 impl Qemu {
     pub fn new(home: Home) -> Qemu {
         let qmp_path = home.vm_dir().join("qmp.sock");
-        Qemu { home, console: Console::default(), child_pid: None, helper: None, transport: None, exited: None, qmp_path }
+        Qemu {
+            home,
+            console: Console::default(),
+            child_pid: None,
+            helper: None,
+            transport: None,
+            exited: None,
+            qmp_path,
+            services: Vec::new(),
+            followers: Vec::new(),
+            booting: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     fn vm(&self, name: &str) -> PathBuf {
         self.home.vm_dir().join(name)
     }
 
-    /// A QEMU left behind by an agent that was killed: stop it (only if its pid file and
-    /// command line say it is ours).
-    fn reap_stale(&self) {
-        let pidfile = self.vm("qemu.pid");
-        let Ok(pid) = std::fs::read_to_string(&pidfile).map(|s| s.trim().parse::<i32>().unwrap_or(0)) else { return };
-        if pid > 0 {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let ours = String::from_utf8_lossy(&cmdline).contains(&*self.home.vm_dir().to_string_lossy());
-            if ours {
-                // SAFETY: signalling a process we started (checked above).
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                std::thread::sleep(Duration::from_millis(200));
-            }
+    fn layout(&self) -> Layout {
+        let helper = (!platform::host_vsock()).then(|| (self.vm("vhost-vsock.pid"), self.vm("vhost-vsock.sock")));
+        Layout { qemu_pidfile: self.vm("qemu.pid"), helper }
+    }
+
+    /// The pid of a QEMU of this home that is still running (left by an earlier agent, or run
+    /// by the current one): what tells the CLI a VM is there to re-attach to.
+    pub fn left_running(home: &Home) -> Option<u32> {
+        let pidfile = home.vm_dir().join("qemu.pid");
+        let pid: u32 = std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok()?;
+        platform::process_argv(pid).filter(|a| reattach::is_our_qemu(a, &pidfile)).map(|_| pid)
+    }
+
+    fn stop_followers(&mut self) {
+        for t in self.followers.drain(..) {
+            t.abort();
         }
-        let _ = std::fs::remove_file(pidfile);
+    }
+
+    fn stop_tasks(&mut self) {
+        self.stop_followers();
+        for t in self.services.drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Answer the guest's connections to the host: its clock and its egress proxy.
+    async fn serve_host(&mut self, t: &Arc<dyn Transport>) -> Result<(), BackendError> {
+        let time_l = t.listen(protocol::TIME_PORT).await.map_err(|e| BackendError::Setup(e.to_string()))?;
+        self.services.push(tokio::spawn(crate::timeserve::serve(time_l)));
+        let egress_l = t.listen(protocol::EGRESS_PORT).await.map_err(|e| BackendError::Setup(e.to_string()))?;
+        self.services.push(tokio::spawn(crate::egress::serve(egress_l)));
+        Ok(())
+    }
+
+    /// How this host reaches the guest's vsock ports (the vhost-user helper's sockets are at
+    /// fixed paths, so an adopted VM is reached the same way).
+    fn make_transport(&self) -> Result<Arc<dyn Transport>, BackendError> {
+        Ok(if platform::host_vsock() { Arc::new(host_vsock_transport()?) } else { Arc::new(Hybrid::new(self.vm("vsock.sock"))) })
+    }
+
+    /// Make a QEMU that is not our child (and its helper) this backend's own.
+    fn take(&mut self, qemu: u32, helper: Option<u32>, transport: Arc<dyn Transport>) -> watch::Receiver<Option<String>> {
+        let exited = platform::watch_exit(qemu, "QEMU");
+        self.child_pid = Some(qemu);
+        self.exited = Some(exited.clone());
+        self.helper = helper.map(|pid| Helper { pid, socket: self.vm("vhost-vsock.sock"), child: None });
+        self.transport = Some(transport);
+        exited
+    }
+
+    /// A VM of this home still running when a boot is asked for: the agent adopts one before
+    /// it boots, so this one could not be adopted. Stop it cleanly: two QEMUs must never share
+    /// the disk. An orphaned helper is stopped too.
+    async fn stop_leftover(&mut self, events: &mpsc::UnboundedSender<BackendEvent>) {
+        if self.child_pid.is_some() {
+            return;
+        }
+        let socket = self.vm("vhost-vsock.sock");
+        let helper = std::fs::read_to_string(self.vm("vhost-vsock.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|p| platform::process_argv(*p).map(|a| reattach::is_our_helper(&a, &socket)).unwrap_or(false));
+        if let Some(qemu) = Self::left_running(&self.home) {
+            let _ = events.send(BackendEvent::Log(format!("berth: stopping the VM left running (QEMU pid {qemu}) before booting")));
+            if let Ok(t) = self.make_transport() {
+                self.take(qemu, helper, t);
+                self.stop().await;
+            }
+        } else if let Some(pid) = helper {
+            Helper { pid, socket, child: None }.stop().await;
+        }
+        let _ = std::fs::remove_file(self.vm("qemu.pid"));
+    }
+
+    /// QEMU's own messages (`vm/qemu.log`) into the console tail, as `qemu: ...`.
+    fn follow_qemu_log(&mut self, from: u64) {
+        let console = self.console.clone();
+        self.followers.push(follow(self.vm("qemu.log"), from, Arc::clone(&self.booting), move |l| console.push(format!("qemu: {l}"))));
     }
 
     async fn ensure_disk(&self, assets: &VmAssets, gib: u32) -> Result<PathBuf, BackendError> {
@@ -267,7 +457,9 @@ impl Qemu {
         let _ = std::fs::remove_file(&ctl);
         let _ = std::fs::remove_file(&uds);
         let log = std::fs::File::create(self.vm("vhost-vsock.log")).map_err(|e| BackendError::Setup(e.to_string()))?;
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        detach(&mut cmd);
+        let child = cmd
             .arg("--guest-cid")
             .arg(protocol::GUEST_CID.to_string())
             .arg("--socket")
@@ -279,13 +471,11 @@ impl Qemu {
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| BackendError::Setup(e.to_string()))?)
             .stderr(log)
-            .kill_on_drop(true)
             .spawn()
             .map_err(|e| BackendError::Setup(format!("cannot start {}: {e}", bin.display())))?;
-        if let Some(pid) = child.id() {
-            let _ = std::fs::write(self.vm("vhost-vsock.pid"), format!("{pid}\n"));
-        }
-        self.helper = Some(child);
+        let pid = child.id().unwrap_or(0);
+        let _ = std::fs::write(self.vm("vhost-vsock.pid"), format!("{pid}\n"));
+        self.helper = Some(Helper { pid, socket: ctl.clone(), child: Some(child) });
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ctl.exists() {
             if Instant::now() > deadline {
@@ -297,7 +487,15 @@ impl Qemu {
     }
 
     fn fail(&self, stage: Stage, message: String) -> BackendError {
-        BackendError::Start { stage, message, log_line: explaining_line(&self.console.tail(200)) }
+        // QEMU's last words may not have been followed yet: read its log now.
+        let mut lines = self.console.tail(200);
+        for l in read_lines(&self.vm("qemu.log")).0 {
+            let l = format!("qemu: {l}");
+            if !lines.contains(&l) {
+                lines.push(l);
+            }
+        }
+        BackendError::Start { stage, message, log_line: explaining_line(&lines) }
     }
 
     /// One boot attempt with one accelerator, up to a ping answered through the transport.
@@ -313,52 +511,37 @@ impl Qemu {
         if console_path.exists() {
             let _ = std::fs::rename(&console_path, self.vm("console.log.1"));
         }
+        // Stale lines from an earlier boot must not count as this one's stages.
+        let _ = std::fs::remove_file(&console_path);
+        self.stop_followers();
+        let log = std::fs::File::create(self.vm("qemu.log")).map_err(|e| BootError::Fatal(BackendError::Setup(format!("{}: {e}", self.vm("qemu.log").display()))))?;
+        let log2 = log.try_clone().map_err(|e| BootError::Fatal(BackendError::Setup(e.to_string())))?;
         let mut cmd = Command::new(&assets.qemu);
         cmd.args(qemu_args(cfg)).arg("-pidfile").arg(self.vm("qemu.pid"));
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+        detach(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| BootError::Fatal(BackendError::Setup(format!("cannot start {}: {e}", assets.qemu.display()))))?;
         let pid = child.id().unwrap_or(0);
         self.child_pid = Some(pid);
         let (stage_tx, mut stage_rx) = mpsc::unbounded_channel::<(String, Option<f64>, String)>();
-        let mut file = std::fs::File::create(&console_path).ok();
         let console = self.console.clone();
         let ev = events.clone();
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
         let first_line = Arc::new(tokio::sync::Notify::new());
         let first = Arc::clone(&first_line);
-        tokio::spawn(async move {
-            let mut r = BufReader::new(stdout);
-            let mut buf = Vec::new();
-            let mut seen_first = false;
-            loop {
-                buf.clear();
-                match (&mut r).take(64 * 1024).read_until(b'\n', &mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
-                if !seen_first {
-                    seen_first = true;
-                    first.notify_one();
-                }
-                if let Some(f) = file.as_mut() {
-                    let _ = writeln!(f, "{line}");
-                }
-                if let Some(s) = protocol::parse_stage_line(&line) {
-                    let _ = stage_tx.send((s.name, s.uptime_s, s.detail));
-                }
-                console.push(line.clone());
-                let _ = ev.send(BackendEvent::Log(line));
+        let mut seen_first = false;
+        self.booting.store(true, Ordering::Relaxed);
+        self.followers.push(follow(console_path.clone(), 0, Arc::clone(&self.booting), move |line| {
+            if !seen_first {
+                seen_first = true;
+                first.notify_one();
             }
-        });
-        let console = self.console.clone();
-        tokio::spawn(async move {
-            let mut r = BufReader::new(stderr).lines();
-            while let Ok(Some(l)) = r.next_line().await {
-                console.push(format!("qemu: {l}"));
+            if let Some(s) = protocol::parse_stage_line(&line) {
+                let _ = stage_tx.send((s.name, s.uptime_s, s.detail));
             }
-        });
+            console.push(line.clone());
+            let _ = ev.send(BackendEvent::Log(line));
+        }));
+        self.follow_qemu_log(0);
         let (exit_tx, exit_rx) = watch::channel(None);
         tokio::spawn(async move {
             let s = child.wait().await;
@@ -484,7 +667,7 @@ impl Backend for Qemu {
     }
 
     async fn start(&mut self, settings: &Settings, events: mpsc::UnboundedSender<BackendEvent>) -> Result<Running, BackendError> {
-        self.reap_stale();
+        self.stop_leftover(&events).await;
         let assets = VmAssets::locate(&self.home).map_err(BackendError::Setup)?;
         let disk = self.ensure_disk(&assets, settings.disk_gib).await?;
         let vhost_user = if platform::host_vsock() {
@@ -500,10 +683,7 @@ impl Backend for Qemu {
         };
         // The guest asks for the time and for egress while it boots: serve both first.
         let t = self.transport.clone().expect("set above");
-        let time_l = t.listen(protocol::TIME_PORT).await.map_err(|e| BackendError::Setup(e.to_string()))?;
-        tokio::spawn(crate::timeserve::serve(time_l));
-        let egress_l = t.listen(protocol::EGRESS_PORT).await.map_err(|e| BackendError::Setup(e.to_string()))?;
-        tokio::spawn(crate::egress::serve(egress_l));
+        self.serve_host(&t).await?;
 
         let forced = settings.accel.or_else(|| std::env::var("BERTH_ACCEL").ok().and_then(|a| Accel::parse(&a)));
         let mut bad = load_bad_accels(&self.home.vm_dir());
@@ -520,6 +700,7 @@ impl Backend for Qemu {
                 initramfs: assets.initramfs.clone(),
                 disk: disk.clone(),
                 qmp: self.qmp_path.clone(),
+                console: self.vm("console.log"),
                 vhost_user_vsock: vhost_user.clone(),
                 shares: settings.shares.clone(),
                 tsc_khz: platform::tsc_khz(),
@@ -531,6 +712,7 @@ impl Backend for Qemu {
             match self.boot(&cfg, &assets, &events, probe).await {
                 Ok(mut r) => {
                     self.exited = Some(r.exited.clone());
+                    self.booting.store(false, Ordering::Relaxed);
                     r.accel = Some(accel);
                     return Ok(r);
                 }
@@ -544,8 +726,8 @@ impl Backend for Qemu {
                     save_bad_accels(&self.home.vm_dir(), &bad);
                     // The vhost-user daemon may have exited with the killed QEMU: restart it.
                     if let Some(bin) = assets.vhost_vsock.clone().filter(|_| vhost_user.is_some()) {
-                        if let Some(mut h) = self.helper.take() {
-                            let _ = h.kill().await;
+                        if let Some(h) = self.helper.take() {
+                            h.stop().await;
                         }
                         let (_, t) = self.start_vhost_vsock(&bin).await?;
                         let _ = t; // same paths as before
@@ -557,17 +739,19 @@ impl Backend for Qemu {
                 }
             }
         }
-        if let Some(mut h) = self.helper.take() {
-            let _ = h.kill().await;
+        if let Some(h) = self.helper.take() {
+            h.stop().await;
         }
+        self.stop_tasks();
         Err(last_err.unwrap_or_else(|| BackendError::Setup("no accelerator could boot the VM".into())))
     }
 
     async fn stop(&mut self) {
         let Some(pid) = self.child_pid else {
-            if let Some(mut h) = self.helper.take() {
-                let _ = h.kill().await;
+            if let Some(h) = self.helper.take() {
+                h.stop().await;
             }
+            self.stop_tasks();
             return;
         };
         let exited = self.exited.clone();
@@ -592,16 +776,81 @@ impl Backend for Qemu {
             }
             done = gone(exited.clone(), Duration::from_secs(5)).await;
         }
-        if !done {
-            // SAFETY: our own child.
+        if !done && !exited.as_ref().map(|e| e.borrow().is_some()).unwrap_or(false) {
+            // SAFETY: our QEMU (our child, or adopted after checking its argv), not yet exited.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             let _ = gone(exited, Duration::from_secs(5)).await;
         }
         self.child_pid = None;
         let _ = std::fs::remove_file(self.vm("qemu.pid"));
-        if let Some(mut h) = self.helper.take() {
-            let _ = h.kill().await;
+        if let Some(h) = self.helper.take() {
+            h.stop().await;
         }
+        let _ = std::fs::remove_file(self.vm("vhost-vsock.pid"));
+        self.stop_tasks();
+    }
+
+    async fn adopt(&mut self, events: mpsc::UnboundedSender<BackendEvent>) -> Adoption {
+        let layout = self.layout();
+        let any_pidfile = layout.qemu_pidfile.exists() || layout.helper.as_ref().map(|(p, _)| p.exists()).unwrap_or(false);
+        if !any_pidfile {
+            return Adoption::Nothing;
+        }
+        let transport = match self.make_transport() {
+            Ok(t) => t,
+            Err(_) => return Adoption::Nothing,
+        };
+        let probe = SystemProbe { qmp: self.qmp_path.clone(), transport: Arc::clone(&transport), engine_timeout: reattach::ENGINE_TIMEOUT };
+        let log = |l: String| {
+            let _ = events.send(BackendEvent::Log(l));
+        };
+        match reattach::inspect(&probe, &layout).await {
+            Found::Nothing { stale_helper } => {
+                if let Some(pid) = stale_helper {
+                    log(format!("berth: stopping a vsock helper (pid {pid}) whose VM is gone"));
+                    Helper { pid, socket: self.vm("vhost-vsock.sock"), child: None }.stop().await;
+                }
+                let _ = std::fs::remove_file(&layout.qemu_pidfile);
+                let _ = std::fs::remove_file(self.vm("vhost-vsock.pid"));
+                Adoption::Nothing
+            }
+            Found::Broken { qemu, helper, reason } => {
+                log(format!("berth: found the VM an earlier agent left running (QEMU pid {qemu}), but {reason}: stopping it"));
+                self.take(qemu, helper, transport);
+                self.stop().await;
+                Adoption::Stopped(reason)
+            }
+            Found::Adopt { qemu, helper } => {
+                let accel = platform::process_argv(qemu).and_then(|a| reattach::accel_of(&a));
+                let exited = self.take(qemu, helper, Arc::clone(&transport));
+                if let Err(e) = self.serve_host(&transport).await {
+                    let reason = format!("cannot serve the guest's host ports ({e})");
+                    log(format!("berth: re-attaching to the VM (QEMU pid {qemu}) failed: {reason}: stopping it"));
+                    self.stop().await;
+                    return Adoption::Stopped(reason);
+                }
+                // The console so far (this boot's), then whatever comes next.
+                let console_path = self.vm("console.log");
+                let (lines, end) = read_lines(&console_path);
+                for l in lines {
+                    self.console.push(l);
+                }
+                let console = self.console.clone();
+                let ev = events.clone();
+                self.followers.push(follow(console_path, end, Arc::clone(&self.booting), move |line| {
+                    console.push(line.clone());
+                    let _ = ev.send(BackendEvent::Log(line));
+                }));
+                let qemu_log_end = read_lines(&self.vm("qemu.log")).1;
+                self.follow_qemu_log(qemu_log_end);
+                log(format!("berth: re-attached to the running VM (QEMU pid {qemu}) left by an earlier agent"));
+                Adoption::Adopted(Running { pid: qemu, accel, transport: Some(transport), exited })
+            }
+        }
+    }
+
+    fn survives_agent(&self) -> bool {
+        true
     }
 
     fn log_tail(&self, n: usize) -> Vec<String> {
@@ -632,6 +881,7 @@ mod tests {
             initramfs: "/img/initramfs.cpio".into(),
             disk: "/h/vm/disk.qcow2".into(),
             qmp: "/h/vm/qmp.sock".into(),
+            console: "/h/vm/console.log".into(),
             vhost_user_vsock: Some("/h/vm/vhost-vsock.sock".into()),
             shares: vec!["/home/u".into()],
             tsc_khz: 2_600_000,
@@ -653,6 +903,9 @@ mod tests {
         assert!(a.contains(" quiet "));
         assert!(a.contains("lpj=10400000"), "TSC ticks per jiffy at 250 Hz: {a}");
         assert!(a.contains("-nodefaults"), "no default NIC or devices");
+        // The console is QEMU's own file: it keeps working when the agent is gone.
+        assert!(a.contains("-chardev file,id=con,path=/h/vm/console.log -serial chardev:con"), "{a}");
+        assert!(!a.contains("stdio"), "nothing of QEMU's may depend on the agent's pipes: {a}");
         for forbidden in ["-netdev", "-nic", "user,", "hostfwd"] {
             assert!(!a.contains(forbidden), "{forbidden} in {a}");
         }
@@ -669,6 +922,31 @@ mod tests {
         assert_eq!(accel_order(None, &[Accel::Kvm, Accel::Tcg], &has(&["kvm", "tcg"]), &[Accel::Kvm]), vec![Accel::Tcg], "remembered verdict");
         assert_eq!(accel_order(Some(Accel::Tcg), &[Accel::Kvm], &has(&["kvm"]), &[]), vec![Accel::Tcg]);
         assert_eq!(accel_order(None, &[Accel::Hvf, Accel::Tcg], &has(&["hvf", "tcg"]), &[]), vec![Accel::Hvf, Accel::Tcg]);
+    }
+
+    #[tokio::test]
+    async fn follow_reads_new_lines_and_starts_over_on_a_new_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("console.log");
+        std::fs::write(&p, "old 1\nold 2\npart").unwrap();
+        let (lines, end) = read_lines(&p);
+        assert_eq!(lines, ["old 1", "old 2"]);
+        assert_eq!(end, 12, "the unfinished line is read by the follower");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let t = follow(p.clone(), end, Arc::new(AtomicBool::new(true)), move |l| {
+            let _ = tx.send(l);
+        });
+        async fn next(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
+            tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a line").expect("open")
+        }
+        use std::io::Write;
+        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"ial\r\nnext\n").unwrap();
+        assert_eq!(next(&mut rx).await, "partial");
+        assert_eq!(next(&mut rx).await, "next");
+        // A new boot's console (shorter than what was read): read from its start.
+        std::fs::write(&p, "new\n").unwrap();
+        assert_eq!(next(&mut rx).await, "new");
+        t.abort();
     }
 
     #[test]
