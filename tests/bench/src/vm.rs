@@ -147,10 +147,14 @@ pub fn bare_qemu_args(agent_args: &[String]) -> Vec<String> {
             .filter(|v| !v.starts_with('-'))
             .cloned();
         i += 1 + value.is_some() as usize;
+        // The agent's console chardev (`id=con`, a file QEMU writes) becomes stdio: the bare
+        // boot reads QEMU's stdout. Socket chardevs belong to vsock devices.
+        if flag == "-chardev" && value.as_deref().map(|v| v.contains("id=con,") || v.ends_with("id=con")).unwrap_or(false) {
+            out.extend(["-chardev".to_string(), "stdio,id=con,signal=off".to_string()]);
+            continue;
+        }
         let keep = match (&value, flag) {
             (None, f) => FLAGS.contains(&f),
-            // The console chardev (stdio); socket chardevs belong to vsock devices.
-            (Some(v), "-chardev") => v.starts_with("stdio,"),
             (Some(_), f) => WITH_VALUE.contains(&f),
         };
         if keep {
@@ -172,6 +176,7 @@ pub fn agent_config(paths: &VmPaths, initramfs: PathBuf) -> qemu::QemuConfig {
         initramfs,
         disk: "/dev/null".into(),
         qmp: "/dev/null".into(),
+        console: "/dev/null".into(),
         vhost_user_vsock: Some("/dev/null".into()),
         shares: Vec::new(),
         tsc_khz: platform::tsc_khz(),
