@@ -173,8 +173,9 @@ fn wait_dead(pid: i32, what: &str) {
 /// Checklist #29: containers run (one publishing a port), the agent is killed with SIGKILL;
 /// QEMU and its vsock helper live on, the docker socket is gone; `berth status` starts a new
 /// agent that re-attaches: the same containers (same ID, same StartedAt), exec works, the
-/// port answers on the host again, `berth up` keeps the same VM. Then the new agent is killed
-/// too, and the pids to check after the caller's `berth down` (with no agent) are returned.
+/// port answers on the host again, `berth up` keeps the same VM. Then the new agent gets
+/// SIGTERM (it detaches), and the pids to check after the caller's `berth down` (with no agent)
+/// are returned.
 fn agent_kill_leaves_the_vm_running(vm: &BerthVm, fx: &Fixtures, web: &str) -> Vec<i32> {
     let sleeper = vm.docker_ok(&["run", "-d", "busybox", "sleep", "600"]).trim().to_string();
     let port = fx.ns.free_port().unwrap();
@@ -226,12 +227,14 @@ fn agent_kill_leaves_the_vm_running(vm: &BerthVm, fx: &Fixtures, web: &str) -> V
     assert!(up.contains("Berth is up"), "{up}");
     assert_eq!(vm.status()["pid"].as_i64(), Some(qemu as i64));
     vm.docker_ok(&["rm", "-f", &sleeper, &webc]);
-    // Killed again: the caller's `berth down` finds no agent, and must still stop the VM.
+    // SIGTERM to the new agent: it exits on purpose, leaving the VM running (its socket
+    // removed); the caller's `berth down` finds no agent, and must still stop the VM.
     let agent2 = vm.status()["agent_pid"].as_i64().expect("agent pid") as i32;
     // SAFETY: the agent this test's `berth status` started.
-    unsafe { libc::kill(agent2, libc::SIGKILL) };
-    wait_dead(agent2, "second killed agent");
-    assert!(alive(qemu), "QEMU died with its second agent");
+    unsafe { libc::kill(agent2, libc::SIGTERM) };
+    wait_dead(agent2, "second agent after SIGTERM");
+    assert!(alive(qemu) && alive(helper), "the VM stopped with its second agent's SIGTERM");
+    assert!(!vm.docker_socket().exists(), "a detaching agent removes its docker socket");
     vec![qemu, helper]
 }
 
