@@ -231,3 +231,73 @@ pub async fn serve(agent: Arc<Agent>) -> std::io::Result<()> {
     let _ = std::fs::remove_file(agent.home().agent_pidfile());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixStream;
+
+    /// One raw request on a fresh connection; what comes back before the agent closes it.
+    async fn raw(sock: &std::path::Path, bytes: &[u8], close_write: bool) -> String {
+        let mut s = UnixStream::connect(sock).await.unwrap();
+        let _ = s.write_all(bytes).await;
+        if close_write {
+            let _ = s.shutdown().await;
+        }
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Checklist #19 for the control API: truncated, oversized, garbage and unknown requests
+    /// get an error or a closed connection, and the agent keeps answering.
+    #[tokio::test]
+    async fn hostile_requests_fail_cleanly_and_the_agent_stays_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = crate::Home::new(dir.path().join("b"));
+        home.ensure().unwrap();
+        let agent = Agent::new(home.clone());
+        tokio::spawn(serve(Arc::clone(&agent)));
+        let sock = home.agent_socket();
+        for _ in 0..200 {
+            if UnixStream::connect(&sock).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let status_ok = || async { raw(&sock, b"GET /v1/status HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false).await };
+        assert!(status_ok().await.starts_with("HTTP/1.1 200"));
+
+        let big = vec![b'{'; MAX_BODY + 10];
+        let mut req = format!("PUT /v1/settings HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", big.len()).into_bytes();
+        req.extend_from_slice(&big);
+        assert!(raw(&sock, &req, false).await.starts_with("HTTP/1.1 413"), "oversized body");
+        let r = raw(&sock, b"PUT /v1/settings HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\nConnection: close\r\n\r\n{\"cpus\":", false).await;
+        assert!(r.starts_with("HTTP/1.1 400") && r.contains("bad JSON"), "{r}");
+        let r = raw(&sock, b"PUT /v1/settings HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nConnection: close\r\n\r\n{\"cpus\":\"x\"}", false).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "ill-typed field: {r}");
+        let r = raw(&sock, b"PUT /v1/settings HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nConnection: close\r\n\r\n{\"cpus\":0}", false).await;
+        assert!(r.starts_with("HTTP/1.1 400") && r.contains("cpus"), "refused value: {r}");
+        assert!(raw(&sock, b"GET /v2/status HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false).await.starts_with("HTTP/1.1 404"));
+        assert!(raw(&sock, b"DELETE /v1/up HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false).await.starts_with("HTTP/1.1 405"));
+        // No VM: the shell is refused, not hung.
+        assert!(raw(&sock, b"POST /v1/shell HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", false).await.starts_with("HTTP/1.1 409"));
+        // Garbage, a request cut off in its headers, a body shorter than its length, a huge
+        // header: answered with an error or closed, never a crash.
+        for bad in [
+            &b"\x00\x01\x02garbage\r\n\r\n"[..],
+            b"GET /v1/sta",
+            b"PUT /v1/settings HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n{\"cpus\":",
+            b"HTTP/1.1 200 OK\r\n\r\n",
+        ] {
+            let r = raw(&sock, bad, true).await;
+            assert!(r.is_empty() || r.starts_with("HTTP/1.1 4"), "{bad:?}: {r}");
+        }
+        let mut huge = b"GET /v1/status HTTP/1.1\r\nX: ".to_vec();
+        huge.extend(std::iter::repeat(b'a').take(200 * 1024));
+        let r = raw(&sock, &huge, true).await;
+        assert!(r.is_empty() || r.starts_with("HTTP/1.1 431") || r.starts_with("HTTP/1.1 4"), "{r}");
+        assert!(status_ok().await.starts_with("HTTP/1.1 200"), "the agent answers after all that");
+        assert_eq!(agent.settings(), crate::api::Settings::default(), "no bad request changed the settings");
+    }
+}
