@@ -146,6 +146,28 @@ fn vm_end_to_end() {
     let c = vm.docker_ok(&["run", "-d", "busybox", "echo", "back"]);
     vm.docker_ok(&["wait", c.trim()]);
     assert_eq!(vm.docker_ok(&["logs", c.trim()]), "back\n");
+
+    // --- an adopted QEMU (not the agent's child) that dies is noticed too (pidfd) ------------
+    let st = vm.status();
+    let agent = st["agent_pid"].as_i64().expect("agent pid") as i32;
+    let qemu = st["pid"].as_i64().expect("qemu pid") as i32;
+    vm.extra_pids.lock().unwrap().push(qemu);
+    // SAFETY: the agent and the QEMU this test started.
+    unsafe { libc::kill(agent, libc::SIGKILL) };
+    wait_dead(agent, "killed agent");
+    let st = vm.status();
+    assert_eq!((st["state"].as_str(), st["pid"].as_i64()), (Some("running"), Some(qemu as i64)), "{st}");
+    unsafe { libc::kill(qemu, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let st = loop {
+        let st = vm.status();
+        if st["state"] == "failed" || std::time::Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(st["state"], "failed", "{st}");
+    assert!(st["failure"]["message"].as_str().unwrap_or("").contains("QEMU exited"), "{st}");
 }
 
 /// GET /index.html on host port `port` until the page comes (30 s).
