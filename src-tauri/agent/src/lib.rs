@@ -58,7 +58,10 @@ pub async fn run_agent(home: Home) -> std::io::Result<()> {
     let a = std::sync::Arc::clone(&agent);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let server = tokio::spawn(server::serve(a));
+    // The control socket first: a second agent of this home stops here, before it could
+    // touch the VM the first one runs.
+    let l = server::bind(&agent)?;
+    let server = tokio::spawn(server::serve_on(a, l));
     {
         let a = std::sync::Arc::clone(&agent);
         tokio::spawn(async move { a.resume().await });

@@ -203,8 +203,20 @@ async fn shell(agent: &Agent, req: Request<Incoming>) -> Response<Body> {
 
 /// Serve the control API until `agent.exit` is notified.
 pub async fn serve(agent: Arc<Agent>) -> std::io::Result<()> {
+    let l = bind(&agent)?;
+    serve_on(agent, l).await
+}
+
+/// Take the control socket (refused while another agent of this home answers on it) and
+/// write the pid file: this process is then the home's agent.
+pub fn bind(agent: &Agent) -> std::io::Result<tokio::net::UnixListener> {
     let l = crate::forward::bind_private(&agent.home().agent_socket())?;
     std::fs::write(agent.home().agent_pidfile(), format!("{}\n", std::process::id()))?;
+    Ok(l)
+}
+
+/// Serve the control API on `l` (from [`bind`]) until `agent.exit` is notified.
+pub async fn serve_on(agent: Arc<Agent>, l: tokio::net::UnixListener) -> std::io::Result<()> {
     loop {
         tokio::select! {
             _ = agent.exit.notified() => break,
