@@ -759,13 +759,22 @@ pub async fn kill(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
     if !is_running(&c) {
         return Err(ApiError::Conflict(format!("Cannot kill container: {}: Container {} is not running", key, c.id)));
     }
-    if sig == libc::SIGKILL {
-    }
+    // Subscribed before the signal so the exit cannot slip past.
+    let exits = e.exits.subscribe();
     berth_shim::connect(&paths(e, &c.id).shim_state)
         .kill(sig)
         .await
         .map_err(|err| ApiError::internal(format!("cannot kill container {}: {err}", c.short_id())))?;
     super::stats::thaw_after_signal(e, &c.id).await;
+    if sig == libc::SIGKILL {
+        // As Docker's kill does for SIGKILL: answer once the container is down, so that
+        // `docker kill x && docker rm x` and an inspect right after see it exited (137).
+        // Bounded: a process stuck in the kernel must not hang the request.
+        let wait = next_exit(exits, c.id.clone(), false);
+        if is_running(&e.containers.get(&c.id)?) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+        }
+    }
     let mut attrs = HashMap::new();
     attrs.insert("signal".to_string(), sig.to_string());
     e.events.container_with("kill", &c, attrs);

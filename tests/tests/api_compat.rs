@@ -1,0 +1,41 @@
+//! Engine API details that real clients depend on, each found by docker-py's integration suite
+//! (`tests/docker_py.rs`) and pinned here through the raw API, so a regression names itself
+//! without the Python suite.
+
+use berth_tests::require_berthd;
+use berth_tests::world::World;
+use serde_json::json;
+
+/// Create (and optionally start) a container from the busybox fixture through the API.
+fn create(w: &World, body: serde_json::Value) -> String {
+    let r = w.d.api_post("/v1.47/containers/create", Some(&body)).unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json().unwrap()["Id"].as_str().unwrap().to_string()
+}
+
+fn inspect(w: &World, id: &str) -> serde_json::Value {
+    let r = w.d.api_get(&format!("/v1.47/containers/{id}/json")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json().unwrap()
+}
+
+/// docker-py `KillTest`: POST /kill (SIGKILL) answers once the container is down, as Docker's
+/// does, so an inspect right after sees it exited with 137.
+#[test]
+fn sigkill_returns_after_the_container_is_down() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    for _ in 0..3 {
+        let id = create(&w, json!({"Image": img, "Cmd": ["sleep", "9999"]}));
+        assert_eq!(w.d.api_post(&format!("/v1.47/containers/{id}/start"), None).unwrap().status, 204);
+        let r = w.d.api_post(&format!("/v1.47/containers/{id}/kill"), None).unwrap();
+        assert_eq!(r.status, 204, "{}", r.text());
+        let state = &inspect(&w, &id)["State"];
+        assert_eq!(state["Running"], false, "{state}");
+        assert_eq!(state["ExitCode"], 137, "{state}");
+        // And so a plain (not forced) remove right after works.
+        let r = w.d.api("DELETE", &format!("/v1.47/containers/{id}"), None).unwrap();
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+}
