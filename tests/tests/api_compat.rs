@@ -39,3 +39,30 @@ fn sigkill_returns_after_the_container_is_down() {
         assert_eq!(r.status, 204, "{}", r.text());
     }
 }
+
+/// docker-py `test_valid_no_log_driver_specified` and every `containers.run()` (it reads
+/// `HostConfig.LogConfig.Type`): a container created without a log driver shows Docker's
+/// default `json-file`, options kept; an unknown driver is refused in Docker's words.
+#[test]
+fn log_config_defaults_to_json_file_and_unknown_drivers_are_refused_as_docker_does() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let id = create(&w, json!({"Image": img, "Cmd": ["true"]}));
+    let lc = &inspect(&w, &id)["HostConfig"]["LogConfig"];
+    assert_eq!(lc["Type"], "json-file", "{lc}");
+    assert_eq!(lc["Config"], json!({}), "{lc}");
+    let id = create(&w, json!({"Image": img, "Cmd": ["true"], "HostConfig": {"LogConfig": {"Type": "", "Config": {"max-file": "100"}}}}));
+    let lc = &inspect(&w, &id)["HostConfig"]["LogConfig"];
+    assert_eq!(lc["Type"], "json-file", "{lc}");
+    assert_eq!(lc["Config"], json!({"max-file": "100"}), "{lc}");
+    let r = w
+        .d
+        .api_post("/v1.47/containers/create", Some(&json!({"Image": img, "HostConfig": {"LogConfig": {"Type": "asdf"}}})))
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json().unwrap()["message"], "logger: no log driver named 'asdf' is registered");
+    // The CLI shows the same default.
+    let t = w.d.docker_ok(&["inspect", "--format", "{{.HostConfig.LogConfig.Type}}", &id]);
+    assert_eq!(t.trim(), "json-file");
+}

@@ -34,9 +34,9 @@ pub fn limits(h: &HostConfig) -> Result<LogLimits, ApiError> {
     let Some(cfg) = &h.log_config else { return Ok(l) };
     let driver = cfg.typ.as_deref().unwrap_or("");
     if !matches!(driver, "" | "json-file" | "local") {
-        return Err(ApiError::bad(format!(
-            "logging driver {driver:?} is not supported: berthd keeps json-file logs (use json-file or local)"
-        )));
+        // Docker's own words for an unknown driver: clients and scripts match on them. The
+        // drivers Berth has are listed by GET /info (Plugins.Log).
+        return Err(ApiError::bad(format!("logger: no log driver named '{driver}' is registered")));
     }
     for (k, v) in cfg.config.iter().flatten() {
         match k.as_str() {
@@ -65,6 +65,16 @@ pub fn limits(h: &HostConfig) -> Result<LogLimits, ApiError> {
         }
     }
     Ok(l)
+}
+
+/// What the record keeps and inspect shows: no LogConfig, or one without a driver, means the
+/// default driver, named as Docker names it (`json-file`), with the options as given.
+pub fn normalize(h: &mut HostConfig) {
+    let cfg = h.log_config.get_or_insert_with(Default::default);
+    if cfg.typ.as_deref().unwrap_or("").is_empty() {
+        cfg.typ = Some("json-file".to_string());
+    }
+    cfg.config.get_or_insert_with(Default::default);
 }
 
 /// Docker's `RAMInBytes`: a number with an optional binary unit (`k`, `m`, `g`, `t`, with an
@@ -115,5 +125,20 @@ mod tests {
             let err = limits(&bad).unwrap_err();
             assert!(matches!(err, ApiError::BadParameter(_)), "{err:?}");
         }
+        assert_eq!(limits(&hc("asdf", &[])).unwrap_err().to_string(), "logger: no log driver named 'asdf' is registered");
+    }
+
+    #[test]
+    fn no_driver_is_shown_as_json_file() {
+        for mut h in [HostConfig::default(), hc("", &[("max-file", "100")])] {
+            normalize(&mut h);
+            assert_eq!(h.log_config.as_ref().unwrap().typ.as_deref(), Some("json-file"));
+        }
+        let mut h = hc("", &[("max-file", "100")]);
+        normalize(&mut h);
+        assert_eq!(h.log_config.unwrap().config.unwrap()["max-file"], "100");
+        let mut h = hc("local", &[]);
+        normalize(&mut h);
+        assert_eq!(h.log_config.unwrap().typ.as_deref(), Some("local"));
     }
 }

@@ -289,6 +289,7 @@ pub async fn inspect(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<B
         id: Some(c.id.clone()),
         created: Some(c.created.clone()),
         path: Some(c.path.clone()),
+    logopts::normalize(&mut host_config);
         args: Some(c.args.clone()),
         state: Some(state_view(&c)),
         image: Some(c.image_id.clone()),
