@@ -66,3 +66,21 @@ fn log_config_defaults_to_json_file_and_unknown_drivers_are_refused_as_docker_do
     let t = w.d.docker_ok(&["inspect", "--format", "{{.HostConfig.LogConfig.Type}}", &id]);
     assert_eq!(t.trim(), "json-file");
 }
+
+/// docker-py `test_build_container_with_target` reads `Config["OnBuild"]` of an image that has
+/// none: Docker sends the key (null), as it does for Entrypoint, Volumes, Labels and the rest.
+#[test]
+fn image_inspect_config_has_the_keys_docker_always_sends() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let r = w.d.api_get(&format!("/v1.47/images/{img}/json")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cfg = &r.json().unwrap()["Config"];
+    let obj = cfg.as_object().expect("Config is an object");
+    for k in ["OnBuild", "Entrypoint", "Volumes", "Labels", "WorkingDir", "User", "Env", "Cmd"] {
+        assert!(obj.contains_key(k), "{k} missing in {cfg}");
+    }
+    assert_eq!(cfg["OnBuild"], serde_json::Value::Null);
+    assert_eq!(cfg["Cmd"], json!(["sh"]), "set keys keep their values");
+}

@@ -301,7 +301,28 @@ pub async fn inspect(e: &Arc<Engine>, name: &str) -> Result<Response<Body>, ApiE
         }),
         metadata: Some(ImageInspectMetadata { last_tag_time: None }),
     };
+    let mut out = serde_json::to_value(&out).map_err(|err| ApiError::internal(format!("image inspect: {err}")))?;
+    fill_config_keys(&mut out["Config"]);
     Ok(ok_json(&out))
+}
+
+/// Docker always sends these keys of an image's Config, as null or empty when the image does
+/// not set them, and clients index them directly (docker-py reads `Config["OnBuild"]`); the
+/// API models omit what is unset.
+fn fill_config_keys(config: &mut Value) {
+    let Some(obj) = config.as_object_mut() else { return };
+    for (k, empty) in [
+        ("User", json!("")),
+        ("Env", Value::Null),
+        ("Cmd", Value::Null),
+        ("Entrypoint", Value::Null),
+        ("WorkingDir", json!("")),
+        ("Volumes", Value::Null),
+        ("OnBuild", Value::Null),
+        ("Labels", Value::Null),
+    ] {
+        obj.entry(k).or_insert(empty);
+    }
 }
 
 fn lookup(s: &Store, name: &str) -> Result<View, ApiError> {
