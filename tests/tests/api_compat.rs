@@ -84,3 +84,40 @@ fn image_inspect_config_has_the_keys_docker_always_sends() {
     assert_eq!(cfg["OnBuild"], serde_json::Value::Null);
     assert_eq!(cfg["Cmd"], json!(["sh"]), "set keys keep their values");
 }
+
+/// docker-py reads a hijacked stream from the raw socket behind its HTTP buffer
+/// (docker-py#3332): bytes that come in the same read as the 101 headers are lost to it, so a
+/// fast `attach(logs=True)` or `exec_run` returned b"". For its User-Agent, the stream starts
+/// a moment after the 101. A client that reads 10 ms after sending (a busy Python process) gets
+/// the headers alone in its first read, and the output after.
+#[test]
+fn hijacked_stream_for_docker_py_starts_after_the_101_headers() {
+    use std::io::{Read, Write};
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let id = create(&w, json!({"Image": img, "Cmd": ["echo", "hello"]}));
+    assert_eq!(w.d.api_post(&format!("/v1.47/containers/{id}/start"), None).unwrap().status, 204);
+    let r = w.d.api_post(&format!("/v1.47/containers/{id}/wait"), None).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..5 {
+        let mut s = std::os::unix::net::UnixStream::connect(w.d.socket()).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "POST /v1.47/containers/{id}/attach?logs=1&stdout=1&stderr=1&stream=0 HTTP/1.1\r\nHost: docker\r\n\
+             User-Agent: docker-sdk-python/6.1.3\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let mut first = vec![0u8; 8192];
+        let n = s.read(&mut first).unwrap();
+        let head = String::from_utf8_lossy(&first[..n]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "stream bytes came with the headers: {head:?}");
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).unwrap();
+        // One stdout frame: [1, 0, 0, 0, len(4 bytes BE)] + "hello\n".
+        assert_eq!(rest, [&[1u8, 0, 0, 0, 0, 0, 0, 6][..], b"hello\n"].concat(), "{:?}", String::from_utf8_lossy(&rest));
+    }
+}

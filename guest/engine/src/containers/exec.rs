@@ -168,6 +168,7 @@ pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Res
     }
     let c = e.containers.get(&rec.container_id)?;
     if !running(&c.state.status) {
+    let settle = super::hijack_settle(&req);
         return Err(ApiError::Conflict(format!("container {} is not running", c.id)));
     }
     let p = paths(e, &c.id);
@@ -221,6 +222,9 @@ pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Res
         finish(&e2, &id2).await;
         let _ = client.shutdown().await;
     });
+        if let Some(d) = settle {
+            tokio::time::sleep(d).await;
+        }
     if upgrade {
         return Ok(super::upgraded_response(rec.tty));
     }

@@ -915,6 +915,8 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
         .unwrap_or(false);
     let tty = c.config.tty.unwrap_or(false);
     let id = c.id.clone();
+    let settle = super::hijack_settle(&req);
+    let detach_keys = if stdin { Some(super::parse_detach_keys(q.get("detachKeys").unwrap_or(""))?) } else { None };
     if !stream {
         // logs=1 alone: the recorded output, then the end (a plain body unless hijacked).
         let replay = if logs { replay_logs(e, &c, stdout, stderr).await } else { Vec::new() };
@@ -927,6 +929,9 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             if let Ok(u) = on_upgrade.await {
+                if let Some(d) = settle {
+                    tokio::time::sleep(d).await;
+                }
                 let mut client = TokioIo::new(u);
                 let _ = client.write_all(&replay).await;
                 let _ = client.shutdown().await;
@@ -976,6 +981,9 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
                 return;
             }
         };
+        if let Some(d) = settle {
+            tokio::time::sleep(d).await;
+        }
         let mut client = TokioIo::new(upgraded);
         let mut remote = match early {
             Some(r) => r,

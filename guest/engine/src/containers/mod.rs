@@ -142,6 +142,20 @@ fn random_id() -> Result<String, ApiError> {
 /// A readable random name, like Docker's "adjective_surname"; `attempt` > 0 adds a number, as
 /// Docker does when the plain name is taken.
 fn generated_name(id: &str, attempt: u32) -> String {
+/// How long the first bytes of a hijacked stream wait after the 101 for a client that needs it.
+const HIJACK_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// docker-py (and so docker-compose 1.x) reads a hijacked attach/exec stream from the raw
+/// socket, behind its HTTP library's buffered reader (docker-py#3332): bytes that arrive in the
+/// same read as the 101 headers sit in that buffer and are lost, so a fast `exec_run` returned
+/// b"" or a cut stream. Docker is slow enough between the two never to show it; berthd often
+/// has the output ready at once. For that client only, the stream starts a moment after the 101
+/// (the docker CLI and bollard read through their buffers and get no delay).
+pub(crate) fn hijack_settle(req: &Request<Incoming>) -> Option<std::time::Duration> {
+    let ua = req.headers().get(http::header::USER_AGENT)?.to_str().ok()?;
+    (ua.starts_with("docker-sdk-python/") || ua.contains(" docker-py/")).then_some(HIJACK_SETTLE)
+}
+
     const ADJ: &[&str] = &[
         "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nifty", "proud",
         "quiet", "sharp", "tender", "vivid", "wise", "zen", "bold", "crisp",
@@ -275,6 +289,7 @@ fn state_view(c: &Container) -> ContainerState {
         exit_code: Some(c.state.exit_code),
         error: Some(c.state.error.clone()),
         started_at: Some(c.state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into())),
+    logopts::normalize(&mut host_config);
         finished_at: Some(c.state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into())),
         health: c.state.health.as_ref().map(|h| h.view()),
     }
@@ -289,7 +304,6 @@ pub async fn inspect(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<B
         id: Some(c.id.clone()),
         created: Some(c.created.clone()),
         path: Some(c.path.clone()),
-    logopts::normalize(&mut host_config);
         args: Some(c.args.clone()),
         state: Some(state_view(&c)),
         image: Some(c.image_id.clone()),
