@@ -121,3 +121,91 @@ fn hijacked_stream_for_docker_py_starts_after_the_101_headers() {
         assert_eq!(rest, [&[1u8, 0, 0, 0, 0, 0, 0, 6][..], b"hello\n"].concat(), "{:?}", String::from_utf8_lossy(&rest));
     }
 }
+
+/// Raw hijacked request on the daemon's socket; returns the stream after the 101 headers.
+fn hijack(w: &World, path: &str, body: &str) -> std::os::unix::net::UnixStream {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(w.d.socket()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "connection closed in the headers: {:?}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// Read until `want` shows up in what was read (or panic after the read timeout).
+fn read_until(s: &mut std::os::unix::net::UnixStream, want: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(want.len()).any(|x| x == want) {
+        let n = s.read(&mut buf).unwrap_or_else(|e| panic!("{e}; got {:?}", String::from_utf8_lossy(&got)));
+        assert!(n > 0, "closed before {:?}; got {:?}", String::from_utf8_lossy(want), String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// docker-py `test_detach_with_*` (attach and exec), and `docker attach` + ctrl-p ctrl-q:
+/// typing the detach keys (the default, or `detachKeys`) ends the session, the keys are not
+/// passed to the process, and the process keeps running.
+#[test]
+fn detach_keys_end_attach_and_exec_sessions_and_the_process_runs_on() {
+    use std::io::{Read, Write};
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let id = create(&w, json!({"Image": img, "Cmd": ["cat"], "Tty": true, "OpenStdin": true, "AttachStdin": true}));
+    assert_eq!(w.d.api_post(&format!("/v1.47/containers/{id}/start"), None).unwrap().status, 204);
+    for (query, keys) in [("", &b"\x10\x11"[..]), ("&detachKeys=ctrl-x", &b"\x18"[..])] {
+        let mut s = hijack(&w, &format!("/v1.47/containers/{id}/attach?stdin=1&stdout=1&stderr=1&stream=1{query}"), "");
+        s.write_all(b"ping\n").unwrap();
+        read_until(&mut s, b"ping");
+        if keys.len() > 1 {
+            // A broken sequence is passed on as typed.
+            s.write_all(&[keys[0], b'z', b'\n']).unwrap();
+            read_until(&mut s, b"z");
+        }
+        s.write_all(keys).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).expect("the session ends after the detach keys");
+        assert!(!rest.windows(keys.len()).any(|x| x == keys), "keys passed on: {rest:?}");
+        assert_eq!(inspect(&w, &id)["State"]["Running"], true, "the container runs on");
+    }
+    // Exec: DetachKeys from the exec's create.
+    let r = w
+        .d
+        .api_post(
+            &format!("/v1.47/containers/{id}/exec"),
+            Some(&json!({"Cmd": ["cat"], "AttachStdin": true, "AttachStdout": true, "Tty": true, "DetachKeys": "ctrl-x"})),
+        )
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let exec = r.json().unwrap()["Id"].as_str().unwrap().to_string();
+    let mut s = hijack(&w, &format!("/v1.47/exec/{exec}/start"), r#"{"Detach":false,"Tty":true}"#);
+    s.write_all(b"pong\n").unwrap();
+    read_until(&mut s, b"pong");
+    s.write_all(b"\x18").unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("the exec session ends after the detach keys");
+    let r = w.d.api_get(&format!("/v1.47/exec/{exec}/json")).unwrap();
+    let v = r.json().unwrap();
+    assert_eq!(v["Running"], true, "the exec runs on: {v}");
+    assert_eq!(v["DetachKeys"], "ctrl-x");
+    // Bad keys are refused up front.
+    let r = w
+        .d
+        .api_post(&format!("/v1.47/containers/{id}/exec"), Some(&json!({"Cmd": ["true"], "DetachKeys": "ctrl-1"})))
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+}

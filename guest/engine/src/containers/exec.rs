@@ -38,6 +38,8 @@ pub struct ExecRecord {
     pub started: bool,
     pub exit_code: Option<i64>,
     pub pid: i64,
+    /// As given at create (empty: Docker's default, ctrl-p ctrl-q).
+    pub detach_keys: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +63,8 @@ struct CreateBody {
     user: Option<String>,
     #[serde(default)]
     privileged: bool,
+    #[serde(default)]
+    detach_keys: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +91,8 @@ pub async fn create(e: &Arc<Engine>, key: &str, req: Request<Incoming>) -> Resul
     if cmd.is_empty() {
         return Err(ApiError::bad("No exec command specified"));
     }
+    let detach_keys = body.detach_keys.unwrap_or_default();
+    super::parse_detach_keys(&detach_keys)?;
     let id = super::random_id()?;
     let rec = ExecRecord {
         id: id.clone(),
@@ -104,6 +110,7 @@ pub async fn create(e: &Arc<Engine>, key: &str, req: Request<Incoming>) -> Resul
         started: false,
         exit_code: None,
         pid: 0,
+        detach_keys,
     };
     e.execs.lock().expect("execs").insert(id.clone(), rec);
     e.events.container(&format!("exec_create: {}", cmd.join(" ")), &c);
@@ -161,6 +168,7 @@ pub(crate) fn process_json(bundle: &std::path::Path, rec: &ExecRecord) -> Result
 pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let rec = get(e, id)?;
     let upgrade = req.headers().get(header::UPGRADE).is_some();
+    let settle = super::hijack_settle(&req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let body: StartBody = crate::images::read_json(req, 64 * 1024).await.unwrap_or_default();
     if rec.started {
@@ -168,7 +176,6 @@ pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Res
     }
     let c = e.containers.get(&rec.container_id)?;
     if !running(&c.state.status) {
-    let settle = super::hijack_settle(&req);
         return Err(ApiError::Conflict(format!("container {} is not running", c.id)));
     }
     let p = paths(e, &c.id);
@@ -215,16 +222,25 @@ pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Res
                 return;
             }
         };
+        if let Some(d) = settle {
+            tokio::time::sleep(d).await;
+        }
         let mut client = TokioIo::new(upgraded);
-        super::splice(&mut client, &mut remote).await;
+        let keys = if rec.stdin { super::parse_detach_keys(&rec.detach_keys).ok() } else { None };
+        if super::splice(&mut client, &mut remote, keys.as_deref()).await {
+            // Detached: the client goes now; the process runs on, its output drained, and its
+            // exit is recorded when it comes.
+            let _ = client.shutdown().await;
+            drop(client);
+            let _ = tokio::io::copy(&mut remote, &mut tokio::io::sink()).await;
+            finish(&e2, &id2).await;
+            return;
+        }
         // The exit code must be recorded before the client sees the end of the stream: the CLI
         // inspects the exec right after.
         finish(&e2, &id2).await;
         let _ = client.shutdown().await;
     });
-        if let Some(d) = settle {
-            tokio::time::sleep(d).await;
-        }
     if upgrade {
         return Ok(super::upgraded_response(rec.tty));
     }
@@ -273,7 +289,7 @@ pub async fn inspect(e: &Arc<Engine>, id: &str) -> Result<Response<Body>, ApiErr
         "OpenStdout": r.stdout,
         "CanRemove": false,
         "ContainerID": r.container_id,
-        "DetachKeys": "",
+        "DetachKeys": r.detach_keys,
         "Pid": r.pid,
     })))
 }
@@ -317,6 +333,7 @@ mod tests {
             started: false,
             exit_code: None,
             pid: 0,
+            detach_keys: String::new(),
         }
     }
 

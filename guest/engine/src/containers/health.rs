@@ -159,6 +159,7 @@ async fn run_check(e: &Arc<Engine>, c: &Container, cmd: &[String]) -> Result<(i6
         started: false,
         exit_code: None,
         pid: 0,
+        detach_keys: String::new(),
     };
     let process = process_json(&p.bundle, &rec).map_err(|err| err.to_string())?;
     let exec_id = format!("health-{}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0));

@@ -32,8 +32,10 @@ const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 /// Splice a hijacked client connection to a shim stream (attach or exec) until the stream's
 /// output ends. Client bytes go to the stream and the client's EOF half-closes it (stdin EOF);
 /// the client's own write side is left open, so the caller can record state (an exec's exit
-/// code) before the client sees the end.
-pub(crate) async fn splice<C, R>(client: &mut C, remote: &mut R)
+/// code) before the client sees the end. With `detach` keys, the client typing them ends the
+/// session at once (Docker's ctrl-p ctrl-q): the keys are not passed on, and nothing is
+/// half-closed, so the process keeps its stdin. Returns true when the session was detached.
+pub(crate) async fn splice<C, R>(client: &mut C, remote: &mut R, detach: Option<&[u8]>) -> bool
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     R: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -43,27 +45,115 @@ where
     let (mut rr, mut rw) = tokio::io::split(remote);
     let to_remote = async {
         let mut buf = vec![0u8; 32 * 1024];
+        let mut keys = detach.filter(|k| !k.is_empty()).map(DetachMatcher::new);
+        let mut out = Vec::new();
         loop {
             match cr.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if rw.write_all(&buf[..n]).await.is_err() {
+                    let data = match keys.as_mut() {
+                        Some(k) => {
+                            out.clear();
+                            if k.feed(&buf[..n], &mut out) {
+                                let _ = rw.write_all(&out).await;
+                                return true;
+                            }
+                            &out[..]
+                        }
+                        None => &buf[..n],
+                    };
+                    if rw.write_all(data).await.is_err() {
                         break;
                     }
                 }
             }
         }
         let _ = rw.shutdown().await;
+        false
     };
     let to_client = async {
         let _ = tokio::io::copy(&mut rr, &mut cw).await;
     };
-    // Output ending ends the session; input ending only half-closes.
+    // Output ending ends the session; input ending only half-closes; detaching ends it.
     tokio::pin!(to_remote);
     tokio::select! {
-        _ = to_client => {}
-        _ = async { (&mut to_remote).await; std::future::pending::<()>().await } => {}
+        _ = to_client => false,
+        true = &mut to_remote => true,
     }
+}
+
+/// Docker's detach keys: a comma-separated list of single characters and `ctrl-<c>` (c in
+/// `a-z @ [ \ ] ^ _`), e.g. the default `ctrl-p,ctrl-q`. Empty means the default.
+pub(crate) fn parse_detach_keys(s: &str) -> Result<Vec<u8>, ApiError> {
+    let s = if s.is_empty() { "ctrl-p,ctrl-q" } else { s };
+    let bad = || ApiError::bad(format!("Invalid detach keys ({s}) provided"));
+    let mut out = Vec::new();
+    for key in s.split(',') {
+        let b = key.as_bytes();
+        match b {
+            [c] => out.push(*c),
+            _ => {
+                let rest = key.strip_prefix("ctrl-").ok_or_else(bad)?.as_bytes();
+                match rest {
+                    [c @ b'a'..=b'z'] => out.push(c - b'a' + 1),
+                    [c @ (b'@' | b'[' | b'\\' | b']' | b'^' | b'_')] => out.push(c - b'@'),
+                    _ => return Err(bad()),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Finds the detach sequence in a client's input. Bytes that may start it are held back until
+/// the sequence completes (detach) or breaks (they are passed on, as typed).
+struct DetachMatcher<'a> {
+    keys: &'a [u8],
+    held: usize,
+}
+
+impl<'a> DetachMatcher<'a> {
+    fn new(keys: &'a [u8]) -> Self {
+        DetachMatcher { keys, held: 0 }
+    }
+
+    /// Append to `out` what may be passed on; true when the sequence is complete.
+    fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        for &b in data {
+            if b == self.keys[self.held] {
+                self.held += 1;
+                if self.held == self.keys.len() {
+                    return true;
+                }
+                continue;
+            }
+            out.extend_from_slice(&self.keys[..self.held]);
+            self.held = 0;
+            if b == self.keys[0] {
+                self.held = 1;
+                if self.keys.len() == 1 {
+                    return true;
+                }
+            } else {
+                out.push(b);
+            }
+        }
+        false
+    }
+}
+
+/// How long the first bytes of a hijacked stream wait after the 101 for a client that needs it.
+const HIJACK_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// docker-py (and so docker-compose 1.x) reads a hijacked attach/exec stream from the raw
+/// socket, behind its HTTP library's buffered reader (docker-py#3332): bytes that arrive in the
+/// same read as the 101 headers sit in that buffer and are lost, so a fast `exec_run` returned
+/// b"" or a cut stream. Docker is slow enough between the two never to show it; berthd often
+/// has the output ready at once. For that client only, the stream starts a moment after the 101
+/// (the docker CLI and bollard read through their buffers and get no delay).
+pub(crate) fn hijack_settle(req: &Request<Incoming>) -> Option<std::time::Duration> {
+    let ua = req.headers().get(http::header::USER_AGENT)?.to_str().ok()?;
+    (ua.starts_with("docker-sdk-python/") || ua.contains(" docker-py/")).then_some(HIJACK_SETTLE)
 }
 
 /// The 101 answer to a hijacking attach/exec request, with Docker's stream content type.
@@ -142,20 +232,6 @@ fn random_id() -> Result<String, ApiError> {
 /// A readable random name, like Docker's "adjective_surname"; `attempt` > 0 adds a number, as
 /// Docker does when the plain name is taken.
 fn generated_name(id: &str, attempt: u32) -> String {
-/// How long the first bytes of a hijacked stream wait after the 101 for a client that needs it.
-const HIJACK_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// docker-py (and so docker-compose 1.x) reads a hijacked attach/exec stream from the raw
-/// socket, behind its HTTP library's buffered reader (docker-py#3332): bytes that arrive in the
-/// same read as the 101 headers sit in that buffer and are lost, so a fast `exec_run` returned
-/// b"" or a cut stream. Docker is slow enough between the two never to show it; berthd often
-/// has the output ready at once. For that client only, the stream starts a moment after the 101
-/// (the docker CLI and bollard read through their buffers and get no delay).
-pub(crate) fn hijack_settle(req: &Request<Incoming>) -> Option<std::time::Duration> {
-    let ua = req.headers().get(http::header::USER_AGENT)?.to_str().ok()?;
-    (ua.starts_with("docker-sdk-python/") || ua.contains(" docker-py/")).then_some(HIJACK_SETTLE)
-}
-
     const ADJ: &[&str] = &[
         "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nifty", "proud",
         "quiet", "sharp", "tender", "vivid", "wise", "zen", "bold", "crisp",
@@ -213,6 +289,7 @@ pub async fn create_container(e: &Arc<Engine>, body: CreateBody, name: Option<&s
     }
     let mut host_config = body.host_config.unwrap_or_default();
     crate::containers::validate_host_config(&host_config)?;
+    logopts::normalize(&mut host_config);
     crate::networks::normalize_mode(e, &mut host_config);
     crate::networks::resolve_extra_hosts(e, &mut host_config)?;
     let wanted_networks = crate::networks::wanted_at_create(e, &host_config, body.networking_config.as_ref())?;
@@ -289,7 +366,6 @@ fn state_view(c: &Container) -> ContainerState {
         exit_code: Some(c.state.exit_code),
         error: Some(c.state.error.clone()),
         started_at: Some(c.state.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into())),
-    logopts::normalize(&mut host_config);
         finished_at: Some(c.state.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into())),
         health: c.state.health.as_ref().map(|h| h.view()),
     }
@@ -474,4 +550,43 @@ pub async fn rename(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Bo
     attrs.insert("oldName".to_string(), format!("/{}", c.name));
     e.events.container_with("rename", &e.containers.get(&c.id)?, attrs);
     Ok(status_only(StatusCode::NO_CONTENT))
+}
+
+#[cfg(test)]
+mod detach_tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_parse_as_docker_does() {
+        assert_eq!(parse_detach_keys("").unwrap(), [16, 17]);
+        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), [16, 17]);
+        assert_eq!(parse_detach_keys("ctrl-x").unwrap(), [24]);
+        assert_eq!(parse_detach_keys("a,ctrl-@,ctrl-[,ctrl-_").unwrap(), [b'a', 0, 27, 31]);
+        for bad in ["ctrl-", "ctrl-1", "ab", "ctrl-p,,ctrl-q", "shift-a"] {
+            assert!(parse_detach_keys(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn matcher_holds_a_prefix_and_passes_broken_sequences_on() {
+        let keys = [16u8, 17];
+        let mut m = DetachMatcher::new(&keys);
+        let mut out = Vec::new();
+        assert!(!m.feed(b"ab\x10", &mut out));
+        assert_eq!(out, b"ab");
+        // The held ctrl-p is passed on when the sequence breaks.
+        assert!(!m.feed(b"c", &mut out));
+        assert_eq!(out, b"ab\x10c");
+        out.clear();
+        // Split across reads, with a repeated first key.
+        assert!(!m.feed(b"x\x10", &mut out));
+        assert!(!m.feed(b"\x10", &mut out));
+        assert!(m.feed(b"\x11rest", &mut out));
+        assert_eq!(out, b"x\x10");
+        let one = [24u8];
+        let mut m = DetachMatcher::new(&one);
+        out.clear();
+        assert!(m.feed(b"ab\x18", &mut out));
+        assert_eq!(out, b"ab");
+    }
 }
