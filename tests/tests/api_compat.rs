@@ -209,3 +209,21 @@ fn detach_keys_end_attach_and_exec_sessions_and_the_process_runs_on() {
         .unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
 }
+
+/// docker-py's network tests end with `leave_swarm(force=True)`, which expects what Docker
+/// answers outside a swarm (503), not a 404; the CLI shows the reason.
+#[test]
+fn swarm_endpoints_answer_as_a_node_outside_a_swarm() {
+    require_berthd!();
+    let w = World::start();
+    let r = w.d.api_post("/v1.47/swarm/leave?force=1", None).unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json().unwrap()["message"], "This node is not part of a swarm");
+    for p in ["/v1.47/swarm", "/v1.47/nodes", "/v1.47/services", "/v1.47/secrets", "/v1.47/configs", "/v1.47/tasks"] {
+        assert_eq!(w.d.api_get(p).unwrap().status, 503, "{p}");
+    }
+    let out = w.d.docker(&["node", "ls"]).assert_fail();
+    assert!(out.stderr.contains("not a swarm manager"), "{}", out.stderr);
+    let out = w.d.docker(&["swarm", "init"]).assert_fail();
+    assert!(out.stderr.contains("not supported by Berth"), "{}", out.stderr);
+}

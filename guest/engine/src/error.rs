@@ -24,6 +24,9 @@ pub enum ApiError {
     /// 409: the request conflicts with current state (image in use, name taken).
     #[error("{0}")]
     Conflict(String),
+    /// 503: what Docker answers for swarm endpoints on a node that is not in a swarm.
+    #[error("{0}")]
+    Unavailable(String),
     /// 501: an endpoint Docker has but Berth does not implement yet.
     #[error("{0}")]
     NotImplemented(String),
@@ -40,6 +43,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -184,6 +184,7 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Respons
                 _ => Err(ApiError::NotFound(format!("page not found: {m} {p}"))),
             }
         }
+        (_, p) if system::is_swarm_path(p) => Err(system::swarm_unavailable(p)),
         (_, p) => Err(ApiError::NotFound(format!("page not found: {m} {p}"))),
     }
 }
@@ -225,6 +226,20 @@ mod tests {
         assert!(e.to_string().contains("too new"));
         assert!(split_version("/v1.12/info").unwrap_err().to_string().contains("too old"));
         assert!(ApiVersion(1, 9) < ApiVersion(1, 41));
+    }
+
+    #[test]
+    fn swarm_paths_answer_as_a_node_outside_a_swarm() {
+        for p in ["/swarm", "/swarm/leave", "/nodes", "/services/x/update", "/tasks", "/secrets/create", "/configs"] {
+            assert!(system::is_swarm_path(p), "{p}");
+        }
+        for p in ["/swarmy", "/servicesx", "/containers/json"] {
+            assert!(!system::is_swarm_path(p), "{p}");
+        }
+        assert_eq!(system::swarm_unavailable("/swarm/leave").status(), 503);
+        assert_eq!(system::swarm_unavailable("/swarm/leave").to_string(), "This node is not part of a swarm");
+        assert_eq!(system::swarm_unavailable("/nodes").status(), 503);
+        assert_eq!(system::swarm_unavailable("/swarm/init").status(), 501);
     }
 
     #[test]

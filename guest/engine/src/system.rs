@@ -303,3 +303,24 @@ mod tests {
         assert_eq!(registry_host(""), "docker.io");
     }
 }
+
+/// Swarm endpoints (`/swarm`, `/nodes`, `/services`, `/tasks`, `/secrets`, `/configs`): Berth is
+/// a single-node engine without swarm mode, so it answers as Docker does on a node that is not
+/// in a swarm (503), which clients already handle: `docker node ls` prints the reason, and
+/// docker-py's `leave_swarm(force=True)` treats it as "nothing to leave".
+pub fn swarm_unavailable(path: &str) -> ApiError {
+    if path == "/swarm/leave" {
+        return ApiError::Unavailable("This node is not part of a swarm".into());
+    }
+    if path == "/swarm/init" || path == "/swarm/join" {
+        return ApiError::NotImplemented("swarm mode is not supported by Berth (a single-node engine)".into());
+    }
+    ApiError::Unavailable("This node is not a swarm manager: swarm mode is not supported by Berth (a single-node engine)".into())
+}
+
+/// True for the paths of the swarm API.
+pub fn is_swarm_path(path: &str) -> bool {
+    ["/swarm", "/nodes", "/services", "/tasks", "/secrets", "/configs"]
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))
+}
