@@ -63,7 +63,8 @@ struct CreateBody {
     user: Option<String>,
     #[serde(default)]
     privileged: bool,
-    #[serde(default)]
+    /// docker-py sends `detachKeys`; Docker's JSON decoding ignores case.
+    #[serde(default, alias = "detachKeys")]
     detach_keys: Option<String>,
 }
 
@@ -334,6 +335,14 @@ mod tests {
             exit_code: None,
             pid: 0,
             detach_keys: String::new(),
+        }
+    }
+
+    #[test]
+    fn detach_keys_are_read_in_both_spellings() {
+        for body in [r#"{"Cmd":["sh"],"DetachKeys":"ctrl-x"}"#, r#"{"Cmd":["sh"],"detachKeys":"ctrl-x"}"#] {
+            let b: CreateBody = serde_json::from_str(body).unwrap();
+            assert_eq!(b.detach_keys.as_deref(), Some("ctrl-x"), "{body}");
         }
     }
 
