@@ -227,3 +227,46 @@ fn swarm_endpoints_answer_as_a_node_outside_a_swarm() {
     let out = w.d.docker(&["swarm", "init"]).assert_fail();
     assert!(out.stderr.contains("not supported by Berth"), "{}", out.stderr);
 }
+
+/// docker-py's ExecDemuxTest and `exec_start(socket=True)`, and bollard's default start
+/// options: Docker frames an exec's output by the *start's* Tty flag, so a TTY exec started
+/// with Tty false gets stdout frames, and one started with Tty true the raw bytes.
+#[test]
+fn tty_exec_output_is_framed_by_the_start_requests_tty_flag() {
+    use std::io::Read;
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let id = create(&w, json!({"Image": img, "Cmd": ["sleep", "600"]}));
+    assert_eq!(w.d.api_post(&format!("/v1.47/containers/{id}/start"), None).unwrap().status, 204);
+    for start_tty in [false, true] {
+        let r = w
+            .d
+            .api_post(
+                &format!("/v1.47/containers/{id}/exec"),
+                Some(&json!({"Cmd": ["echo", "hi"], "AttachStdout": true, "AttachStderr": true, "Tty": true})),
+            )
+            .unwrap();
+        assert_eq!(r.status, 201, "{}", r.text());
+        let exec = r.json().unwrap()["Id"].as_str().unwrap().to_string();
+        let mut s = hijack(&w, &format!("/v1.47/exec/{exec}/start"), &json!({"Detach": false, "Tty": start_tty}).to_string());
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        if start_tty {
+            assert_eq!(out, b"hi\r\n", "{:?}", String::from_utf8_lossy(&out));
+        } else {
+            let mut want = vec![1u8, 0, 0, 0];
+            let mut payload = Vec::new();
+            let mut rest = &out[..];
+            // The TTY's bytes may come in more than one frame: all stdout, together "hi\r\n".
+            while !rest.is_empty() {
+                assert!(rest.len() >= 8 && rest[..4] == want[..], "not a stdout frame: {out:?}");
+                let n = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+                payload.extend_from_slice(&rest[8..8 + n]);
+                rest = &rest[8 + n..];
+            }
+            assert_eq!(payload, b"hi\r\n", "{out:?}");
+            want.clear();
+        }
+    }
+}

@@ -73,6 +73,10 @@ struct CreateBody {
 struct StartBody {
     #[serde(default)]
     detach: bool,
+    /// Docker frames the output by this flag, not by the exec's own Tty: a TTY exec started
+    /// with Tty false (docker-py's and bollard's default) gets multiplexed stdout frames.
+    #[serde(default)]
+    tty: bool,
     #[serde(default)]
     console_size: Option<Vec<u16>>,
 }
@@ -207,6 +211,8 @@ pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Res
         return Ok(status_only(StatusCode::OK));
     }
     let want_upgrade = upgrade;
+    let frame_output = rec.tty && !body.tty;
+    let raw_stream = rec.tty && body.tty;
     tokio::spawn(async move {
         let mut remote = stream;
         if !want_upgrade {
@@ -228,7 +234,7 @@ pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Res
         }
         let mut client = TokioIo::new(upgraded);
         let keys = if rec.stdin { super::parse_detach_keys(&rec.detach_keys).ok() } else { None };
-        if super::splice(&mut client, &mut remote, keys.as_deref()).await {
+        if super::splice(&mut client, &mut remote, keys.as_deref(), frame_output).await {
             // Detached: the client goes now; the process runs on, its output drained, and its
             // exit is recorded when it comes.
             let _ = client.shutdown().await;
@@ -243,7 +249,7 @@ pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Res
         let _ = client.shutdown().await;
     });
     if upgrade {
-        return Ok(super::upgraded_response(rec.tty));
+        return Ok(super::upgraded_response(raw_stream));
     }
     Ok(Response::new(full(Bytes::new())))
 }

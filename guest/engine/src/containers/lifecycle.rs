@@ -1035,7 +1035,7 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
                 }
             }
         };
-        super::splice(&mut client, &mut remote, detach_keys.as_deref()).await;
+        super::splice(&mut client, &mut remote, detach_keys.as_deref(), false).await;
         let _ = client.shutdown().await;
     });
     Ok(super::upgraded_response(tty))

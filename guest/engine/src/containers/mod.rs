@@ -35,7 +35,10 @@ const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 /// code) before the client sees the end. With `detach` keys, the client typing them ends the
 /// session at once (Docker's ctrl-p ctrl-q): the keys are not passed on, and nothing is
 /// half-closed, so the process keeps its stdin. Returns true when the session was detached.
-pub(crate) async fn splice<C, R>(client: &mut C, remote: &mut R, detach: Option<&[u8]>) -> bool
+///
+/// With `frame_output`, the stream's raw bytes (a TTY's) go to the client as stdout frames of
+/// Docker's multiplexed format, for an exec started without Tty (see exec::start).
+pub(crate) async fn splice<C, R>(client: &mut C, remote: &mut R, detach: Option<&[u8]>, frame_output: bool) -> bool
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     R: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -72,7 +75,22 @@ where
         false
     };
     let to_client = async {
-        let _ = tokio::io::copy(&mut rr, &mut cw).await;
+        if !frame_output {
+            let _ = tokio::io::copy(&mut rr, &mut cw).await;
+            return;
+        }
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match rr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if cw.write_all(&berth_shim::frame(1, &buf[..n])).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = cw.flush().await;
     };
     // Output ending ends the session; input ending only half-closes; detaching ends it.
     tokio::pin!(to_remote);
