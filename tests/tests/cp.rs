@@ -285,6 +285,97 @@ fn cp_sees_volumes_binds_and_tmpfs_of_a_running_container() {
     w.d.docker_ok(&["volume", "rm", "cpvol", "cpro"]);
 }
 
+/// `docker cp` into and out of a created or exited container also sees its volumes and binds
+/// (Docker mounts them for the copy): a file copied into a stopped container's volume is there
+/// when it starts, not hidden in the overlay under the volume. Read-only volumes refuse, export
+/// leaves volumes out, and nothing stays mounted afterwards.
+#[test]
+fn cp_sees_volumes_and_binds_of_a_stopped_container() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    let bind = tempfile::tempdir().unwrap();
+    std::fs::write(bind.path().join("from-host"), "host-file").unwrap();
+    let bind_arg = format!("{}:/bound", bind.path().display());
+    w.d.docker_ok(&[
+        "create", "--name", "cps", "-v", "cpsvol:/data", "-v", &bind_arg, "-v", "cpsro:/ro:ro", &img,
+        "cat", "/data/in.txt", "/bound/in.txt",
+    ]);
+    let src = tempfile::tempdir().unwrap();
+    let f = src.path().join("in.txt");
+    std::fs::write(&f, "copied-in\n").unwrap();
+    let f = f.display().to_string();
+    // Created, never started: into the volume and the bind.
+    w.d.docker_ok(&["cp", &f, "cps:/data/"]);
+    w.d.docker_ok(&["cp", &f, "cps:/bound/"]);
+    assert_eq!(std::fs::read_to_string(bind.path().join("in.txt")).unwrap(), "copied-in\n", "the bind's host side has it");
+    let r = w.d.docker(&["cp", &f, "cps:/ro/"]).assert_fail();
+    assert!(r.stderr.contains("read-only"), "{}", r.stderr);
+    // Out of the bind, from the stopped container.
+    let (st, tar, err) = w.d.docker_bytes(&["cp", "cps:/bound/from-host", "-"]);
+    assert!(st.success(), "cp out of a stopped container's bind: {err}");
+    let mut a = tar::Archive::new(&tar[..]);
+    let mut e = a.entries().unwrap().next().expect("one entry").unwrap();
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+    assert_eq!(body, "host-file");
+    // The container sees both files (so they went to the volume and the bind, not the overlay).
+    assert_eq!(w.d.docker_ok(&["start", "-a", "cps"]), "copied-in\ncopied-in\n");
+    // Exited now: the volume's content comes out, and a second container sees what went in.
+    w.d.docker_ok(&["cp", &f, "cps:/data/again.txt"]);
+    let got = w.d.docker_ok(&["run", "--rm", "-v", "cpsvol:/v", &img, "cat", "/v/again.txt"]);
+    assert_eq!(got, "copied-in\n");
+    let (st, tar, err) = w.d.docker_bytes(&["export", "cps"]);
+    assert!(st.success(), "export: {err}");
+    let names: Vec<String> = tar::Archive::new(&tar[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    assert!(names.iter().any(|n| n == "bin/busybox"), "{names:?}");
+    assert!(!names.iter().any(|n| n.ends_with("in.txt") || n.ends_with("from-host")), "export leaves volumes and binds out: {names:?}");
+    // Nothing of the copies stays mounted: no view, no overlay of the stopped container.
+    let exec_root = w.d.exec_root().display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let ours: Vec<&str> = mounts.lines().filter(|l| l.contains(&exec_root) && !l.contains("/netns/")).collect();
+    assert!(ours.is_empty(), "mounts left after the copies: {ours:?}");
+    w.d.docker_ok(&["rm", "-v", "cps"]);
+    w.d.docker_ok(&["volume", "rm", "cpsvol", "cpsro"]);
+}
+
+/// A kill -9 of berthd while it streams a copy out of a stopped container's volume leaves the
+/// copy's mounts (the container's view with its volume, and its overlay) behind; the next start
+/// takes them down, and the container still starts and sees its volume.
+#[test]
+fn kill_9_during_a_copy_out_of_a_stopped_container_leaves_no_mount() {
+    require_berthd!();
+    let mut w = World::start();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    // 64 MiB in the volume: far more than the socket buffers hold, so the copy stays open.
+    w.d.docker_ok(&["run", "--name", "cpk", "-v", "cpkvol:/data", &img, "dd", "if=/dev/zero", "of=/data/big", "bs=1M", "count=64"]);
+    let exec_root = w.d.exec_root().display().to_string();
+    let ours = || -> Vec<String> {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        mounts.lines().filter(|l| l.contains(&exec_root) && !l.contains("/netns/")).map(String::from).collect()
+    };
+    assert!(ours().is_empty(), "{:?}", ours());
+    let mut s = std::os::unix::net::UnixStream::connect(w.d.socket()).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /containers/cpk/archive?path=/data/big HTTP/1.1\r\nHost: berth\r\n\r\n").unwrap();
+    let mut head = [0u8; 4096];
+    let n = std::io::Read::read(&mut s, &mut head).unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head[..n]));
+    // The reader stalls; the copy holds the view with the volume mounted.
+    let during = ours();
+    assert!(during.iter().any(|l| l.contains("/cp/")), "the copy's view is mounted: {during:?}");
+    w.d.kill9();
+    drop(s);
+    assert!(!ours().is_empty(), "the killed copy's mounts are still there");
+    w.d.restart().unwrap();
+    assert!(ours().is_empty(), "mounts left after the restart: {:?}", ours());
+    let size = w.d.docker_ok(&["run", "--rm", "-v", "cpkvol:/v", &img, "stat", "-c", "%s", "/v/big"]);
+    assert_eq!(size.trim(), (64u64 << 20).to_string());
+    w.d.docker_ok(&["rm", "-v", "cpk"]);
+    w.d.docker_ok(&["volume", "rm", "cpkvol"]);
+}
+
 /// `docker export` and `docker cp` out stream the archive: berthd's peak memory stays far below
 /// the size of what it archives (both used to build the whole tar in memory first).
 #[test]

@@ -164,6 +164,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .collect();
     let engine = Engine::new(config.clone())?;
     crate::build::recover(&config.exec_root);
+    crate::containers::cpview::sweep(&config.exec_root);
     crate::containers::lifecycle::restore(&engine).await;
     crate::build::recover_containers(&engine).await;
     let mut listeners = Vec::new();

@@ -222,7 +222,7 @@ pub fn tar_in_root<W: std::io::Write>(root: &Path, path: &str, w: W) -> std::io:
 
 /// GET /containers/{id}/archive?path= (streamed; the stat header comes first).
 pub async fn get(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
-    let (c, guard) = container_root(e, key).await?;
+    let (c, guard) = container_root(e, key, RootFor::Copy).await?;
     let head = stat_response(&c.id, &guard.cp_root(), q)?;
     let path = q.get("path").unwrap_or("/").to_string();
     let body = streamed_tar(move |w| {
@@ -347,21 +347,25 @@ pub struct RootGuard {
     /// A running container's view of its root with its volumes, binds and tmpfs mounts, for
     /// `docker cp` (see [`live_view`]); None for a stopped container.
     view: Option<std::os::fd::OwnedFd>,
+    /// A stopped container's overlay with its volumes and binds mounted, for `docker cp`.
+    stopped_view: Option<super::cpview::CpView>,
     temp: Option<berth_runtime::bundle::Bundle>,
     _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl RootGuard {
     fn overlay(root: PathBuf, temp: Option<berth_runtime::bundle::Bundle>, lock: Option<tokio::sync::OwnedMutexGuard<()>>) -> RootGuard {
-        RootGuard { root, view: None, temp, _lock: lock }
+        RootGuard { root, view: None, stopped_view: None, temp, _lock: lock }
     }
 
     /// Where `docker cp` resolves paths: the live view when there is one (reopened through our
-    /// own fd table, which names exactly the directory the fd holds), else the overlay.
+    /// own fd table, which names exactly the directory the fd holds), else a stopped
+    /// container's view with its volumes, else the overlay.
     pub fn cp_root(&self) -> PathBuf {
-        match &self.view {
-            Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))),
-            None => self.root.clone(),
+        match (&self.view, &self.stopped_view) {
+            (Some(fd), _) => PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd))),
+            (None, Some(v)) => v.path().to_path_buf(),
+            (None, None) => self.root.clone(),
         }
     }
 }
@@ -408,11 +412,13 @@ fn live_guard(e: &Arc<Engine>, c: &crate::containers::store::Container) -> RootG
             None
         }
     };
-    RootGuard { root, view, temp: None, _lock: None }
+    RootGuard { root, view, stopped_view: None, temp: None, _lock: None }
 }
 
 impl Drop for RootGuard {
     fn drop(&mut self) {
+        // The view first: it holds a bind of the overlay below.
+        drop(self.stopped_view.take());
         if let Some(b) = self.temp.take() {
             if let Err(err) = b.remove(&berth_runtime::bundle::SysMounter) {
                 tracing::warn!("unmounting a stopped container's rootfs after a copy: {err}");
@@ -426,8 +432,16 @@ fn is_live(s: &crate::containers::store::Status) -> bool {
     matches!(s, Status::Running | Status::Paused)
 }
 
+/// What a root is wanted for: `docker cp` sees a container's volumes and binds, `docker export`
+/// its own filesystem only.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RootFor {
+    Copy,
+    Export,
+}
+
 /// The root to resolve client paths in (see [`RootGuard`]).
-pub async fn container_root(e: &Arc<Engine>, key: &str) -> Result<(crate::containers::store::Container, RootGuard), ApiError> {
+pub async fn container_root(e: &Arc<Engine>, key: &str, purpose: RootFor) -> Result<(crate::containers::store::Container, RootGuard), ApiError> {
     let c = e.containers.get(key)?;
     if is_live(&c.state.status) {
         let g = live_guard(e, &c);
@@ -446,8 +460,17 @@ pub async fn container_root(e: &Arc<Engine>, key: &str) -> Result<(crate::contai
     }
     let e2 = Arc::clone(e);
     let c2 = c.clone();
-    let bundle = tokio::task::spawn_blocking(move || lifecycle::mount_rootfs(&e2, &c2)).await??;
-    Ok((c, RootGuard::overlay(bundle.rootfs(), Some(bundle), Some(lock))))
+    let guard = tokio::task::spawn_blocking(move || {
+        let bundle = lifecycle::mount_rootfs(&e2, &c2)?;
+        // The guard first, so a failure below still unmounts the overlay.
+        let mut guard = RootGuard::overlay(bundle.rootfs(), Some(bundle), Some(lock));
+        if purpose == RootFor::Copy && !c2.mounts.is_empty() {
+            guard.stopped_view = Some(super::cpview::open(&e2, &c2, &guard.root)?);
+        }
+        Ok::<_, ApiError>(guard)
+    })
+    .await??;
+    Ok((c, guard))
 }
 
 fn path_param(q: &Query) -> Result<String, ApiError> {
@@ -471,7 +494,7 @@ fn stat_response(id: &str, root: &Path, q: &Query) -> Result<Response<Body>, Api
 
 /// HEAD /containers/{id}/archive?path=
 pub async fn head(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
-    let (c, guard) = container_root(e, key).await?;
+    let (c, guard) = container_root(e, key, RootFor::Copy).await?;
     let r = stat_response(&c.id, &guard.cp_root(), q);
     tokio::task::spawn_blocking(move || drop(guard)).await.map_err(ApiError::internal)?;
     r
@@ -579,7 +602,7 @@ async fn put_checks(e: &Arc<Engine>, key: &str, q: &Query) -> Result<PutTarget, 
     let path = path_param(q)?;
     let no_overwrite = q.bool("noOverwriteDirNonDir")?;
     let copy_ids = q.bool("copyUIDGID")?;
-    let (c, guard) = container_root(e, key).await?;
+    let (c, guard) = container_root(e, key, RootFor::Copy).await?;
     if c.host_config.readonly_rootfs.unwrap_or(false) {
         return Err(ApiError::Forbidden("container rootfs is marked read-only".into()));
     }
@@ -625,7 +648,7 @@ fn extract_upload(
 /// GET /containers/{id}/export (streamed). A stopped container's rootfs stays mounted, and
 /// its lifecycle lock held, until the last byte is written or the client leaves.
 pub async fn export(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiError> {
-    let (_, guard) = container_root(e, key).await?;
+    let (_, guard) = container_root(e, key, RootFor::Export).await?;
     let body = streamed_tar(move |w| {
         let r = tar_in_root(&guard.root, "/", w).map(drop);
         drop(guard);

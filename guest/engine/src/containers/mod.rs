@@ -2,6 +2,7 @@
 //! runc) is driven from `lifecycle`.
 
 pub mod archive;
+pub mod cpview;
 pub mod exec;
 pub mod health;
 pub mod lifecycle;
