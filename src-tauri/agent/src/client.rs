@@ -93,6 +93,26 @@ impl AgentClient {
         Err(ClientError::Spawn(format!("the agent did not answer within 5 s; see {}", home.agent_log().display())))
     }
 
+    /// The agent of `home`; when none runs but a VM of this home does (its agent was killed,
+    /// or exited on SIGTERM), start `<program> agent`, which re-attaches to the VM, and wait
+    /// (up to 60 s) until it has adopted or refused it. With neither, the client of the absent
+    /// agent (its calls fail with [`ClientError::NotRunning`]).
+    pub async fn connect_or_reattach(home: &Home, program: &Path) -> Result<AgentClient, ClientError> {
+        let c = AgentClient::for_home(home);
+        if c.is_running().await || crate::backend::qemu::Qemu::left_running(home).is_none() {
+            return Ok(c);
+        }
+        let c = AgentClient::connect_or_spawn(home, program).await?;
+        // Adopting takes a QMP query and a ping; a refused VM is stopped (up to ~40 s).
+        for _ in 0..1200 {
+            match c.status().await {
+                Ok(s) if s.state != crate::api::EngineState::Starting => break,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        Ok(c)
+    }
+
     async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let s = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| ClientError::NotRunning(format!("{}: {e}", self.socket.display())))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await.map_err(|e| ClientError::Http(e.to_string()))?;

@@ -14,6 +14,8 @@
 //! ever added. The Engine screen needs:
 //!
 //! - [`client::AgentClient::connect_or_spawn`]: reach the agent, starting it if needed.
+//! - [`client::AgentClient::connect_or_reattach`]: reach the agent, starting one only when a VM
+//!   whose agent is gone still runs (it re-attaches; `Status::note` says what it found).
 //! - [`client::AgentClient::status`]: [`api::Status`]: state (`stopped`, `starting`,
 //!   `running`, `stopping`, `failed`), backend and accelerator, staged readiness with
 //!   timestamps (`stages`, `expected_stages`), `failure` (stage + message + the log line that

@@ -183,23 +183,11 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// The agent's client; when no agent runs but a VM of this home does (its agent was killed,
-/// or the app quit), start an agent, which re-attaches to the VM, and wait until it has.
+/// The agent's client, re-attaching to a VM whose agent is gone (see
+/// [`AgentClient::connect_or_reattach`]).
 async fn reattach(home: &Home) -> anyhow::Result<AgentClient> {
-    let c = AgentClient::for_home(home);
-    if c.is_running().await || berth_agent::backend::qemu::Qemu::left_running(home).is_none() {
-        return Ok(c);
-    }
     let exe = std::env::current_exe().context("locating the berth executable")?;
-    let c = AgentClient::connect_or_spawn(home, &exe).await?;
-    // Adopting takes a QMP query and a ping (a refused VM is stopped, up to ~40 s).
-    for _ in 0..1200 {
-        match c.status().await {
-            Ok(s) if s.state != EngineState::Starting => break,
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-    Ok(c)
+    Ok(AgentClient::connect_or_reattach(home, &exe).await?)
 }
 
 async fn up(home: &Home, patch: SettingsPatch) -> anyhow::Result<i32> {
