@@ -28,12 +28,33 @@ pub enum LogError {
     Corrupt { path: PathBuf, source: serde_json::Error },
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Record<'a> {
+    #[serde(borrow)]
     log: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
     stream: std::borrow::Cow<'a, str>,
-    time: String,
+    #[serde(borrow)]
+    time: std::borrow::Cow<'a, str>,
 }
+
+/// A record as written: borrowed fields, in Docker's order (log, stream, time).
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    log: &'a str,
+    stream: &'a str,
+    time: &'a str,
+}
+
+/// Write buffer of the log file. The shim flushes once per chunk read from the container
+/// (at most [`READ_CHUNK`]), so a chunk's records normally go out in one `write`.
+const WRITE_BUF: usize = 256 * 1024;
+
+/// Read size of the log reader: one syscall per this much of a log file.
+const READ_BUF: usize = 64 * 1024;
+
+/// How much the shim reads from a container's output pipe at once.
+pub const READ_CHUNK: usize = 128 * 1024;
 
 /// Writes records and rotates files.
 pub struct LogWriter {
@@ -42,6 +63,10 @@ pub struct LogWriter {
     max_files: u32,
     out: BufWriter<File>,
     size: u64,
+    /// The encoded record being written (reused: no allocation per line).
+    scratch: Vec<u8>,
+    /// `time` of the last record and its RFC 3339 form: the records of one chunk share it.
+    time: Option<(DateTime<Utc>, String)>,
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -61,23 +86,34 @@ impl LogWriter {
         }
         let f = open_append(path)?;
         let size = f.metadata()?.len();
-        Ok(LogWriter { path: path.to_owned(), max_size: max_size.max(1), max_files: max_files.max(1), out: BufWriter::new(f), size })
+        Ok(LogWriter {
+            path: path.to_owned(),
+            max_size: max_size.max(1),
+            max_files: max_files.max(1),
+            out: BufWriter::with_capacity(WRITE_BUF, f),
+            size,
+            scratch: Vec::with_capacity(4096),
+            time: None,
+        })
     }
 
     /// Append one record (`data` is a full line including its newline, or a chunk).
+    /// Invalid UTF-8 becomes U+FFFD, as in Docker's json-file driver.
     pub fn write_entry(&mut self, stream: &str, data: &[u8], time: DateTime<Utc>) -> io::Result<()> {
-        let rec = Record {
-            log: String::from_utf8_lossy(data),
-            stream: stream.into(),
-            time: time.to_rfc3339_opts(SecondsFormat::Nanos, true),
-        };
-        let mut line = serde_json::to_vec(&rec).map_err(io::Error::other)?;
-        line.push(b'\n');
-        if self.size > 0 && self.size + line.len() as u64 > self.max_size {
+        if self.time.as_ref().is_none_or(|(t, _)| *t != time) {
+            self.time = Some((time, time.to_rfc3339_opts(SecondsFormat::Nanos, true)));
+        }
+        let time = self.time.as_ref().map_or("", |(_, s)| s.as_str());
+        let log = String::from_utf8_lossy(data);
+        self.scratch.clear();
+        serde_json::to_writer(&mut self.scratch, &RecordOut { log: &log, stream, time }).map_err(io::Error::other)?;
+        self.scratch.push(b'\n');
+        let len = self.scratch.len() as u64;
+        if self.size > 0 && self.size + len > self.max_size {
             self.rotate()?;
         }
-        self.out.write_all(&line)?;
-        self.size += line.len() as u64;
+        self.out.write_all(&self.scratch)?;
+        self.size += len;
         Ok(())
     }
 
@@ -104,7 +140,7 @@ impl LogWriter {
         } else {
             fs::remove_file(&self.path)?;
         }
-        self.out = BufWriter::new(open_append(&self.path)?);
+        self.out = BufWriter::with_capacity(WRITE_BUF, open_append(&self.path)?);
         self.size = 0;
         Ok(())
     }
@@ -120,7 +156,7 @@ pub struct LineSplitter {
 impl LineSplitter {
     pub fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8])) {
         let mut data = data;
-        while let Some(i) = data.iter().position(|&b| b == b'\n') {
+        while let Some(i) = memchr::memchr(b'\n', data) {
             if self.buf.is_empty() {
                 emit(&data[..=i]);
             } else {
@@ -184,6 +220,23 @@ impl LogEntry {
         }
     }
 
+    /// Append the record as the logs endpoint sends it: [`LogEntry::render`], inside a
+    /// stream frame ([`crate::frame`]) when `framed` (a container without TTY). Appending to
+    /// one buffer lets the caller send many records at once.
+    pub fn write_to(&self, out: &mut Vec<u8>, timestamps: bool, framed: bool) {
+        let ts = timestamps.then(|| self.time.to_rfc3339_opts(SecondsFormat::Nanos, true));
+        if framed {
+            let len = self.log.len() + ts.as_ref().map_or(0, |t| t.len() + 1);
+            out.extend_from_slice(&[self.stream_type(), 0, 0, 0]);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+        }
+        if let Some(t) = ts {
+            out.extend_from_slice(t.as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(&self.log);
+    }
+
     /// Payload as `docker logs` prints it, optionally prefixed by the timestamp.
     pub fn render(&self, timestamps: bool) -> Vec<u8> {
         if !timestamps {
@@ -206,7 +259,7 @@ impl Source {
     fn open(path: &Path) -> io::Result<Source> {
         let f = File::open(path)?;
         let ino = f.metadata()?.ino();
-        Ok(Source { path: path.to_owned(), reader: BufReader::new(f), ino })
+        Ok(Source { path: path.to_owned(), reader: BufReader::with_capacity(READ_BUF, f), ino })
     }
 }
 
@@ -313,6 +366,16 @@ impl LogReader {
         self
     }
 
+    /// True when no further record is at hand without reading the file again, i.e. the next
+    /// [`Iterator::next`] may block (in follow mode) or ends: a caller that batches records
+    /// sends its batch now.
+    pub fn is_drained(&self) -> bool {
+        self.pending.is_empty()
+            && self.drained.is_empty()
+            && self.sources.len() <= 1
+            && self.sources.front().is_none_or(|s| memchr::memchr(b'\n', s.reader.buffer()).is_none())
+    }
+
     fn wanted(&self, e: &LogEntry) -> bool {
         let stream_ok = match e.stream.as_str() {
             "stderr" => self.opts.stderr,
@@ -353,21 +416,23 @@ impl LogReader {
                     if !follow {
                         return None;
                     }
-                    let rotated = fs::metadata(&self.live_path).map(|m| m.ino()).is_ok_and(|ino| ino != src.ino);
-                    let stopping = !rotated && self.stop.as_ref().is_some_and(|f| f());
-                    if rotated || stopping {
-                        // Whatever was appended before the rename / exit.
+                    let ino = src.ino;
+                    if fs::metadata(&self.live_path).map(|m| m.ino()).is_ok_and(|live| live != ino) {
+                        // Rotated: the writer flushed it and renamed it, so it never grows
+                        // again. Read it to its end as a rotated file, then the file written
+                        // after it (not the live one: a follower one file behind would skip a
+                        // whole file).
+                        if let Some(next) = self.successor(ino) {
+                            self.sources.push_back(next);
+                            continue;
+                        }
+                    } else if self.stop.as_ref().is_some_and(|f| f()) {
+                        // Whatever was appended before the exit.
                         let _ = src.reader.read_to_end(&mut self.partial);
                         let end = self.partial.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
                         let done: Vec<u8> = self.partial.drain(..end).collect();
                         self.drained.extend(done.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec));
                         self.partial.clear();
-                        if rotated {
-                            if let Ok(s) = Source::open(&self.live_path) {
-                                self.sources[0] = s;
-                            }
-                            continue;
-                        }
                         if self.drained.is_empty() {
                             return None;
                         }
@@ -380,6 +445,31 @@ impl LogReader {
                 }
             }
         }
+    }
+
+    /// The file the writer started after the rotated file `ino`. That one is `<live>.k` now,
+    /// so its successor is `<live>.k-1` (the live file for k = 1); it is opened, then `ino` is
+    /// checked to be still `.k`, so a rotation in between cannot make us open a later file.
+    /// When `ino` is gone (the follower fell behind the whole cap, or `max-file=1`): the
+    /// oldest file left.
+    fn successor(&self, ino: u64) -> Option<Source> {
+        let name = |k: u32| if k == 0 { self.live_path.clone() } else { rotated(&self.live_path, k) };
+        let ino_at = |k: u32| fs::metadata(name(k)).map(|m| m.ino()).ok();
+        for _ in 0..16 {
+            let mut k = 1;
+            let found = loop {
+                match ino_at(k) {
+                    Some(i) if i == ino => break true,
+                    Some(_) => k += 1,
+                    None => break false,
+                }
+            };
+            let Ok(next) = Source::open(&name(k - 1)) else { continue };
+            if !found || ino_at(k) == Some(ino) {
+                return Some(next);
+            }
+        }
+        None
     }
 
     fn next_record(&mut self, follow: bool) -> Option<Result<LogEntry, LogError>> {
@@ -438,6 +528,8 @@ impl Iterator for LogReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
 
     fn opts() -> LogOptions {
         LogOptions { stdout: true, stderr: true, ..Default::default() }
@@ -509,6 +601,71 @@ mod tests {
         let first = read_logs(&path, opts()).unwrap().next().unwrap().unwrap();
         assert_eq!(first.render(true), b"2024-01-01T00:00:00.500000000Z 0\n");
         assert_eq!(first.render(false), b"0\n");
+    }
+
+    #[test]
+    fn follower_behind_by_several_rotations_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let stop = Arc::new(AtomicBool::new(false));
+        // Records of ~80 bytes, files of 1000: about 12 per file, 5 files kept.
+        let mut w = LogWriter::open(&path, 1000, 5).unwrap();
+        w.write_entry("stdout", b"n0\n", Utc::now()).unwrap();
+        w.flush().unwrap();
+        let stop2 = stop.clone();
+        let mut r = read_logs(&path, LogOptions { follow: true, ..opts() }).unwrap().stop_when(move || stop2.load(Ordering::SeqCst));
+        assert_eq!(r.next().unwrap().unwrap().log, b"n0\n");
+        // Three rotations while the follower reads nothing: it is three files behind.
+        for i in 1..40 {
+            w.write_entry("stdout", format!("n{i}\n").as_bytes(), Utc::now()).unwrap();
+        }
+        w.flush().unwrap();
+        assert!(rotated(&path, 3).exists());
+        stop.store(true, Ordering::SeqCst);
+        let got: Vec<String> = r.map(|e| String::from_utf8(e.unwrap().log).unwrap()).collect();
+        let want: Vec<String> = (1..40).map(|i| format!("n{i}\n")).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn records_are_docker_json_file_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut w = LogWriter::open(&path, 1 << 20, 2).unwrap();
+        let t = DateTime::parse_from_rfc3339("2024-01-01T00:00:00.5Z").unwrap().with_timezone(&Utc);
+        w.write_entry("stdout", b"a \"q\"\t\n", t).unwrap();
+        w.write_entry("stderr", b"bad \xff utf-8", t + chrono::Duration::nanoseconds(1)).unwrap();
+        w.flush().unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "{\"log\":\"a \\\"q\\\"\\t\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-01T00:00:00.500000000Z\"}\n\
+             {\"log\":\"bad \u{fffd} utf-8\",\"stream\":\"stderr\",\"time\":\"2024-01-01T00:00:00.500000001Z\"}\n"
+        );
+    }
+
+    #[test]
+    fn batched_rendering_matches_one_frame_per_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut w = LogWriter::open(&path, 1 << 20, 2).unwrap();
+        for i in 0..3 {
+            w.write_entry(if i == 1 { "stderr" } else { "stdout" }, format!("l{i}\n").as_bytes(), Utc::now()).unwrap();
+        }
+        w.flush().unwrap();
+        for (ts, framed) in [(false, true), (true, true), (false, false), (true, false)] {
+            let mut r = read_logs(&path, opts()).unwrap();
+            let (mut batch, mut one_by_one) = (Vec::new(), Vec::new());
+            let mut drained_at = Vec::new();
+            while let Some(e) = r.next() {
+                let e = e.unwrap();
+                e.write_to(&mut batch, ts, framed);
+                let data = e.render(ts);
+                one_by_one.extend_from_slice(&if framed { crate::frame(e.stream_type(), &data) } else { data });
+                drained_at.push(r.is_drained());
+            }
+            assert_eq!(batch, one_by_one, "timestamps {ts}, framed {framed}");
+            assert_eq!(drained_at, [false, false, true], "only the last record leaves nothing at hand");
+        }
     }
 
     #[tokio::test]

@@ -28,8 +28,9 @@ use crate::protocol::{frame, Request, Response, ShimStatus, STDERR, STDOUT};
 use crate::state::{self, ExitStatus, ShimInfo, EXIT_JSON, SHIM_JSON, SHIM_SOCK};
 
 /// Output chunks queued per attached client before its output is dropped:
-/// bounds memory for a client that stopped reading (≤ ~2 MiB each).
-pub const CLIENT_QUEUE: usize = 64;
+/// bounds memory for a client that stopped reading (chunks of at most
+/// [`crate::logs::READ_CHUNK`]: ≤ ~2 MiB each).
+pub const CLIENT_QUEUE: usize = 16;
 
 /// Command line of the shim.
 #[derive(Debug, Clone)]
@@ -240,8 +241,12 @@ impl Shared {
                 let _ = w.flush();
             }
         }
-        let payload = if self.tty { data.to_vec() } else { frame(stream, data) };
         let mut clients = self.clients.lock().unwrap();
+        if clients.list.is_empty() {
+            // Nobody attached (the usual case for a detached container): no copy to make.
+            return;
+        }
+        let payload = if self.tty { data.to_vec() } else { frame(stream, data) };
         clients.list.retain(|c| {
             let wants = if stream == STDERR { c.stderr } else { c.stdout };
             if !wants {
@@ -334,6 +339,16 @@ fn pipe() -> Result<(File, File), String> {
     Ok((File::from(r), File::from(w)))
 }
 
+/// Capacity asked for the container's output pipes (the kernel's default is 64 KiB): a
+/// container that prints fast goes on while the shim encodes the previous chunk, and each read
+/// takes up to [`crate::logs::READ_CHUNK`] at once instead of many small pieces.
+const PIPE_SIZE: libc::c_int = 256 * 1024;
+
+/// Best effort: a smaller pipe only costs throughput.
+fn grow_pipe(f: &File) {
+    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+}
+
 /// Receive the pty master the runtime sends over the console socket.
 fn recv_console(listener: UnixListener) -> io::Result<File> {
     let (conn, _) = listener.accept()?;
@@ -386,6 +401,8 @@ fn start(args: &ShimArgs) -> Result<Running, String> {
     } else {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
+        grow_pipe(&out_r);
+        grow_pipe(&err_r);
         if args.stdin {
             let (in_r, in_w) = pipe()?;
             create.stdin(Stdio::from(in_r));
@@ -506,7 +523,7 @@ fn start(args: &ShimArgs) -> Result<Running, String> {
 }
 
 fn pump(mut file: File, stream: u8, shared: &Shared) {
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; crate::logs::READ_CHUNK];
     loop {
         match file.read(&mut buf) {
             Ok(0) => break,

@@ -850,7 +850,8 @@ pub async fn logs(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
     };
     let tty = c.config.tty.unwrap_or(false);
     let p = paths(e, &c.id);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    // Batches of up to ~64 KiB (below): at most ~1 MiB queued for a client that stopped reading.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let stop_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = Arc::clone(&stop_flag);
     let exit_rx = e.exits.subscribe();
@@ -879,13 +880,25 @@ pub async fn logs(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
         let reader = reader
             .stop_when(move || stop3.load(std::sync::atomic::Ordering::SeqCst))
             .cancel_when(move || gone.is_closed());
-        for entry in reader {
+        // Records go out in batches (one channel message and one HTTP chunk per up to
+        // LOG_BATCH bytes): one per record cost a task wakeup and a chunk header per line, and
+        // kept `docker logs -f` of short lines far behind the writer. A batch is sent as soon
+        // as the reader has nothing more at hand, so a follower still sees each line at once.
+        const LOG_BATCH: usize = 64 * 1024;
+        let mut reader = reader;
+        let mut batch = Vec::with_capacity(LOG_BATCH + 4096);
+        while let Some(entry) = reader.next() {
             let Ok(entry) = entry else { break };
-            let data = entry.render(timestamps);
-            let chunk = if tty { data } else { berth_shim::frame(entry.stream_type(), &data) };
-            if tx.blocking_send(Bytes::from(chunk)).is_err() {
-                break;
+            entry.write_to(&mut batch, timestamps, !tty);
+            if batch.len() >= LOG_BATCH || reader.is_drained() {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(LOG_BATCH + 4096));
+                if tx.blocking_send(Bytes::from(full)).is_err() {
+                    return;
+                }
             }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(Bytes::from(batch));
         }
     });
     let s = async_stream::stream! {
