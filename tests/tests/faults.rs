@@ -456,10 +456,12 @@ fn disk_full_during_logs_keeps_containers_running_and_logs_readable() {
     let small = fx.reference("busybox:latest");
     d.docker_ok(&["pull", "-q", &small]);
     d.docker_ok(&["run", "-d", "--name", "bystander", "--network", "none", &small, "sleep", "1000"]);
-    // A logger: one numbered line every 2 ms, forever.
+    // A logger: ten numbered lines every 2 ms, forever: fast enough (~500 KB/s) that the two
+    // seconds of full disk below overflow the shim's log write buffer (256 KiB, kept for a
+    // retry when a write fails) and lines are really lost.
     d.docker_ok(&[
         "run", "-d", "--name", "logger", "--network", "none", &small, "sh", "-c",
-        "p=$(printf '%0100d' 0); i=0; while :; do echo \"line $i $p\"; i=$((i+1)); usleep 2000; done",
+        "p=$(printf '%0100d' 0); i=0; while :; do for j in 0 1 2 3 4 5 6 7 8 9; do echo \"line $i $p\"; i=$((i+1)); done; usleep 2000; done",
     ]);
     std::thread::sleep(Duration::from_millis(500));
     // Fill the disk (the test's own file in the daemon's data root) until ENOSPC.

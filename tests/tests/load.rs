@@ -233,25 +233,53 @@ fn log_bytes(d: &Berthd, id: &str) -> (u64, usize) {
     (total, n)
 }
 
-/// Checklist #36, scaled down: 300 MB of output instead of 5 GB, in 4 000-byte lines. CI runs
-/// debug builds, where the shim logs only about 4 MB/s of such lines here (JSON encoding of
-/// every byte): 5 GB would take about 20 minutes, while 300 MB (about 75 s) already rotates the
-/// 4 MiB x 3 log about 75 times. Disk use stays under max-size x max-file, a `docker logs -f`
-/// started with the container follows it to the end, and the last lines are the newest.
+/// VmRSS (KiB) of the berth-shim of container `id` (0 once it has exited).
+fn shim_rss_kib(d: &Berthd, id: &str) -> u64 {
+    let ids = std::iter::once(id.to_string()).collect();
+    let root = d.root().display().to_string();
+    berth_tests::leaks::processes_naming(&root, &ids, d.pid())
+        .iter()
+        .filter(|(_, cmd)| cmd.contains("berth-shim"))
+        .map(|(pid, _)| proc_counts(*pid as u32).2)
+        .sum()
+}
+
+/// Checklist #36: a container writes `BERTH_LOG_FLOOD_MIB` MiB (default 5 GiB) to stdout
+/// with the default log options (20 MB x 5 files), in numbered 1000-byte lines (a 4 MiB block
+/// the container makes once and prints again and again, then `END`). It exits 0; the log's
+/// disk use, sampled every 100 ms, never goes over max-size x max-file plus one write buffer;
+/// berthd's and the shim's RSS stay bounded while 5 GiB go through; a `docker logs -f`
+/// started with the container keeps up to the end (at least 90% of the bytes: see below);
+/// `docker logs --tail`
+/// returns the newest lines intact; and afterwards the leak checker finds nothing left.
 #[test]
 fn log_rotation_caps_a_flooding_container() {
     require_berthd!();
     let t0 = Instant::now();
     let w = World::start();
     let img = w.pulled("busybox:latest");
-    let (max_size, max_file) = (4u64 << 20, 3u64);
-    // 75 000 lines of 4 000 bytes: 300 MB through the log.
-    let script = "p=$(printf '%03990d' 0); seq 1 75000 | sed \"s/\\$/ $p/\"; echo END";
-    let id = w.d.docker_ok(&[
-        "run", "-d", "--network", "none", "--log-opt", &format!("max-size={max_size}"), "--log-opt", &format!("max-file={max_file}"),
-        &img, "sh", "-c", script,
-    ]).trim().to_string();
-    // A follower from the start, counting lines, from a separate client.
+    let mib: u64 = std::env::var("BERTH_LOG_FLOOD_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(5 << 10);
+    assert!(mib % 4 == 0 && mib >= 8, "BERTH_LOG_FLOOD_MIB must be a multiple of 4 (4 MiB blocks)");
+    // berthd's defaults (guest/engine/src/containers/logopts.rs): nothing is passed.
+    let (max_size, max_file) = (20u64 << 20, 5u64);
+    // Lines of exactly 1000 bytes: "%09d " and padding; 4 MiB is not a multiple of 1000, so
+    // the block ends in a partial line: pad it to whole lines (4194000 bytes) and add the rest
+    // as one short line, so every block is exactly 4 MiB and numbered lines stay intact.
+    let (line, per_block) = (1000u64, (4u64 << 20) / 1000);
+    let rest = (4u64 << 20) - per_block * line;
+    let script = format!(
+        "p=$(printf '%0{pad}d' 0); awk -v p=$p 'BEGIN {{ for (i = 1; i <= {per_block}; i++) printf \"%09d %s\\n\", i, p }}' > /tmp/b; \
+         printf '%0{r}d\\n' 0 >> /tmp/b; [ $(wc -c < /tmp/b) = {block} ] || exit 3; \
+         i=0; while [ $i -lt {n} ]; do cat /tmp/b; i=$((i+1)); done; echo END",
+        pad = line - 11,
+        r = rest - 1,
+        block = 4u64 << 20,
+        n = mib / 4,
+    );
+    let check = LeakCheck::start(&w.d, &w.fx.ns);
+    let rss0 = rss_kib(&w.d);
+    let id = w.d.docker_ok(&["run", "-d", "--network", "none", &img, "sh", "-c", &script]).trim().to_string();
+    // A follower from the start, from a separate client: it counts bytes and keeps the end.
     let mut follow = w.d.docker_command();
     follow.args(["logs", "-f", &id]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
     let mut child = follow.spawn().unwrap();
@@ -263,56 +291,81 @@ fn log_rotation_caps_a_flooding_container() {
             match out.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(k) => {
-                    n += buf[..k].iter().filter(|&&b| b == b'\n').count() as u64;
+                    n += k as u64;
                     last.extend_from_slice(&buf[..k]);
-                    if last.len() > 4096 {
-                        last.drain(..last.len() - 4096);
+                    if last.len() > 1 << 16 {
+                        last.drain(..last.len() - 8192);
                     }
                 }
             }
         }
         (n, String::from_utf8_lossy(&last).into_owned())
     });
-    let mut peak = (0, 0);
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let (mut peak, mut berthd_peak, mut shim_peak) = ((0, 0), rss0, 0);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last_state = Instant::now();
     loop {
         let st = log_bytes(&w.d, &id);
         if st.0 > peak.0 {
             peak = st;
         }
-        let running = w.d.docker_ok(&["inspect", "-f", "{{.State.Running}}", &id]);
-        if running.trim() == "false" {
-            break;
+        berthd_peak = berthd_peak.max(rss_kib(&w.d));
+        shim_peak = shim_peak.max(shim_rss_kib(&w.d, &id));
+        if last_state.elapsed() > Duration::from_millis(500) {
+            last_state = Instant::now();
+            if w.d.docker_ok(&["inspect", "-f", "{{.State.Running}}", &id]).trim() == "false" {
+                break;
+            }
         }
-        assert!(Instant::now() < deadline, "the flood did not finish in 5 min");
+        assert!(Instant::now() < deadline, "the flood did not finish in 10 min");
         std::thread::sleep(Duration::from_millis(100));
     }
     let write_time = t0.elapsed();
-    let follower_deadline = Instant::now() + Duration::from_secs(60);
+    let code = w.d.docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &id]);
+    assert_eq!(code.trim(), "0", "the flooding container failed");
+    let follower_deadline = Instant::now() + Duration::from_secs(120);
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < follower_deadline, "docker logs -f did not end after the container exited");
         std::thread::sleep(Duration::from_millis(50));
     }
     let (followed, follow_tail) = counter.join().unwrap();
+    let total = (mib << 20) + 4;
     let cap = max_size * max_file;
+    // One write buffer of the shim (guest/shim/src/logs.rs WRITE_BUF) of slack: a sample taken
+    // while the files are renamed can see one of them twice for an instant.
+    let slack = 256 << 10;
     eprintln!(
-        "log flood: 300 MB written in {write_time:?}; peak log disk use {} bytes in {} files (cap {cap}); follower got {followed} lines",
-        peak.0, peak.1
+        "log flood: {mib} MiB written in {write_time:?} ({:.0} MiB/s); peak log disk use {} bytes in {} files (cap {cap}); \
+         follower got {followed} of {total} bytes; RSS KiB: berthd {rss0} -> peak {berthd_peak}, shim peak {shim_peak}",
+        mib as f64 / write_time.as_secs_f64(),
+        peak.0,
+        peak.1
     );
-    // The cap (plus one record of slack), sampled every 100 ms and checked at the end.
-    assert!(peak.0 <= cap + 8192, "log disk use {} exceeds max-size x max-file = {cap}", peak.0);
+    assert!(peak.0 <= cap + slack, "log disk use {} exceeds max-size x max-file = {cap}", peak.0);
     assert!(peak.1 as u64 <= max_file, "{} log files for max-file={max_file}", peak.1);
     let end = log_bytes(&w.d, &id);
-    assert!(end.0 <= cap + 8192 && end.0 > max_size, "final log size {}", end.0);
-    // The follower kept up to the end: it saw the last line (a follower that fell more than
-    // the rotated files behind would lose lines in between; it must still end, in order).
-    assert!(follow_tail.trim_end().ends_with("END"), "docker logs -f did not get to the end: ...{follow_tail}");
-    assert!(followed > 37_500, "docker logs -f got only {followed} of 75 001 lines");
-    let logs = w.d.docker_ok(&["logs", "--tail", "2", &id]);
-    let l = lines(&logs);
-    assert_eq!(l.len(), 2, "{logs}");
-    assert!(l[0].starts_with("75000 ") && l[1] == "END", "the newest lines are not last: {l:?}");
+    assert!(end.0 <= cap && end.0 > cap - 2 * max_size, "final log size {}", end.0);
+    // The follower kept up to the end. It reads (JSON-decodes) as fast as the shim writes,
+    // but on a loaded 2-core machine it can fall more than the whole cap (80 MB of rotated
+    // files) behind for a moment, and what rotation deleted meanwhile is gone, as with
+    // Docker's json-file: measured here at load 9, it got 96% of 5 GiB (100% of 400 MiB).
+    assert!(follow_tail.ends_with("END\n"), "docker logs -f did not get to the end: ...{}", &follow_tail[follow_tail.len().saturating_sub(200)..]);
+    assert!(followed * 10 >= total * 9, "docker logs -f fell far behind: {followed} of {total} bytes");
+    // Bounded memory: 5 GiB went through both; neither holds more than a few buffers.
+    assert!(berthd_peak < rss0 + (64 << 10), "berthd RSS grew from {rss0} to {berthd_peak} KiB");
+    assert!(shim_peak > 0 && shim_peak < 32 << 10, "shim RSS peaked at {shim_peak} KiB");
+    // The newest lines, intact: the end of the last block, then END.
+    let logs = w.d.docker_ok(&["logs", "--tail", "101", &id]);
+    let l: Vec<&str> = logs.lines().collect();
+    assert_eq!(l.len(), 101, "{}", tail(&logs, 5));
+    assert_eq!(l[100], "END");
+    assert_eq!(l[99].len() as u64, rest - 1, "the block's short last line");
+    for (k, got) in l[..99].iter().enumerate() {
+        let n = per_block - 98 + k as u64;
+        assert!(got.len() as u64 == line - 1 && got.starts_with(&format!("{n:09} 000")), "line {k} of the tail: {got:.40}...");
+    }
     w.d.docker_ok(&["rm", &id]);
+    check.assert_clean(&w.d, &w.fx.ns);
     eprintln!("log_rotation_caps_a_flooding_container: {:?}", t0.elapsed());
 }
 
@@ -368,23 +421,27 @@ fn stalled_clients_do_not_grow_berthd_memory() {
         })
     };
     // Events: tag and untag in a loop (each one event to the stalled /events client).
+    let made = Arc::new(AtomicU64::new(0));
     let events = {
-        let (stop, sock, img) = (stop.clone(), sock.clone(), img.clone());
+        let (stop, sock, img, made) = (stop.clone(), sock.clone(), img.clone(), made.clone());
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 let tag = format!("/images/{img}/tag?repo=stall/{}&tag=t{}", "e".repeat(200), n % 8);
                 let _ = berth_tests::berthd::api_request(&sock, "POST", &tag, None);
                 n += 1;
+                made.store(n, Ordering::SeqCst);
             }
             n
         })
     };
     let mut samples = Vec::new();
     let mut max_ping = Duration::ZERO;
-    // At least 15 s, and on until 64 MB went through (at most 90 s on a loaded machine).
+    // At least 15 s, and on until 64 MB and 2 500 events went through (at most 90 s on a
+    // loaded machine: other tests of this file, such as the 5 GiB log flood, share the cores).
     let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(15) || (read_bytes.load(Ordering::SeqCst) < 64 << 20 && t.elapsed() < Duration::from_secs(90)) {
+    let enough = || read_bytes.load(Ordering::SeqCst) >= 64 << 20 && made.load(Ordering::SeqCst) >= 2500;
+    while t.elapsed() < Duration::from_secs(15) || (!enough() && t.elapsed() < Duration::from_secs(90)) {
         std::thread::sleep(Duration::from_millis(500));
         samples.push(rss_kib(&w.d));
         let p = Instant::now();
@@ -414,8 +471,7 @@ fn stalled_clients_do_not_grow_berthd_memory() {
         "stalled clients: {} MB read by the live follower, {tags} tag events ({delivered} reached the stalled events client), berthd RSS {rss0} KiB -> peak {peak} KiB, slowest ping {max_ping:?}",
         through >> 20
     );
-    // The flood really went through the daemon: at least three times the bound below (the
-    // debug-built shim logs about 5 MB/s of such lines here).
+    // The flood really went through the daemon: at least three times the bound below.
     assert!(through > 48 << 20, "only {through} bytes of logs went through: the flood is too small to prove anything");
     assert!(tags > 2000, "only {tags} events made");
     assert!(peak.saturating_sub(rss0) < 16 * 1024, "berthd RSS grew from {rss0} to {peak} KiB with stalled clients: {samples:?}");
