@@ -270,3 +270,18 @@ fn tty_exec_output_is_framed_by_the_start_requests_tty_flag() {
         }
     }
 }
+
+/// docker-py `test_diff`: `touch /test` in a container gives exactly [/test added]: the files
+/// berthd writes for it (/etc/hosts, hostname, resolv.conf) and their /etc are not changes.
+#[test]
+fn diff_shows_only_what_the_container_changed() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let id = create(&w, json!({"Image": img, "Cmd": ["touch", "/test"]}));
+    assert_eq!(w.d.api_post(&format!("/v1.47/containers/{id}/start"), None).unwrap().status, 204);
+    assert_eq!(w.d.api_post(&format!("/v1.47/containers/{id}/wait"), None).unwrap().status, 200);
+    let r = w.d.api_get(&format!("/v1.47/containers/{id}/changes")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().unwrap(), json!([{"Path": "/test", "Kind": 1}]));
+}

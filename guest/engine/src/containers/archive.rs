@@ -734,13 +734,35 @@ pub async fn changes(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiEr
         .map_err(ApiError::internal)?;
     // berthd writes these into the upper dir where Docker bind-mounts them; Docker's diff
     // never shows them, so neither do we.
-    list.retain(|c| !matches!(c.path.as_str(), "/etc/hostname" | "/etc/hosts" | "/etc/resolv.conf"));
+    hide_daemon_files(&mut list);
     Ok(ok_json(&list))
+}
+
+/// berthd writes /etc/hostname, /etc/hosts and /etc/resolv.conf into the upper dir where Docker
+/// bind-mounts them; Docker's diff never shows them, nor /etc as modified because of them
+/// alone (docker-py's test_diff: `touch /test` must give exactly [/test added]).
+fn hide_daemon_files(list: &mut Vec<Change>) {
+    list.retain(|c| !matches!(c.path.as_str(), "/etc/hostname" | "/etc/hosts" | "/etc/resolv.conf"));
+    if !list.iter().any(|c| c.path.starts_with("/etc/")) {
+        list.retain(|c| !(c.path == "/etc" && c.kind == 0));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn daemon_written_files_and_their_etc_are_not_changes() {
+        let ch = |p: &str, kind| Change { path: p.into(), kind };
+        let mut l = vec![ch("/etc", 0), ch("/etc/hostname", 1), ch("/etc/hosts", 0), ch("/etc/resolv.conf", 1), ch("/test", 1)];
+        hide_daemon_files(&mut l);
+        assert_eq!(l, vec![ch("/test", 1)]);
+        // /etc stays when something else in it changed.
+        let mut l = vec![ch("/etc", 0), ch("/etc/hosts", 0), ch("/etc/motd", 1)];
+        hide_daemon_files(&mut l);
+        assert_eq!(l, vec![ch("/etc", 0), ch("/etc/motd", 1)]);
+    }
 
     #[test]
     fn changes_from_upper_dir() {
