@@ -20,9 +20,16 @@ use berth_tests::world::World;
 
 const VERSION: &str = "6.1.3";
 
-/// Local names docker-py's tests expect to exist (TEST_IMG is alpine:3.10), all the offline
-/// busybox fixture. None of them is ever pulled from Docker Hub here.
-const LOCAL_NAMES: &[&str] = &["alpine:3.10", "alpine:latest", "busybox:latest", "hello-world:latest"];
+/// Local names docker-py's tests expect to exist (TEST_IMG is alpine:3.10), all built offline
+/// from busybox-static. None of them is ever pulled from Docker Hub here.
+const BUSYBOX_NAMES: &[&str] = &["busybox:latest", "hello-world:latest"];
+const ALPINE_NAMES: &[&str] = &["alpine:3.10", "alpine:latest"];
+
+/// Users of Alpine's /etc/passwd that docker-py's tests use (`exec(user="postgres")`).
+const ALPINE_PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nbin:x:1:1:bin:/bin:/sbin/nologin\n\
+daemon:x:2:2:daemon:/sbin:/sbin/nologin\npostgres:x:70:70::/var/lib/postgresql:/bin/sh\n\
+nobody:x:65534:65534:nobody:/:/sbin/nologin\n";
+const ALPINE_GROUP: &str = "root:x:0:root\nbin:x:1:root,bin,daemon\ndaemon:x:2:root,bin,daemon\npostgres:x:70:\nnobody:x:65534:\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -113,9 +120,25 @@ fn setup_venv() -> PathBuf {
     work_dir().join(format!("docker-{VERSION}"))
 }
 
+/// busybox under its names, and an "alpine": busybox plus the parts of Alpine's layout the
+/// suite relies on (its users, /var/opt for `exec(workdir=...)`).
 fn seed_images(w: &World) {
+    use berth_tests::image::{busybox_layer, Compression, Image, LayerBuilder, RunConfig};
     let src = w.pulled("busybox:latest");
-    for name in LOCAL_NAMES {
+    for name in BUSYBOX_NAMES {
+        w.d.docker_ok(&["tag", &src, name]);
+    }
+    let mut l = LayerBuilder::new();
+    l.dir("etc", 0o755).unwrap()
+        .file("etc/passwd", 0o644, ALPINE_PASSWD.as_bytes()).unwrap()
+        .file("etc/group", 0o644, ALPINE_GROUP.as_bytes()).unwrap()
+        .dir("var", 0o755).unwrap()
+        .dir("var/opt", 0o755).unwrap();
+    let l = l.finish(Compression::Gzip, "COPY alpine-etc /").unwrap();
+    let img = Image::new(vec![busybox_layer().unwrap(), l], &RunConfig::cmd(&["/bin/sh"]), "amd64").unwrap();
+    w.fx.plain_target().push_image("alpine", "3.10", &img, berth_tests::push::ManifestFormat::DockerSchema2).unwrap();
+    let src = w.pulled("alpine:3.10");
+    for name in ALPINE_NAMES {
         w.d.docker_ok(&["tag", &src, name]);
     }
 }
