@@ -109,7 +109,12 @@ fn unix_ms_rfc3339(ms: u64) -> String {
 }
 
 pub async fn status() -> AgentView {
-    let c = client();
+    // A VM whose agent is gone (killed, or the app restarted after a crash): start an agent,
+    // which re-attaches to it (berth-agent's reattach), instead of showing "no agent".
+    let c = match berth_program() {
+        Some(program) => AgentClient::connect_or_reattach(&Home::from_env(), &program).await.unwrap_or_else(|_| client()),
+        None => client(),
+    };
     match c.status().await {
         Ok(st) => {
             let logs = c.logs(30).await.unwrap_or_default();
