@@ -95,6 +95,41 @@ fn export_and_racing_symlink_swap() {
 }
 
 /// A one-file tar (ustar, written here so the test does not depend on the code under test).
+/// For the volume tests: a host directory holding `from-host` (mounted with `bind_arg`, i.e.
+/// `-v DIR:/bound`) and a host file `in.txt` (`file`) to copy in.
+struct HostFiles {
+    bind: tempfile::TempDir,
+    bind_arg: String,
+    src: tempfile::TempDir,
+    file: String,
+}
+
+impl HostFiles {
+    fn new() -> HostFiles {
+        let bind = tempfile::tempdir().unwrap();
+        std::fs::write(bind.path().join("from-host"), "host-file").unwrap();
+        let bind_arg = format!("{}:/bound", bind.path().display());
+        let src = tempfile::tempdir().unwrap();
+        let f = src.path().join("in.txt");
+        std::fs::write(&f, "copied-in\n").unwrap();
+        HostFiles { bind, bind_arg, file: f.display().to_string(), src }
+    }
+}
+
+/// The paths in a tar archive, in order.
+fn entry_names(tar: &[u8]) -> Vec<String> {
+    tar::Archive::new(tar).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect()
+}
+
+/// The content of the first entry of a tar archive (what `docker cp CTR:FILE -` gives).
+fn first_entry_text(tar: &[u8]) -> String {
+    let mut a = tar::Archive::new(tar);
+    let mut e = a.entries().unwrap().next().expect("one entry").unwrap();
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+    body
+}
+
 fn tar_with(name: &str, data: &[u8]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_ustar();
@@ -177,7 +212,7 @@ fn cp_into_running_and_stopped_containers() {
     // Exited now: export has the copied file.
     let (st, tar, err) = w.d.docker_bytes(&["export", "stopped"]);
     assert!(st.success(), "{err}");
-    let names: Vec<String> = tar::Archive::new(&tar[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    let names = entry_names(&tar);
     assert!(names.iter().any(|n| n == "in/one") && names.iter().any(|n| n == "bin/busybox"), "{names:?}");
     w.d.docker_ok(&["cp", "stopped:/in/sub", &o("sub-out")]);
     assert_eq!(std::fs::read_to_string(out.path().join("sub-out/f")).unwrap(), "deep\n");
@@ -233,23 +268,17 @@ fn cp_sees_volumes_binds_and_tmpfs_of_a_running_container() {
     let w = World::start();
     let img = w.fx.reference("busybox:latest");
     w.d.docker_ok(&["pull", "-q", &img]);
-    let bind = tempfile::tempdir().unwrap();
-    std::fs::write(bind.path().join("from-host"), "host-file").unwrap();
-    let bind_arg = format!("{}:/bound", bind.path().display());
+    let HostFiles { bind, bind_arg, src: _src, file: f } = HostFiles::new();
     w.d.docker_ok(&[
         "run", "-d", "--name", "cpv", "-v", "cpvol:/data", "-v", &bind_arg, "--tmpfs", "/scratch",
         "-v", "cpro:/ro:ro", &img, "sleep", "300",
     ]);
-    let src = tempfile::tempdir().unwrap();
-    let f = src.path().join("in.txt");
-    std::fs::write(&f, "copied-in").unwrap();
-    let f = f.display().to_string();
     for dir in ["/data", "/bound", "/scratch"] {
         w.d.docker_ok(&["cp", &f, &format!("cpv:{dir}/")]);
         let got = w.d.docker_ok(&["exec", "cpv", "cat", &format!("{dir}/in.txt")]);
-        assert_eq!(got, "copied-in", "the container sees the file copied into {dir}");
+        assert_eq!(got, "copied-in\n", "the container sees the file copied into {dir}");
     }
-    assert_eq!(std::fs::read_to_string(bind.path().join("in.txt")).unwrap(), "copied-in", "the bind mount's host side has it");
+    assert_eq!(std::fs::read_to_string(bind.path().join("in.txt")).unwrap(), "copied-in\n", "the bind mount's host side has it");
 
     // Out of the mounts: what the container wrote there.
     w.d.docker_ok(&["exec", "cpv", "sh", "-c", "echo vol-out > /data/out; echo tmp-out > /scratch/out"]);
@@ -257,10 +286,7 @@ fn cp_sees_volumes_binds_and_tmpfs_of_a_running_container() {
         let name = if dir == "/bound" { "from-host" } else { "out" };
         let (st, tar, err) = w.d.docker_bytes(&["cp", &format!("cpv:{dir}/{name}"), "-"]);
         assert!(st.success(), "cp out of {dir}: {err}");
-        let mut a = tar::Archive::new(&tar[..]);
-        let mut e = a.entries().unwrap().next().expect("one entry").unwrap();
-        let mut body = String::new();
-        std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+        let body = first_entry_text(&tar);
         assert_eq!(body.trim(), want, "cp out of {dir}");
     }
 
@@ -272,14 +298,14 @@ fn cp_sees_volumes_binds_and_tmpfs_of_a_running_container() {
     // Archiving the whole view ends (no /proc or /sys content) and holds the volume's file.
     let (st, tar, err) = w.d.docker_bytes(&["cp", "cpv:/", "-"]);
     assert!(st.success(), "cp of /: {err}");
-    let names: Vec<String> = tar::Archive::new(&tar[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    let names = entry_names(&tar);
     assert!(names.iter().any(|n| n.ends_with("data/out")), "{names:?}");
     assert!(!names.iter().any(|n| n.contains("proc/self") || n.contains("sys/kernel")), "kernel filesystems are not walked");
 
     // export: the container's filesystem without its volumes (as Docker).
     let (st, tar, err) = w.d.docker_bytes(&["export", "cpv"]);
     assert!(st.success(), "export: {err}");
-    let names: Vec<String> = tar::Archive::new(&tar[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    let names = entry_names(&tar);
     assert!(!names.iter().any(|n| n.ends_with("data/out") || n.ends_with("data/in.txt")), "export leaves volumes out: {names:?}");
     w.d.docker_ok(&["rm", "-f", "-v", "cpv"]);
     w.d.docker_ok(&["volume", "rm", "cpvol", "cpro"]);
@@ -295,17 +321,11 @@ fn cp_sees_volumes_and_binds_of_a_stopped_container() {
     let w = World::start();
     let img = w.fx.reference("busybox:latest");
     w.d.docker_ok(&["pull", "-q", &img]);
-    let bind = tempfile::tempdir().unwrap();
-    std::fs::write(bind.path().join("from-host"), "host-file").unwrap();
-    let bind_arg = format!("{}:/bound", bind.path().display());
+    let HostFiles { bind, bind_arg, src: _src, file: f } = HostFiles::new();
     w.d.docker_ok(&[
         "create", "--name", "cps", "-v", "cpsvol:/data", "-v", &bind_arg, "-v", "cpsro:/ro:ro", &img,
         "cat", "/data/in.txt", "/bound/in.txt",
     ]);
-    let src = tempfile::tempdir().unwrap();
-    let f = src.path().join("in.txt");
-    std::fs::write(&f, "copied-in\n").unwrap();
-    let f = f.display().to_string();
     // Created, never started: into the volume and the bind.
     w.d.docker_ok(&["cp", &f, "cps:/data/"]);
     w.d.docker_ok(&["cp", &f, "cps:/bound/"]);
@@ -315,10 +335,7 @@ fn cp_sees_volumes_and_binds_of_a_stopped_container() {
     // Out of the bind, from the stopped container.
     let (st, tar, err) = w.d.docker_bytes(&["cp", "cps:/bound/from-host", "-"]);
     assert!(st.success(), "cp out of a stopped container's bind: {err}");
-    let mut a = tar::Archive::new(&tar[..]);
-    let mut e = a.entries().unwrap().next().expect("one entry").unwrap();
-    let mut body = String::new();
-    std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+    let body = first_entry_text(&tar);
     assert_eq!(body, "host-file");
     // The container sees both files (so they went to the volume and the bind, not the overlay).
     assert_eq!(w.d.docker_ok(&["start", "-a", "cps"]), "copied-in\ncopied-in\n");
@@ -328,7 +345,7 @@ fn cp_sees_volumes_and_binds_of_a_stopped_container() {
     assert_eq!(got, "copied-in\n");
     let (st, tar, err) = w.d.docker_bytes(&["export", "cps"]);
     assert!(st.success(), "export: {err}");
-    let names: Vec<String> = tar::Archive::new(&tar[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    let names = entry_names(&tar);
     assert!(names.iter().any(|n| n == "bin/busybox"), "{names:?}");
     assert!(!names.iter().any(|n| n.ends_with("in.txt") || n.ends_with("from-host")), "export leaves volumes and binds out: {names:?}");
     // Nothing of the copies stays mounted: no view, no overlay of the stopped container.
