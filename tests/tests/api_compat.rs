@@ -285,3 +285,19 @@ fn diff_shows_only_what_the_container_changed() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json().unwrap(), json!([{"Path": "/test", "Kind": 1}]));
 }
+
+/// docker-py `test_create_volume_invalid_driver`: an unknown volume driver is a missing
+/// plugin to Docker (404), at volume create and in a container's mounts alike.
+#[test]
+fn unknown_volume_driver_is_not_found_as_in_docker() {
+    require_berthd!();
+    let w = World::start();
+    let r = w.d.api_post("/v1.47/volumes/create", Some(&json!({"Name": "v1", "Driver": "invalid.driver"}))).unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+    let msg = r.json().unwrap()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("plugin \"invalid.driver\" not found"), "{msg}");
+    let out = w.d.docker(&["volume", "create", "-d", "nosuch", "v2"]).assert_fail();
+    assert!(out.stderr.contains("not found"), "{}", out.stderr);
+    let ls = w.d.docker_ok(&["volume", "ls", "-q"]);
+    assert!(ls.trim().is_empty(), "nothing made: {ls}");
+}

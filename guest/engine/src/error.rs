@@ -97,7 +97,8 @@ impl From<crate::volumes::VolumeError> for ApiError {
         match e {
             V::NotFound(_) => ApiError::NotFound(msg),
             V::InUse { .. } => ApiError::Conflict(msg),
-            V::InvalidName(_) | V::InvalidOptions { .. } | V::Driver(_) => ApiError::BadParameter(msg),
+            V::InvalidName(_) | V::InvalidOptions { .. } => ApiError::BadParameter(msg),
+            V::Driver(_) => ApiError::NotFound(msg),
             V::Mount { .. } | V::Io { .. } => ApiError::Internal(msg),
         }
     }

@@ -40,7 +40,8 @@ pub enum VolumeError {
     InvalidName(String),
     #[error("create {name}: {reason}")]
     InvalidOptions { name: String, reason: String },
-    #[error("volume driver {0:?} is not supported (Berth has the \"local\" driver)")]
+    /// Docker's words and status (404: no such plugin); Berth has only the local driver.
+    #[error("error looking up volume plugin {0}: plugin {0:?} not found (Berth has the \"local\" driver)")]
     Driver(String),
     #[error("volume {name}: mounting its options: {reason}")]
     Mount { name: String, reason: String },
