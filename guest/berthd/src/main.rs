@@ -39,10 +39,22 @@ struct Args {
     /// OCI runtime for new containers: `runc`, or a path (default: berth-oci next to berthd).
     #[arg(long = "default-runtime")]
     default_runtime: Option<std::path::PathBuf>,
+    /// Inside the Berth VM: an inherited pipe on which init writes `ok` once the kernel's
+    /// network modules are in (or `error: REASON`). The API is served at once; bridges and
+    /// nftables are set up after that line, and what needs them waits.
+    #[arg(long = "network-ready-fd", value_name = "FD")]
+    network_ready_fd: Option<i32>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(fd) = args.network_ready_fd {
+        // Never inherited by what berthd runs (nft, shims, containers).
+        // SAFETY: fcntl on a number; an fd that is not open fails with EBADF.
+        if fd < 3 || unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+            anyhow::bail!("--network-ready-fd {fd}: not an open descriptor above stderr");
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},hyper=warn,reqwest=warn", args.log_level)));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -56,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         dns: args.dns,
         build_context_max_bytes: args.max_build_context,
         default_runtime: args.default_runtime,
+        network_ready_fd: args.network_ready_fd,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async {

@@ -22,6 +22,11 @@ pub struct Config {
     /// OCI runtime binary for new containers (dockerd's `--default-runtime`); None: the
     /// `BERTH_RUNTIME` environment variable, else berth-oci next to berthd, else runc.
     pub default_runtime: Option<PathBuf>,
+    /// A pipe (inherited descriptor, close-on-exec already set) on which the Berth VM's init
+    /// writes `ok` once the kernel's network modules are loaded, or `error: REASON`. berthd
+    /// serves the API at once and sets up bridges and nftables only after that line. None:
+    /// nothing to wait for (native).
+    pub network_ready_fd: Option<std::os::fd::RawFd>,
 }
 
 impl Default for Config {
@@ -35,6 +40,7 @@ impl Default for Config {
             dns: Vec::new(),
             build_context_max_bytes: crate::build::DEFAULT_MAX_CONTEXT_BYTES,
             default_runtime: None,
+            network_ready_fd: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -162,11 +162,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             ListenAddr::Vsock(_) | ListenAddr::VsockFramed(_) => None,
         })
         .collect();
+    let t0 = std::time::Instant::now();
     let engine = Engine::new(config.clone())?;
+    let t_open = t0.elapsed();
     crate::build::recover(&config.exec_root);
     crate::containers::cpview::sweep(&config.exec_root);
-    crate::containers::lifecycle::restore(&engine).await;
+    let bring_back = crate::containers::lifecycle::restore(&engine).await;
     crate::build::recover_containers(&engine).await;
+    let t_restore = t0.elapsed() - t_open;
+    // SAFETY: berthd's main checked that the descriptor is open and owns nothing else on it;
+    // this is the only place that takes it.
+    let ready_pipe = config.network_ready_fd.map(|fd| unsafe { std::fs::File::from_raw_fd(fd) });
     let mut listeners = Vec::new();
     for a in &addrs {
         listeners.push(match a {
@@ -182,7 +188,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(pidfile) = &config.pidfile {
         std::fs::write(pidfile, format!("{}\n", std::process::id())).map_err(io_err(pidfile))?;
     }
-    tracing::info!(hosts = ?config.hosts, data_root = %config.data_root.display(), "berthd is serving the Docker Engine API");
+    // Where start-up time goes (the VM's boot benchmark reads it from the console).
+    tracing::info!(hosts = ?config.hosts, data_root = %config.data_root.display(), open = ?t_open, restore = ?t_restore, total = ?t0.elapsed(), "berthd is serving the Docker Engine API");
+    // Bridges and nftables in the background: `/_ping`, `/version`, images and the rest answer
+    // meanwhile; what needs them waits (`networks::network_ready`). Inside the VM this overlaps
+    // the kernel's network modules loading and the `nft` run with the host's first requests.
+    {
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            let e2 = Arc::clone(&engine);
+            let t0 = std::time::Instant::now();
+            let r = tokio::task::spawn_blocking(move || {
+                let prereq = match ready_pipe {
+                    Some(f) => read_ready(f, NETWORK_READY_TIMEOUT),
+                    None => Ok(()),
+                };
+                e2.networks.setup_host(prereq)
+            })
+            .await;
+            if let Ok(Ok(())) = r {
+                tracing::info!(took = ?t0.elapsed(), "network setup done");
+            }
+            crate::containers::lifecycle::bring_back(&engine, bring_back).await;
+            // The registry's TLS client (every CA certificate parsed) while nothing else runs,
+            // rather than in the first pull.
+            let e2 = Arc::clone(&engine);
+            if let Ok(Err(err)) = tokio::task::spawn_blocking(move || e2.registry.warm_up()).await {
+                tracing::warn!("registry client: {err}");
+            }
+        });
+    }
 
     // Every connection task holds a clone of `alive`; when the last one is dropped, `all_done`
     // yields None. `stop` tells accept loops and connections to wind down.
@@ -230,6 +265,50 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let _ = std::fs::remove_file(pidfile);
     }
     Ok(())
+}
+
+/// How long berthd waits for the VM's init to report the network modules.
+const NETWORK_READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Read the VM init's one line on the readiness pipe: `ok`, or `error: REASON` (then the
+/// network setup fails with that reason, and so does every start on a bridge network).
+fn read_ready(f: std::fs::File, timeout: Duration) -> Result<(), String> {
+    use std::io::Read;
+    let mut pfd = libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let deadline = std::time::Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut f = f;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!("the VM's init did not report the kernel's network modules within {} s", timeout.as_secs()));
+        }
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("waiting for the VM's init: {e}"));
+        }
+        if rc == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 512];
+        let n = f.read(&mut buf).map_err(|e| format!("reading the VM init's readiness pipe: {e}"))?;
+        got.extend_from_slice(&buf[..n]);
+        if n == 0 || got.contains(&b'\n') || got.len() > 4096 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    let line = text.lines().next().unwrap_or("").trim();
+    match line {
+        "ok" => Ok(()),
+        "" => Err("the VM's init closed the readiness pipe without reporting the kernel's network modules".into()),
+        l => Err(l.strip_prefix("error:").map(str::trim).unwrap_or(l).to_string()),
+    }
 }
 
 fn serve_conn(
@@ -294,6 +373,39 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("elsewhere"), &link).unwrap();
         assert!(matches!(bind_unix(&link), Err(DaemonError::Listen { .. })));
         assert!(!dir.path().join("elsewhere").exists());
+    }
+
+    #[test]
+    fn readiness_pipe() {
+        let pipe = || {
+            let mut fds = [0; 2];
+            // SAFETY: a two-element array for pipe(2).
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            // SAFETY: fresh descriptors, owned here.
+            unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) }
+        };
+        let t = Duration::from_secs(5);
+        let (r, mut w) = pipe();
+        w.write_all(b"ok\n").unwrap();
+        assert_eq!(read_ready(r, t), Ok(()));
+        let (r, mut w) = pipe();
+        w.write_all(b"error: insmod bridge: Exec format error\n").unwrap();
+        assert_eq!(read_ready(r, t), Err("insmod bridge: Exec format error".into()));
+        let (r, w) = pipe();
+        drop(w);
+        assert!(read_ready(r, t).unwrap_err().contains("without reporting"));
+        // A writer that never writes: the timeout, not a hang.
+        let (r, _w) = pipe();
+        assert!(read_ready(r, Duration::from_millis(50)).unwrap_err().contains("within"));
+        // Written in pieces.
+        let (r, mut w) = pipe();
+        let h = std::thread::spawn(move || {
+            w.write_all(b"o").unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            w.write_all(b"k\n").unwrap();
+        });
+        assert_eq!(read_ready(r, t), Ok(()));
+        h.join().unwrap();
     }
 
     #[test]

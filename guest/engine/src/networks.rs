@@ -178,6 +178,19 @@ pub struct Networks {
     upstreams: Vec<SocketAddr>,
     /// Serializes network create/rm/connect with firewall writes.
     admin: Mutex<()>,
+    /// The host side (bridges, forwarding, nftables) is set up after berthd already serves the
+    /// API (see [`Networks::setup_host`]); whatever needs it waits here ([`network_ready`]).
+    setup: tokio::sync::watch::Sender<Setup>,
+}
+
+/// Where the host-side network setup stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Setup {
+    Pending,
+    Ready,
+    /// Why it failed; `retry`: a later request may try the setup again (false when the
+    /// kernel's network modules are missing: nothing berthd does brings them).
+    Failed { reason: String, retry: bool },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NetworkError + '_ {
@@ -238,6 +251,7 @@ impl Networks {
             plumbing,
             upstreams: host_upstreams(dns),
             admin: Mutex::new(()),
+            setup: tokio::sync::watch::channel(Setup::Pending).0,
         };
         n.ensure_predefined()?;
         Ok(n)
@@ -357,6 +371,47 @@ impl Networks {
         self.plumbing.enable_forwarding()?;
         self.plumbing.apply_firewall(&berth_network::firewall::ruleset(&self.firewall_networks()))?;
         Ok(())
+    }
+
+    /// The deferred host setup (blocking): once `prereq` says the kernel's network modules are
+    /// in (inside the VM, init loads them while berthd already answers), bridges up and
+    /// nftables written; then whatever waits in [`Networks::wait_setup`] goes on.
+    pub fn setup_host(&self, prereq: Result<(), String>) -> Result<(), String> {
+        let st = match prereq {
+            Err(reason) => Setup::Failed { reason, retry: false },
+            Ok(()) => {
+                let _g = self.admin.lock().expect("admin");
+                match self.sync_host() {
+                    Ok(()) => Setup::Ready,
+                    Err(e) => Setup::Failed { reason: e.to_string(), retry: true },
+                }
+            }
+        };
+        self.setup.send_replace(st.clone());
+        match st {
+            Setup::Failed { reason, .. } => {
+                tracing::warn!("network setup failed: {reason}");
+                Err(reason)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Wait until the host setup has run: Ok, or why it failed and whether trying again may help.
+    pub async fn wait_setup(&self) -> Result<(), (String, bool)> {
+        let mut rx = self.setup.subscribe();
+        let st = rx.wait_for(|s| *s != Setup::Pending).await.map(|s| s.clone());
+        match st {
+            Ok(Setup::Failed { reason, retry }) => Err((reason, retry)),
+            Ok(_) => Ok(()),
+            // Unreachable while `self` (which holds the sender) lives.
+            Err(_) => Err(("the engine is shutting down".into(), false)),
+        }
+    }
+
+    /// The setup's state now.
+    pub fn setup_state(&self) -> Setup {
+        self.setup.borrow().clone()
     }
 
     /// Create a user-defined bridge network.
@@ -879,9 +934,9 @@ pub fn reattach(e: &Arc<Engine>, c: &Container) {
 }
 
 /// After restore: remove what no running container accounts for (namespace files, veths on
-/// Berth bridges, bridges of deleted networks), then, if `resync` (the setup at the start of
-/// restore failed), bring bridges and nftables in line.
-pub fn reconcile(e: &Engine, resync: bool) {
+/// Berth bridges, bridges of deleted networks). Berth's own bridges and table are left to
+/// [`Networks::setup_host`].
+pub fn reconcile(e: &Engine) {
     let n = &e.networks;
     let running: Vec<Container> = e.containers.list().into_iter().filter(|c| matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting)).collect();
     let keep_ns: Vec<String> = running.iter().map(|c| c.net.sandbox.clone()).filter(|s| !s.is_empty()).collect();
@@ -913,11 +968,19 @@ pub fn reconcile(e: &Engine, resync: bool) {
             }
         }
     }
-    // Removing leftovers changes nothing in Berth's own bridges or table: set up again only if
-    // the setup at start failed (each `nft` run costs a process start, slow in a TCG VM).
-    if resync {
-        if let Err(err) = n.sync_host() {
-            tracing::warn!("network setup: {err}");
+}
+
+/// Wait for the host-side network setup (bridges, nftables) that runs in the background after
+/// berthd starts serving; a setup that failed for a reason berthd can fix is tried again here,
+/// so a transient failure does not stick.
+pub async fn network_ready(e: &Arc<Engine>) -> Result<(), ApiError> {
+    let failed = |reason: String| ApiError::Internal(format!("the engine's network setup failed: {reason}"));
+    match e.networks.wait_setup().await {
+        Ok(()) => Ok(()),
+        Err((reason, false)) => Err(failed(reason)),
+        Err((_, true)) => {
+            let e2 = Arc::clone(e);
+            tokio::task::spawn_blocking(move || e2.networks.setup_host(Ok(()))).await?.map_err(failed)
         }
     }
 }
@@ -975,6 +1038,7 @@ impl Resolve for EngineResolver {
 /// and made live at once when the container runs.
 pub async fn connect(e: &Arc<Engine>, key: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: Value = crate::images::read_json(req, 1024 * 1024).await?;
+    network_ready(e).await?;
     let r = e.networks.get(key)?;
     let cname = body.get("Container").and_then(|v| v.as_str()).ok_or_else(|| ApiError::bad("Container is required"))?;
     let c = e.containers.get(cname)?;
@@ -1039,6 +1103,7 @@ pub async fn connect(e: &Arc<Engine>, key: &str, req: Request<Incoming>) -> Resu
 /// POST /networks/{id}/disconnect
 pub async fn disconnect(e: &Arc<Engine>, key: &str, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let body: Value = crate::images::read_json(req, 1024 * 1024).await?;
+    network_ready(e).await?;
     let r = e.networks.get(key)?;
     let cname = body.get("Container").and_then(|v| v.as_str()).ok_or_else(|| ApiError::bad("Container is required"))?;
     let c = e.containers.get(cname)?;
@@ -1131,7 +1196,8 @@ fn filter_ok(e: &Engine, f: &crate::http_util::Filters, r: &NetworkRecord) -> Re
         && dangling)
 }
 
-/// GET /networks
+/// GET /networks. Reads records and endpoints only (both known before berthd serves), so it
+/// does not wait for the host setup.
 pub async fn list(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError> {
     let f = q.filters()?;
     f.only(&["name", "id", "driver", "label", "type", "scope", "dangling"])?;
@@ -1144,7 +1210,7 @@ pub async fn list(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError
     Ok(ok_json(&out))
 }
 
-/// GET /networks/{id}
+/// GET /networks/{id}. Like [`list`], answered while the host setup still runs.
 pub async fn inspect(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiError> {
     let r = e.networks.get(key)?;
     Ok(ok_json(&network_view(e, &r, true)))
@@ -1186,6 +1252,7 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>) -> Result<Response<
             }
         }
     }
+    network_ready(e).await?;
     let e2 = Arc::clone(e);
     let r = tokio::task::spawn_blocking(move || e2.networks.create(req)).await??;
     network_event(e, "create", &r, None);
@@ -1194,6 +1261,7 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>) -> Result<Response<
 
 /// DELETE /networks/{id}
 pub async fn remove(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiError> {
+    network_ready(e).await?;
     let e2 = Arc::clone(e);
     let k = key.to_string();
     let r = tokio::task::spawn_blocking(move || e2.networks.remove(&k)).await??;
@@ -1205,6 +1273,7 @@ pub async fn remove(e: &Arc<Engine>, key: &str) -> Result<Response<Body>, ApiErr
 pub async fn prune(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError> {
     let f = q.filters()?;
     f.only(&["label", "label!", "until"])?;
+    network_ready(e).await?;
     let mut deleted = Vec::new();
     let used: Vec<String> = e.containers.list().iter().flat_map(|c| c.net.wanted.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()).collect();
     for r in e.networks.list() {
@@ -1375,6 +1444,31 @@ mod tests {
         let rec = Arc::new(Recorder::default());
         let n = Networks::open(&d.path().join("data"), &d.path().join("exec"), rec.clone(), &["127.0.0.1:5353".into()]).unwrap();
         (d, rec, n)
+    }
+
+    #[tokio::test]
+    async fn host_setup_is_deferred_and_waited_for() {
+        let (_d, rec, n) = nets();
+        // Opening the store touches no bridge and no firewall: that is the deferred setup.
+        assert!(rec.calls().iter().all(|c| !c.starts_with("bridge ")), "{:?}", rec.calls());
+        assert!(rec.firewall.lock().unwrap().is_empty());
+        assert_eq!(n.setup_state(), Setup::Pending);
+        let n = Arc::new(n);
+        let waiter = {
+            let n = Arc::clone(&n);
+            tokio::spawn(async move { n.wait_setup().await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "a waiter must wait while the setup is pending");
+        let n2 = Arc::clone(&n);
+        tokio::task::spawn_blocking(move || n2.setup_host(Ok(()))).await.unwrap().unwrap();
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert!(rec.calls().iter().any(|c| c.starts_with(&format!("bridge {DEFAULT_BRIDGE} "))), "{:?}", rec.calls());
+        assert!(rec.firewall.lock().unwrap().contains(DEFAULT_BRIDGE));
+        // Missing kernel modules: a failure no retry fixes, with the reason.
+        let (_d, _rec, n) = nets();
+        assert_eq!(n.setup_host(Err("insmod bridge: Exec format error".into())), Err("insmod bridge: Exec format error".into()));
+        assert_eq!(n.wait_setup().await, Err(("insmod bridge: Exec format error".into(), false)));
     }
 
     #[test]

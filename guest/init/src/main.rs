@@ -4,8 +4,9 @@
 //! initramfs root onto a bind mount (so the OCI runtime can `pivot_root`), start loading the
 //! kernel modules listed by the image build (in parallel, in the background), start the
 //! host-facing vsock services and ask the host for the time, format (first boot) and mount the
-//! persistent data disk at berthd's data root, start berthd on vsock port 2375 once the modules
-//! it needs are in, and then reap orphans and keep berthd running until the host asks for a
+//! persistent data disk at berthd's data root, start berthd on vsock port 2375 (it serves
+//! while the network modules still load, and is told on a pipe when they are in), and then
+//! reap orphans and keep berthd running until the host asks for a
 //! shutdown. Every stage is printed on the console as `berth-init: stage=NAME ...`, which the
 //! host agent timestamps.
 //!
@@ -76,11 +77,11 @@ fn run() -> Result<(), InitError> {
         Err(e) => console::line(&format!("clock: {e}")),
     }
     rt.spawn(clock::keep_in_step());
-    // berthd programs its bridge and nftables table at start: those modules first. The `late`
-    // ones (iptables compatibility) keep loading in the background.
-    mods.wait_class(modules::Class::Engine)?;
-    console::stage("modules-loaded", "");
-    supervise::run(&rt, shutdown_rx)
+    // berthd mounts overlays (a `boot` module); it starts serving before the network modules
+    // are in and sets up its bridges and nftables when init reports them (see supervise). The
+    // `late` ones (iptables compatibility) keep loading in the background.
+    mods.wait_class(modules::Class::Boot)?;
+    supervise::run(&rt, shutdown_rx, mods)
 }
 
 /// Why start-up failed; printed on the console as the reason of the `failed` stage.

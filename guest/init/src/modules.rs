@@ -1,8 +1,9 @@
 //! Kernel modules, loaded in parallel in dependency order.
 //!
 //! The image build lists every module as `CLASS PATH [DEPENDENCY ...]` (see vm-images/build):
-//! `boot` ones (disk, ext4, vsock, 9p) first, then `engine` ones (what berthd needs at start),
-//! then `late` ones (loaded in the background after berthd started). One loader thread per CPU
+//! `boot` ones (disk, ext4, vsock, overlay: what berthd needs before it starts) first, `share`
+//! (9p), then `network` ones (bridges, veth, nftables: loaded while berthd already serves, which
+//! sets up its networks once init reports them in), then `late` ones. One loader thread per CPU
 //! takes the first listed module whose dependencies are in, so the boot set lands early and a
 //! large module (ext4, nf_tables) does not hold up the rest. Under TCG this halves the time
 //! spent in `finit_module` compared with one module after the other. Callers wait only for the
@@ -21,7 +22,8 @@ pub enum Class {
     Boot,
     /// 9p: only when the host shares folders.
     Share,
-    Engine,
+    /// What berthd's networks need; berthd starts before these are in.
+    Network,
     Late,
 }
 
@@ -52,11 +54,11 @@ pub fn parse(text: &str) -> Result<Vec<Module>, String> {
         let mut w = line.split_whitespace();
         let first = w.next().expect("non-empty");
         let (class, path) = match first {
-            "boot" | "share" | "engine" | "late" => {
+            "boot" | "share" | "network" | "late" => {
                 let class = match first {
                     "boot" => Class::Boot,
                     "share" => Class::Share,
-                    "engine" => Class::Engine,
+                    "network" => Class::Network,
                     _ => Class::Late,
                 };
                 (class, w.next().ok_or_else(|| format!("line {}: no module path", i + 1))?)
@@ -218,8 +220,8 @@ mod tests {
         boot /lib/modules/k/ext4.ko jbd2 mbcache\n\
         boot /lib/modules/k/jbd2.ko\n\
         boot /lib/modules/k/mbcache.ko\n\
-        engine /lib/modules/k/nf_tables.ko nfnetlink libcrc32c\n\
-        engine /lib/modules/k/nfnetlink.ko\n\
+        network /lib/modules/k/nf_tables.ko nfnetlink libcrc32c\n\
+        network /lib/modules/k/nfnetlink.ko\n\
         late /lib/modules/k/xt_MASQUERADE.ko nf_tables\n";
 
     #[test]
@@ -262,7 +264,7 @@ mod tests {
         }
         // nfnetlink fails: nf_tables (libcrc32c is not listed, so built in) and then
         // xt_MASQUERADE fail with it instead of hanging their waiters.
-        let e = l.wait_class(Class::Engine).unwrap_err().to_string();
+        let e = l.wait_class(Class::Network).unwrap_err().to_string();
         assert!(e.contains("nf_tables") || e.contains("nfnetlink"), "{e}");
         let e = l.wait_for(&["xt_MASQUERADE"]).unwrap_err().to_string();
         assert!(e.contains("xt_MASQUERADE"), "{e}");

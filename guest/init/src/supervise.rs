@@ -8,7 +8,15 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::modules::{Class, Loader};
 use crate::{console, disk, services, InitError};
+
+/// The `modules-loaded` stage is printed once, not again for a restarted berthd.
+static NETWORK_REPORTED: AtomicBool = AtomicBool::new(false);
 
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// berthd's socket inside the VM, for init's own readiness check and the debug shell; the host
@@ -26,9 +34,29 @@ struct State {
 
 type Shared = Arc<(Mutex<State>, Condvar)>;
 
-fn spawn_berthd() -> std::io::Result<i32> {
+/// berthd's descriptor for the readiness pipe (`--network-ready-fd`).
+const READY_FD: i32 = 3;
+
+/// Start berthd with a pipe on [`READY_FD`]: a thread writes `ok` into it once the network
+/// modules are in (or `error: REASON`), which is when berthd sets up its bridges and nftables.
+/// berthd serves the API before that.
+fn spawn_berthd(mods: &Loader) -> std::io::Result<i32> {
+    let (ready_rd, ready_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    let rd = ready_rd.as_raw_fd();
     let proxy = format!("http://{}", services::EGRESS_LISTEN);
     let mut cmd = Command::new("/bin/berthd");
+    cmd.args(["--network-ready-fd", &READY_FD.to_string()]);
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let rc = if rd == READY_FD { libc::fcntl(rd, libc::F_SETFD, 0) } else { libc::dup2(rd, READY_FD) };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     // Port 2380: the same API with half-close carried in frames (the agent's route over
     // vhost-device-vsock; berthd decodes the frames itself, no relay hop).
     cmd.args(["--host", &format!("vsock://:{ENGINE_PORT}"), "--host", &format!("vsock+framed://:{}", services::FRAMED_ENGINE_PORT)])
@@ -51,7 +79,25 @@ fn spawn_berthd() -> std::io::Result<i32> {
         cmd.env("BERTH_RUNTIME", rt.trim());
     }
     let mut child = cmd.spawn()?;
+    drop(ready_rd);
     let pid = child.id() as i32;
+    let mods = mods.clone();
+    std::thread::spawn(move || {
+        let line = match mods.wait_class(Class::Network) {
+            Ok(()) => {
+                if !NETWORK_REPORTED.swap(true, Ordering::SeqCst) {
+                    console::stage("modules-loaded", "");
+                }
+                "ok\n".to_string()
+            }
+            Err(e) => {
+                console::line(&format!("network modules: {e}"));
+                format!("error: {e}\n")
+            }
+        };
+        // berthd may have died meanwhile (EPIPE): its restart gets a pipe of its own.
+        let _ = std::fs::File::from(ready_wr).write_all(line.as_bytes());
+    });
     for out in [child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>), child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>)]
         .into_iter()
         .flatten()
@@ -101,9 +147,9 @@ fn wait_engine(shared: Shared) {
 }
 
 /// Start berthd, then reap until a shutdown request; never returns on success (powers off).
-pub fn run(_rt: &tokio::runtime::Runtime, shutdown: Receiver<()>) -> Result<(), InitError> {
+pub fn run(_rt: &tokio::runtime::Runtime, shutdown: Receiver<()>, mods: Loader) -> Result<(), InitError> {
     let shared: Shared = Arc::new((Mutex::new(State::default()), Condvar::new()));
-    let pid = spawn_berthd().map_err(|e| InitError::Io("start berthd".into(), e))?;
+    let pid = spawn_berthd(&mods).map_err(|e| InitError::Io("start berthd".into(), e))?;
     shared.0.lock().expect("lock").berthd = Some(pid);
     {
         let sh = Arc::clone(&shared);
@@ -117,11 +163,11 @@ pub fn run(_rt: &tokio::runtime::Runtime, shutdown: Receiver<()>) -> Result<(), 
             }
         });
     }
-    reap(shared);
+    reap(shared, mods);
     Ok(())
 }
 
-fn reap(shared: Shared) {
+fn reap(shared: Shared, mods: Loader) {
     loop {
         let mut status = 0;
         // SAFETY: waitpid on any child with a valid status pointer.
@@ -139,7 +185,7 @@ fn reap(shared: Shared) {
                 console::line(&format!("berthd exited ({}); restarting it in 1 s", describe(status)));
                 drop(st);
                 std::thread::sleep(Duration::from_secs(1));
-                match spawn_berthd() {
+                match spawn_berthd(&mods) {
                     Ok(p) => {
                         lock.lock().expect("lock").berthd = Some(p);
                         let sh = Arc::clone(&shared);

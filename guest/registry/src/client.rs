@@ -82,7 +82,12 @@ struct CachedAuth {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// Built at first use ([`Client::http`]): reqwest loads and parses every CA certificate of
+    /// the system when it builds a TLS client, which is most of berthd's start-up natively
+    /// (~0.35 s with /etc/ssl/certs here) and more under emulation (the Berth VM under TCG),
+    /// while most daemon runs never pull.
+    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
+    user_agent: String,
     insecure: Vec<String>,
     auth_cache: Mutex<HashMap<CacheKey, CachedAuth>>,
 }
@@ -183,12 +188,6 @@ fn with_auth(rb: RequestBuilder, header: Option<&str>) -> RequestBuilder {
 
 impl Client {
     pub fn new(cfg: ClientConfig) -> Result<Self, RegistryError> {
-        let http = reqwest::Client::builder()
-            .user_agent(cfg.user_agent)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
-            .build()
-            .map_err(|e| RegistryError::Setup(e.to_string()))?;
         let insecure = cfg
             .insecure_registries
             .iter()
@@ -197,11 +196,32 @@ impl Client {
             .collect();
         Ok(Client {
             inner: Arc::new(Inner {
-                http,
+                http: std::sync::OnceLock::new(),
+                user_agent: cfg.user_agent,
                 insecure,
                 auth_cache: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// The HTTP client, built on first use (blocking for as long as loading the CA
+    /// certificates takes; [`Client::warm_up`] does it ahead of time).
+    fn http(&self) -> Result<&reqwest::Client, RegistryError> {
+        let r = self.inner.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(self.inner.user_agent.clone())
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(READ_TIMEOUT)
+                .build()
+                .map_err(|e| e.to_string())
+        });
+        r.as_ref().map_err(|e| RegistryError::Setup(e.clone()))
+    }
+
+    /// Build the HTTP client now (call it off the async threads, when the daemon is idle), so
+    /// the first pull does not pay for it.
+    pub fn warm_up(&self) -> Result<(), RegistryError> {
+        self.http().map(|_| ())
     }
 
     /// "docker.io" -> https://registry-1.docker.io. Plain HTTP for 127.0.0.0/8, ::1, "localhost"
@@ -482,7 +502,7 @@ impl Client {
     where
         F: Fn(&reqwest::Client) -> RequestBuilder + Send + Sync,
     {
-        let http = &self.inner.http;
+        let http = self.http()?;
         let key = CacheKey {
             registry: registry.to_ascii_lowercase(),
             scope: scope.unwrap_or("").to_string(),
@@ -594,7 +614,7 @@ impl Client {
                 }
             }
         }
-        let http = &self.inner.http;
+        let http = self.http()?;
         let resp = match auth {
             Auth::IdentityToken(refresh) => {
                 let mut form: Vec<(&str, String)> = vec![

@@ -415,6 +415,12 @@ pub async fn start_container(e: &Arc<Engine>, id: &str) -> Result<(), ApiError> 
 /// `stop`/`rm` came in meanwhile (checked under the lifecycle lock, so a stop that arrives
 /// while the restart is starting the container waits for it and then stops it).
 async fn start_checked(e: &Arc<Engine>, id: &str, restart: bool) -> Result<(), ApiError> {
+    // A container on a bridge network needs the bridges and nftables, which are set up after
+    // berthd starts serving (inside the VM, while the kernel's network modules load). `none`,
+    // `host` and `container:` modes do not wait.
+    if e.containers.get(id).map(|c| crate::networks::mode_of(&c) == crate::networks::Mode::Bridge).unwrap_or(false) {
+        crate::networks::network_ready(e).await?;
+    }
     let guard = e.lifecycle_lock(id).await;
     let mut c = e.containers.get(id)?;
     if restart {
@@ -1096,20 +1102,12 @@ pub async fn resize(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Bo
 }
 
 /// After a daemon restart: containers whose shim still runs are followed again; the others
-/// get their recorded exit (live-restore).
-pub async fn restore(e: &Arc<Engine>) {
-    // Bridges and the firewall first: containers brought back below attach to them.
-    let synced = {
-        let e2 = Arc::clone(e);
-        match tokio::task::spawn_blocking(move || e2.networks.sync_host()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(err)) => {
-                tracing::warn!("network setup: {err}");
-                false
-            }
-            Err(_) => false,
-        }
-    };
+/// get their recorded exit (live-restore). Runs before berthd serves and needs no kernel
+/// network setup (bridges and nftables come later, in the background: see
+/// `networks::Networks::setup_host`). Returns the containers that restart policies bring back
+/// once that setup is done ([`bring_back`]).
+pub async fn restore(e: &Arc<Engine>) -> Vec<String> {
+    let mut later = Vec::new();
     for c in e.containers.list() {
         if !is_running(&c) || c.state.status == Status::Restarting {
             // A crash during `docker cp` of a stopped container may have left its rootfs mounted.
@@ -1123,9 +1121,7 @@ pub async fn restore(e: &Arc<Engine>) {
                     && !c.state.manually_stopped);
             if bring_back {
                 let _ = e.containers.update(&c.id, |c| c.state.status = Status::Exited);
-                if let Err(err) = start_container(e, &c.id).await {
-                    tracing::warn!(id = %c.short_id(), "restarting after daemon start failed: {err}");
-                }
+                later.push(c.id.clone());
             }
             continue;
         }
@@ -1143,8 +1139,20 @@ pub async fn restore(e: &Arc<Engine>) {
             record_exit(e, &c.id, status).await;
         }
     }
+    // Leftovers no running container accounts for go before anything can start a new one.
     let e2 = Arc::clone(e);
-    let _ = tokio::task::spawn_blocking(move || crate::networks::reconcile(&e2, !synced)).await;
+    let _ = tokio::task::spawn_blocking(move || crate::networks::reconcile(&e2)).await;
+    later
+}
+
+/// Start the containers [`restore`] set aside (restart policies), after the host network
+/// setup: a start on a bridge network waits for it anyway.
+pub async fn bring_back(e: &Arc<Engine>, ids: Vec<String>) {
+    for id in ids {
+        if let Err(err) = start_container(e, &id).await {
+            tracing::warn!(%id, "restarting after daemon start failed: {err}");
+        }
+    }
 }
 
 #[cfg(test)]
