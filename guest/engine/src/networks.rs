@@ -181,6 +181,9 @@ pub struct Networks {
     /// The host side (bridges, forwarding, nftables) is set up after berthd already serves the
     /// API (see [`Networks::setup_host`]); whatever needs it waits here ([`network_ready`]).
     setup: tokio::sync::watch::Sender<Setup>,
+    /// Set at daemon shutdown (under `admin`): a setup still waiting then makes nothing, so no
+    /// bridge or rule outlives the daemon.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Where the host-side network setup stands.
@@ -252,6 +255,7 @@ impl Networks {
             upstreams: host_upstreams(dns),
             admin: Mutex::new(()),
             setup: tokio::sync::watch::channel(Setup::Pending).0,
+            closed: std::sync::atomic::AtomicBool::new(false),
         };
         n.ensure_predefined()?;
         Ok(n)
@@ -381,6 +385,9 @@ impl Networks {
             Err(reason) => Setup::Failed { reason, retry: false },
             Ok(()) => {
                 let _g = self.admin.lock().expect("admin");
+                if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err("the engine is shutting down".into());
+                }
                 match self.sync_host() {
                     Ok(()) => Setup::Ready,
                     Err(e) => Setup::Failed { reason: e.to_string(), retry: true },
@@ -991,6 +998,10 @@ pub async fn network_ready(e: &Arc<Engine>) -> Result<(), ApiError> {
 pub fn shutdown(e: &Engine) {
     let running = e.containers.list().iter().any(|c| matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting));
     let n = &e.networks;
+    // A host setup still running finishes first (and is cleaned up below); one not started yet
+    // never will.
+    let _g = n.admin.lock().expect("admin");
+    n.closed.store(true, std::sync::atomic::Ordering::SeqCst);
     n.live.lock().expect("live").clear();
     if running {
         return;
@@ -1469,6 +1480,12 @@ mod tests {
         let (_d, _rec, n) = nets();
         assert_eq!(n.setup_host(Err("insmod bridge: Exec format error".into())), Err("insmod bridge: Exec format error".into()));
         assert_eq!(n.wait_setup().await, Err(("insmod bridge: Exec format error".into(), false)));
+        // After the daemon's shutdown began, a late setup makes no bridge and no rule.
+        let (_d, rec, n) = nets();
+        n.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(n.setup_host(Ok(())).is_err());
+        assert!(rec.calls().iter().all(|c| !c.starts_with("bridge ")), "{:?}", rec.calls());
+        assert!(rec.firewall.lock().unwrap().is_empty());
     }
 
     #[test]
