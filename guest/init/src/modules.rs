@@ -77,6 +77,8 @@ pub fn parse(text: &str) -> Result<Vec<Module>, String> {
 
 #[derive(Default)]
 struct State {
+    /// Modules of this class and later ones wait for [`Loader::release`] (None: none wait).
+    held_from: Option<Class>,
     started: HashSet<usize>,
     loaded: HashSet<String>,
     failed: HashMap<String, String>,
@@ -100,11 +102,14 @@ impl Loader {
         };
         let mut mods = parse(&text).map_err(|e| InitError::Other(format!("{list}: {e}")))?;
         mods.retain(|m| with_shares || m.class != Class::Share);
-        Ok(Self::spawn(mods, threads, finit_module))
+        Ok(Self::spawn(mods, threads, Some(Class::Network), finit_module))
     }
 
-    fn spawn(mods: Vec<Module>, threads: usize, load: fn(&str) -> Result<(), String>) -> Loader {
-        let l = Loader { mods: Arc::new(mods), state: Arc::new((Mutex::new(State::default()), Condvar::new())) };
+    /// `held_from`: that class and later ones load only after [`Loader::release`], so that
+    /// under emulation they do not take CPU from what comes first (the disk, berthd's start).
+    fn spawn(mods: Vec<Module>, threads: usize, held_from: Option<Class>, load: fn(&str) -> Result<(), String>) -> Loader {
+        let st = State { held_from, ..State::default() };
+        let l = Loader { mods: Arc::new(mods), state: Arc::new((Mutex::new(st), Condvar::new())) };
         for _ in 0..threads.max(1) {
             let me = l.clone();
             std::thread::spawn(move || me.work(load));
@@ -126,8 +131,11 @@ impl Loader {
                     if st.started.len() == self.mods.len() {
                         return;
                     }
+                    let held = st.held_from;
                     let ready = self.mods.iter().enumerate().find(|(i, m)| {
-                        !st.started.contains(i) && m.deps.iter().all(|d| st.loaded.contains(d) || !self.listed(d))
+                        !st.started.contains(i)
+                            && held.map_or(true, |h| m.class < h)
+                            && m.deps.iter().all(|d| st.loaded.contains(d) || !self.listed(d))
                     });
                     // A module whose dependency failed fails too (and unblocks its waiters).
                     let doomed = self.mods.iter().enumerate().find(|(i, m)| {
@@ -162,6 +170,13 @@ impl Loader {
             }
             cv.notify_all();
         }
+    }
+
+    /// Let the held classes load (init calls it once berthd answers).
+    pub fn release(&self) {
+        let (lock, cv) = &*self.state;
+        lock.lock().expect("modules lock").held_from = None;
+        cv.notify_all();
     }
 
     /// Block until every listed module among `names` (and its dependencies) is loaded.
@@ -253,8 +268,11 @@ mod tests {
 
     #[test]
     fn loads_dependencies_first_and_reports_failures() {
-        let l = Loader::spawn(parse(LIST).unwrap(), 2, record);
+        let l = Loader::spawn(parse(LIST).unwrap(), 2, Some(Class::Network), record);
         l.wait_class(Class::Boot).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert_eq!(CALLS.load(Ordering::SeqCst), 5, "held classes wait for release()");
+        l.release();
         {
             let order = ORDER.lock().unwrap();
             let pos = |n: &str| order.iter().position(|o| o == n);

@@ -131,11 +131,13 @@ fn engine_answers() -> bool {
     s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") && &buf[9..12] == b"200"
 }
 
-fn wait_engine(shared: Shared) {
+fn wait_engine(shared: Shared, mods: Loader) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(120) {
         if engine_answers() {
             console::stage("engine-up", &format!("port={ENGINE_PORT}"));
+            // Now the network modules (held until here so that berthd's start had the CPUs).
+            mods.release();
             return;
         }
         if shared.0.lock().map(|s| s.stopping).unwrap_or(true) {
@@ -143,6 +145,7 @@ fn wait_engine(shared: Shared) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    mods.release();
     console::line("stage=failed reason=\"berthd did not answer /_ping within 120 s\"");
 }
 
@@ -153,7 +156,8 @@ pub fn run(_rt: &tokio::runtime::Runtime, shutdown: Receiver<()>, mods: Loader) 
     shared.0.lock().expect("lock").berthd = Some(pid);
     {
         let sh = Arc::clone(&shared);
-        std::thread::spawn(move || wait_engine(sh));
+        let m = mods.clone();
+        std::thread::spawn(move || wait_engine(sh, m));
     }
     {
         let sh = Arc::clone(&shared);
@@ -189,7 +193,8 @@ fn reap(shared: Shared, mods: Loader) {
                     Ok(p) => {
                         lock.lock().expect("lock").berthd = Some(p);
                         let sh = Arc::clone(&shared);
-                        std::thread::spawn(move || wait_engine(sh));
+                        let m = mods.clone();
+                        std::thread::spawn(move || wait_engine(sh, m));
                     }
                     Err(e) => console::line(&format!("cannot restart berthd: {e}")),
                 }
