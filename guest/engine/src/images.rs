@@ -487,6 +487,11 @@ fn remove_blocking(
             return Err(refuse_in_use());
         }
         untag(&mut items, &mut events, &r)?;
+        if items.is_empty() {
+            // A concurrent rmi untagged it between our lookup and here: to this request the
+            // name is gone, as it would be had it come a moment later.
+            return Err(ApiError::NotFound(format!("No such image: {name}")));
+        }
         let remaining = s.references_to(&id)?;
         if remaining.iter().any(|r| r.digest.is_none()) {
             return Ok((items, events));
@@ -524,7 +529,13 @@ fn remove_blocking(
         .filter(|r| r.id != id)
         .flat_map(|r| r.layers)
         .collect();
-    s.delete_image(&id)?;
+    match s.delete_image(&id) {
+        Ok(()) => {}
+        // A concurrent rmi of another of its names deleted it first.
+        Err(berth_image::ImageError::NotFound(_)) if items.is_empty() => return Err(ApiError::NotFound(format!("No such image: {name}"))),
+        Err(berth_image::ImageError::NotFound(_)) => return Ok((items, events)),
+        Err(err) => return Err(err.into()),
+    }
     items.push(ImageDeleteResponseItem { untagged: None, deleted: Some(id.to_string()) });
     for c in v.rec.layers.iter().rev() {
         if !others.contains(c) {
