@@ -120,14 +120,7 @@ fn vm_end_to_end() {
     let qemu = vm.status()["pid"].as_i64().expect("qemu pid") as i32;
     // SAFETY: the QEMU this test started.
     unsafe { libc::kill(qemu, libc::SIGKILL) };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let st = loop {
-        let st = vm.status();
-        if st["state"] == "failed" || std::time::Instant::now() > deadline {
-            break st;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let st = status_once_failed(&vm);
     assert_eq!(st["state"], "failed", "{st}");
     let msg = st["failure"]["message"].as_str().unwrap_or("");
     assert!(msg.contains("QEMU exited") && msg.contains("signal 9"), "{st}");
@@ -158,16 +151,21 @@ fn vm_end_to_end() {
     let st = vm.status();
     assert_eq!((st["state"].as_str(), st["pid"].as_i64()), (Some("running"), Some(qemu as i64)), "{st}");
     unsafe { libc::kill(qemu, libc::SIGKILL) };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let st = loop {
-        let st = vm.status();
-        if st["state"] == "failed" || std::time::Instant::now() > deadline {
-            break st;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let st = status_once_failed(&vm);
     assert_eq!(st["state"], "failed", "{st}");
     assert!(st["failure"]["message"].as_str().unwrap_or("").contains("QEMU exited"), "{st}");
+}
+
+/// The agent's status once it says `failed` (after QEMU was killed), or after 20 s.
+fn status_once_failed(vm: &BerthVm) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let st = vm.status();
+        if st["state"] == "failed" || std::time::Instant::now() > deadline {
+            return st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// GET /index.html on host port `port` until the page comes (30 s).
