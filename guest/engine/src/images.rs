@@ -519,9 +519,6 @@ fn remove_blocking(
         // Forced: the tags are gone, the image stays for its containers.
         return Ok((items, events));
     }
-    for d in &v.rec.repo_digests {
-        items.push(ImageDeleteResponseItem { untagged: Some(d.clone()), deleted: None });
-    }
     // Layers only this image uses go with it; report them the way Docker does.
     let others: HashSet<Digest> = s
         .list_images()?
@@ -529,12 +526,17 @@ fn remove_blocking(
         .filter(|r| r.id != id)
         .flat_map(|r| r.layers)
         .collect();
-    match s.delete_image(&id) {
-        Ok(()) => {}
+    match s.delete_image_if_unreferenced(&id) {
+        Ok(true) => {}
+        // A pull or tag gave it a new name after our untag: it stays, under that name.
+        Ok(false) => return Ok((items, events)),
         // A concurrent rmi of another of its names deleted it first.
         Err(berth_image::ImageError::NotFound(_)) if items.is_empty() => return Err(ApiError::NotFound(format!("No such image: {name}"))),
         Err(berth_image::ImageError::NotFound(_)) => return Ok((items, events)),
         Err(err) => return Err(err.into()),
+    }
+    for d in &v.rec.repo_digests {
+        items.push(ImageDeleteResponseItem { untagged: Some(d.clone()), deleted: None });
     }
     items.push(ImageDeleteResponseItem { untagged: None, deleted: Some(id.to_string()) });
     for c in v.rec.layers.iter().rev() {
@@ -552,7 +554,9 @@ fn remove_blocking(
         if has_children || !s.references_to(&p)?.is_empty() || in_use.iter().any(|u| *u == p.to_string()) {
             break;
         }
-        s.delete_image(&p)?;
+        if !s.delete_image_if_unreferenced(&p)? {
+            break;
+        }
         items.push(ImageDeleteResponseItem { untagged: None, deleted: Some(p.to_string()) });
         events.push(("delete", p.to_string(), None));
         parent = prec.parent;

@@ -664,6 +664,27 @@ impl Store {
             self.write_refs(&refs)?;
             meta.refs = refs;
         }
+        self.remove_record(&mut meta, id)
+    }
+
+    /// Removes the record only while no reference points at it, under the metadata lock; false
+    /// (and nothing changed) when one does. rmi untags first and then calls this: a pull or tag
+    /// of the same image that lands in between keeps its new name and the image, as if it had
+    /// come just after the rmi, instead of losing the name it was just given.
+    pub fn delete_image_if_unreferenced(&self, id: &Digest) -> Result<bool, ImageError> {
+        let mut meta = self.meta.lock().unwrap();
+        if !meta.images.contains_key(id) {
+            return Err(ImageError::NotFound(format!("image {id}")));
+        }
+        if meta.refs.values().any(|v| v == id) {
+            return Ok(false);
+        }
+        self.remove_record(&mut meta, id)?;
+        Ok(true)
+    }
+
+    /// The record's file, then its entry. Callers hold the meta lock.
+    fn remove_record(&self, meta: &mut Meta, id: &Digest) -> Result<(), ImageError> {
         match fs::remove_file(self.image_path(id)) {
             Ok(()) => {}
             Err(e) if is_not_found(&e) => {}

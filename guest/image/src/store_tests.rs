@@ -367,3 +367,25 @@ fn lease_waits_for_a_gc_under_way() {
     });
     assert!(s.leases.lock().unwrap().is_empty());
 }
+
+#[test]
+fn delete_if_unreferenced_keeps_an_image_tagged_meanwhile() {
+    if !is_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let s = open(t.path());
+    let rec = make_image(&s, 11, &[b"kept"]);
+    let r = Reference::parse("127.0.0.1:5000/kept:new").unwrap();
+    // What a pull racing an rmi does between the rmi's untag and its delete.
+    s.set_reference(&r, &rec.id).unwrap();
+    assert!(!s.delete_image_if_unreferenced(&rec.id).unwrap());
+    assert_eq!(s.get_image(&rec.id).unwrap(), rec);
+    assert_eq!(s.resolve(&r.to_string()).unwrap(), rec.id);
+    assert!(s.remove_reference(&r).unwrap());
+    assert!(s.delete_image_if_unreferenced(&rec.id).unwrap());
+    assert!(matches!(s.get_image(&rec.id), Err(ImageError::NotFound(_))));
+    assert!(matches!(s.delete_image_if_unreferenced(&rec.id), Err(ImageError::NotFound(_))));
+    drop(s);
+    assert!(open(t.path()).list_images().unwrap().is_empty());
+}
