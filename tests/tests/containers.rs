@@ -259,6 +259,64 @@ fn limits_are_enforced() {
     w.d.docker_ok(&["rm", "-f", id]);
 }
 
+/// A cgroup file of a container seen from the host, v2 or v1 (`v1` names the controller dir and
+/// file there).
+fn cgroup_file(id: &str, v2: &str, v1: (&str, &str)) -> String {
+    let p2 = format!("/sys/fs/cgroup/berth/{id}/{v2}");
+    let p1 = format!("/sys/fs/cgroup/{}/berth/{id}/{}", v1.0, v1.1);
+    std::fs::read_to_string(&p2).or_else(|_| std::fs::read_to_string(&p1)).unwrap_or_else(|e| panic!("{p2} or {p1}: {e}")).trim().to_string()
+}
+
+#[test]
+fn update_changes_limits_and_restart_policy() {
+    require_berthd!();
+    let w = world();
+    let img = w.fx.reference("busybox:latest");
+    w.d.docker_ok(&["pull", "-q", &img]);
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let mem = |id: &str| cgroup_file(id, "memory.max", ("memory", "memory.limit_in_bytes"));
+    let pids = |id: &str| cgroup_file(id, "pids.max", ("pids", "pids.max"));
+    let cpu = |id: &str| cgroup_file(id, "cpu.max", ("cpu", "cpu.cfs_quota_us"));
+
+    // A running container gets the new limits at once, and inspect shows them.
+    let id = w.d.docker_ok(&["run", "-d", "--memory", "32m", "--pids-limit", "20", &img, "sleep", "300"]).trim().to_string();
+    assert_eq!((mem(&id), pids(&id)), ((32u64 << 20).to_string(), "20".to_string()));
+    let out = w.d.docker_ok(&["update", "--memory", "64m", "--memory-swap", "128m", "--pids-limit", "30", "--cpus", "0.5", "--restart", "on-failure:3", &id]);
+    assert_eq!(out.trim(), id);
+    assert_eq!((mem(&id), pids(&id)), ((64u64 << 20).to_string(), "30".to_string()));
+    assert_eq!(cpu(&id), if v2 { "50000 100000" } else { "50000" });
+    let f = "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}";
+    assert_eq!(w.d.docker_ok(&["inspect", "-f", f, &id]).trim(), format!("{} {} 500000000 30 on-failure:3", 64u64 << 20, 128u64 << 20));
+    // A field not given keeps its value; -1 lifts the pids limit.
+    w.d.docker_ok(&["update", "--pids-limit", "-1", &id]);
+    assert_eq!((mem(&id), pids(&id)), ((64u64 << 20).to_string(), "max".to_string()));
+    // Refusals are Docker's, and change nothing.
+    let r = w.d.docker(&["update", "--cpu-quota", "20000", &id]);
+    assert!(!r.success() && r.stderr.contains("CPU Quota cannot be updated as NanoCPUs has already been set"), "{r:?}");
+    let r = w.d.docker(&["update", "--memory", "256m", &id]);
+    assert!(!r.success() && r.stderr.contains("update the memoryswap at the same time"), "{r:?}");
+    assert_eq!(mem(&id), (64u64 << 20).to_string());
+    let r = w.d.docker(&["update", "--memory", "64m", "nosuch"]);
+    assert!(!r.success() && r.stderr.contains("No such container"), "{r:?}");
+    let until = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 1).to_string();
+    let events = w.d.docker_ok(&["events", "--since", "1", "--until", &until, "--filter", &format!("container={id}"), "--format", "{{.Action}}"]);
+    assert_eq!(events.lines().filter(|l| *l == "update").count(), 2, "{events}");
+    w.d.docker_ok(&["rm", "-f", &id]);
+
+    // A created container keeps the update for its start.
+    let id = w.d.docker_ok(&["create", &img, "sleep", "300"]).trim().to_string();
+    w.d.docker_ok(&["update", "--memory", "48m", &id]);
+    w.d.docker_ok(&["start", &id]);
+    assert_eq!(mem(&id), (48u64 << 20).to_string());
+    w.d.docker_ok(&["rm", "-f", &id]);
+
+    // --rm and a restart policy do not go together.
+    let id = w.d.docker_ok(&["run", "-d", "--rm", &img, "sleep", "300"]).trim().to_string();
+    let r = w.d.docker(&["update", "--restart", "always", &id]);
+    assert!(!r.success() && r.stderr.contains("AutoRemove is enabled"), "{r:?}");
+    w.d.docker_ok(&["rm", "-f", &id]);
+}
+
 #[test]
 fn interactive_tty_session_in_a_real_pty() {
     require_berthd!();

@@ -145,6 +145,7 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Respons
             match (&m, action) {
                 (&Method::GET, "json") => containers::inspect(&engine, id, &query).await,
                 (&Method::POST, "rename") => containers::rename(&engine, id, &query).await,
+                (&Method::POST, "update") => containers::update::update(&engine, id, req).await,
                 (&Method::DELETE, "") => containers::lifecycle::remove(&engine, id, &query).await,
                 (&Method::POST, "start") => containers::lifecycle::start(&engine, id).await,
                 (&Method::POST, "wait") => containers::lifecycle::wait(&engine, id, &query).await,

@@ -163,6 +163,14 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Applies new limits to an existing cgroup (`update`).
+    pub fn set(&self, r: &LinuxResources) -> io::Result<()> {
+        match &self.layout {
+            Layout::V1(_) => self.set_v1(r),
+            Layout::V2(root) => set_v2(&root.join(self.rel()), r),
+        }
+    }
+
     fn set_v1(&self, r: &LinuxResources) -> io::Result<()> {
         if let (Some(m), Some(d)) = (r.memory(), self.dir_for("memory")) {
             if let Some(l) = m.limit() {

@@ -483,6 +483,25 @@ pub fn pause(g: &Globals, id: &str, frozen: bool) -> Result<(), OciError> {
     }
 }
 
+/// `update --resources FILE` (`-` for stdin): new cgroup limits for a running or paused
+/// container, in the OCI LinuxResources shape runc's update reads.
+pub fn update(g: &Globals, id: &str, resources: &Path) -> Result<(), OciError> {
+    let st = State::load(&g.root, id)?;
+    match st.status(&g.root) {
+        Status::Running | Status::Paused | Status::Created => {}
+        s => return Err(OciError::State(format!("container is {s:?}, cannot update").to_lowercase())),
+    }
+    let data = if resources == Path::new("-") {
+        let mut v = Vec::new();
+        io::Read::read_to_end(&mut io::stdin(), &mut v).map_err(|e| OciError::Io("reading the resources from stdin".into(), e))?;
+        v
+    } else {
+        fs::read(resources).map_err(|e| OciError::Io(format!("reading {}", resources.display()), e))?
+    };
+    let r: oci_spec::runtime::LinuxResources = serde_json::from_slice(&data).map_err(|e| OciError::Invalid(format!("resources: {e}")))?;
+    st.cgroup.set(&r).map_err(|e| OciError::Cgroup(e.to_string()))
+}
+
 pub fn ps(g: &Globals, id: &str) -> Result<Vec<i32>, OciError> {
     Ok(State::load(&g.root, id)?.cgroup.procs())
 }

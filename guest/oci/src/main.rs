@@ -66,6 +66,12 @@ enum Cmd {
         id: String,
     },
     Pause { id: String },
+    /// Set new cgroup limits (an OCI LinuxResources JSON file, `-` for stdin).
+    Update {
+        #[arg(long, short)]
+        resources: PathBuf,
+        id: String,
+    },
     Resume { id: String },
     /// Pids of the container's processes.
     Ps {
@@ -134,6 +140,7 @@ fn main() -> ExitCode {
         Cmd::Delete { force, id } => container::delete(&g, &id, force).map(|_| 0),
         Cmd::Pause { id } => container::pause(&g, &id, true).map(|_| 0),
         Cmd::Resume { id } => container::pause(&g, &id, false).map(|_| 0),
+        Cmd::Update { resources, id } => container::update(&g, &id, &resources).map(|_| 0),
         Cmd::Ps { format, id } => container::ps(&g, &id).map(|pids| {
             if format == "json" {
                 println!("{}", serde_json::to_string(&pids).unwrap_or_default());

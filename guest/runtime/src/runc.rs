@@ -84,6 +84,8 @@ pub trait OciRuntime {
     fn state(&self, id: &str) -> Result<State, RuncError>;
     fn pause(&self, id: &str) -> Result<(), RuncError>;
     fn resume(&self, id: &str) -> Result<(), RuncError>;
+    /// Sets a running or paused container's cgroup limits (`docker update`).
+    fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<(), RuncError>;
     /// Runs an extra process in the container. With `detach` it returns once
     /// started (pid in `pid_file`); otherwise it waits and returns its exit.
     fn exec(
@@ -304,6 +306,17 @@ impl OciRuntime for Runc {
 
     fn resume(&self, id: &str) -> Result<(), RuncError> {
         self.run("resume", id, &[id]).map(drop)
+    }
+
+    /// `update --resources FILE`: the OCI LinuxResources document, which runc reads too.
+    fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources) -> Result<(), RuncError> {
+        let file = self.scratch("resources")?;
+        let json = serde_json::to_vec(resources).map_err(|e| RuncError::Decode("resources".into(), e.to_string()))?;
+        fs::write(&file, json)?;
+        let path = file.to_string_lossy().into_owned();
+        let r = self.run("update", id, &["--resources", &path, id]).map(drop);
+        let _ = fs::remove_file(&file);
+        r
     }
 
     fn exec(

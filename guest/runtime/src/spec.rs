@@ -10,7 +10,7 @@ use oci_spec::runtime::{
     Capabilities, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDevice,
     LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,
     LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
@@ -309,6 +309,82 @@ fn sysctls(spec: &ContainerSpec) -> HashMap<String, String> {
     m
 }
 
+/// The memory, CPU and pids limits of `spec` (Docker's HostConfig values translated); fields
+/// left at Docker's "unset" are absent.
+pub fn limits(spec: &ContainerSpec) -> Result<LinuxResources, RuntimeError> {
+    let mut memory = LinuxMemoryBuilder::default();
+    let mut has_memory = false;
+    if let Some(limit) = spec.memory.filter(|m| *m > 0) {
+        memory = memory.limit(limit);
+        let swap = match spec.memory_swap {
+            Some(s) if s != 0 => s,
+            _ => limit * 2,
+        };
+        memory = memory.swap(swap);
+        has_memory = true;
+    }
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut has_cpu = false;
+    if let Some(shares) = spec.cpu_shares.filter(|s| *s > 0) {
+        cpu = cpu.shares(shares);
+        has_cpu = true;
+    }
+    match (
+        spec.nano_cpus.filter(|n| *n > 0),
+        spec.cpu_quota.filter(|q| *q != 0),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(RuntimeError::Invalid(
+                "conflicting options: Nano CPUs and CPU Period/Quota cannot both be set".into(),
+            ))
+        }
+        (Some(n), None) => {
+            let period = DEFAULT_CPU_PERIOD;
+            cpu = cpu.period(period).quota(n * period as i64 / 1_000_000_000);
+            has_cpu = true;
+        }
+        (None, Some(q)) => {
+            cpu = cpu.quota(q);
+            if let Some(p) = spec.cpu_period.filter(|p| *p > 0) {
+                cpu = cpu.period(p);
+            }
+            has_cpu = true;
+        }
+        (None, None) => {
+            if let Some(p) = spec.cpu_period.filter(|p| *p > 0) {
+                cpu = cpu.period(p);
+                has_cpu = true;
+            }
+        }
+    }
+    if let Some(cpus) = spec.cpuset_cpus.as_ref().filter(|c| !c.is_empty()) {
+        cpu = cpu.cpus(cpus.clone());
+        has_cpu = true;
+    }
+    let mut resources = LinuxResourcesBuilder::default();
+    if has_memory {
+        resources = resources.memory(memory.build()?);
+    }
+    if has_cpu {
+        resources = resources.cpu(cpu.build()?);
+    }
+    if let Some(p) = spec.pids_limit.filter(|p| *p > 0) {
+        resources = resources.pids(LinuxPidsBuilder::default().limit(p).build()?);
+    }
+    Ok(resources.build()?)
+}
+
+/// [`limits`] for a running container's update: the pids limit is always there, `-1`
+/// ("max") when unset, because `docker update --pids-limit -1` lifts a limit and an absent
+/// field would leave the old one in the cgroup.
+pub fn update_limits(spec: &ContainerSpec) -> Result<LinuxResources, RuntimeError> {
+    let mut r = limits(spec)?;
+    if r.pids().is_none() {
+        r.set_pids(Some(LinuxPidsBuilder::default().limit(-1).build()?));
+    }
+    Ok(r)
+}
+
 /// Builds the OCI spec for `spec`.
 pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
     if spec.id.is_empty() || spec.id.contains('/') || spec.id.starts_with('.') {
@@ -523,69 +599,12 @@ pub fn build(spec: &ContainerSpec) -> Result<Spec, RuntimeError> {
         }
     }
 
-    let mut memory = LinuxMemoryBuilder::default();
-    let mut has_memory = false;
-    if let Some(limit) = spec.memory.filter(|m| *m > 0) {
-        memory = memory.limit(limit);
-        let swap = match spec.memory_swap {
-            Some(s) if s != 0 => s,
-            _ => limit * 2,
-        };
-        memory = memory.swap(swap);
-        has_memory = true;
-    }
-    let mut cpu = LinuxCpuBuilder::default();
-    let mut has_cpu = false;
-    if let Some(shares) = spec.cpu_shares.filter(|s| *s > 0) {
-        cpu = cpu.shares(shares);
-        has_cpu = true;
-    }
-    match (
-        spec.nano_cpus.filter(|n| *n > 0),
-        spec.cpu_quota.filter(|q| *q != 0),
-    ) {
-        (Some(_), Some(_)) => {
-            return Err(RuntimeError::Invalid(
-                "conflicting options: Nano CPUs and CPU Period/Quota cannot both be set".into(),
-            ))
-        }
-        (Some(n), None) => {
-            let period = DEFAULT_CPU_PERIOD;
-            cpu = cpu.period(period).quota(n * period as i64 / 1_000_000_000);
-            has_cpu = true;
-        }
-        (None, Some(q)) => {
-            cpu = cpu.quota(q);
-            if let Some(p) = spec.cpu_period.filter(|p| *p > 0) {
-                cpu = cpu.period(p);
-            }
-            has_cpu = true;
-        }
-        (None, None) => {
-            if let Some(p) = spec.cpu_period.filter(|p| *p > 0) {
-                cpu = cpu.period(p);
-                has_cpu = true;
-            }
-        }
-    }
-    if let Some(cpus) = spec.cpuset_cpus.as_ref().filter(|c| !c.is_empty()) {
-        cpu = cpu.cpus(cpus.clone());
-        has_cpu = true;
-    }
-    let mut resources = LinuxResourcesBuilder::default().devices(dev_rules);
-    if has_memory {
-        resources = resources.memory(memory.build()?);
-    }
-    if has_cpu {
-        resources = resources.cpu(cpu.build()?);
-    }
-    if let Some(p) = spec.pids_limit.filter(|p| *p > 0) {
-        resources = resources.pids(LinuxPidsBuilder::default().limit(p).build()?);
-    }
+    let mut resources = limits(spec)?;
+    resources.set_devices(Some(dev_rules));
 
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .resources(resources.build()?)
+        .resources(resources)
         .cgroups_path(PathBuf::from(cgroups_path(&spec.cgroup_parent, &spec.id)))
         .devices(devices)
         .sysctl(sysctls(spec));

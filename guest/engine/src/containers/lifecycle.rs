@@ -150,14 +150,6 @@ pub fn container_spec(c: &Container, rootfs: PathBuf, user: berth_runtime::user:
         cap_drop: h.cap_drop.clone().unwrap_or_default(),
         no_new_privileges,
         seccomp_unconfined,
-        memory: h.memory.filter(|m| *m > 0),
-        memory_swap: h.memory_swap.filter(|m| *m != 0),
-        nano_cpus: h.nano_cpus.filter(|n| *n > 0),
-        cpu_shares: h.cpu_shares.filter(|s| *s > 0).map(|s| s as u64),
-        cpu_quota: h.cpu_quota.filter(|q| *q > 0),
-        cpu_period: h.cpu_period.filter(|p| *p > 0).map(|p| p as u64),
-        cpuset_cpus: h.cpuset_cpus.clone().filter(|s| !s.is_empty()),
-        pids_limit: h.pids_limit.filter(|p| *p > 0),
         ulimits: h
             .ulimits
             .clone()
@@ -173,6 +165,7 @@ pub fn container_spec(c: &Container, rootfs: PathBuf, user: berth_runtime::user:
         network,
         cgroup_parent: h.cgroup_parent.clone().unwrap_or_default(),
         oom_score_adj: h.oom_score_adj.map(|o| o as i32),
+        ..limits_spec(h)
     })
 }
 
@@ -182,6 +175,22 @@ pub const INIT_PATH: &str = "/sbin/docker-init";
 /// The init binary for `--init`: `BERTH_INIT`, else a static tini (Debian's `tini` package
 /// ships `/usr/bin/tini-static`; `docker.io` ships it as docker-init). It must be static: it
 /// runs inside the container's rootfs, which has none of the host's libraries.
+/// The cgroup limits of a HostConfig as a spec (everything else default): what the runtime
+/// applies at start and what `docker update` re-applies.
+pub(crate) fn limits_spec(h: &bollard_stubs::models::HostConfig) -> ContainerSpec {
+    ContainerSpec {
+        memory: h.memory.filter(|m| *m > 0),
+        memory_swap: h.memory_swap.filter(|m| *m != 0),
+        nano_cpus: h.nano_cpus.filter(|n| *n > 0),
+        cpu_shares: h.cpu_shares.filter(|s| *s > 0).map(|s| s as u64),
+        cpu_quota: h.cpu_quota.filter(|q| *q > 0),
+        cpu_period: h.cpu_period.filter(|p| *p > 0).map(|p| p as u64),
+        cpuset_cpus: h.cpuset_cpus.clone().filter(|s| !s.is_empty()),
+        pids_limit: h.pids_limit.filter(|p| *p > 0),
+        ..Default::default()
+    }
+}
+
 pub fn init_binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("BERTH_INIT") {
         return Some(p.into());

@@ -10,6 +10,7 @@ pub mod logopts;
 pub mod mounts;
 pub mod stats;
 pub mod store;
+pub mod update;
 
 use std::collections::HashMap;
 use std::sync::Arc;
