@@ -49,8 +49,19 @@ fn exec_output_env_workdir_user_stdin_detach() {
     }
     assert!(found, "detached exec did not run");
 
-    let r = w.d.docker(&["exec", "web", "/no/such/binary"]).assert_fail();
-    assert!(!r.stderr.is_empty());
+    // A command that is not there: the runtime's message in the stream and exit code 126,
+    // as with Docker (the CLI exits with the exec's code).
+    for (cmd, tty) in [("/no/such/binary", false), ("nosuchcmd", false), ("nosuchcmd", true)] {
+        let mut args = vec!["exec"];
+        if tty {
+            args.push("-t");
+        }
+        args.extend(["web", cmd]);
+        let r = w.d.docker(&args);
+        assert_eq!(r.status.code(), Some(126), "{r:?}");
+        let said = format!("{}{}", r.stdout, r.stderr);
+        assert!(said.contains(cmd) && (said.contains("not found") || said.contains("no such file")), "{r:?}");
+    }
 
     w.d.docker_ok(&["stop", "-t", "1", "web"]);
     let r = w.d.docker(&["exec", "web", "true"]).assert_fail();

@@ -186,10 +186,41 @@ pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Res
     let p = paths(e, &c.id);
     let process = process_json(&p.bundle, &rec)?;
     let shim = berth_shim::connect(&p.shim_state);
-    let (pid, stream) = shim.exec(id, process, rec.tty, rec.stdin && !body.detach).await.map_err(|err| match err {
-        berth_shim::ClientError::Shim(m) => ApiError::bad(m),
-        other => ApiError::internal(other),
-    })?;
+    let (pid, stream) = match shim.exec(id, process, rec.tty, rec.stdin && !body.detach).await {
+        Ok(v) => v,
+        // As in Docker, an attached client gets the runtime's refusal in its stream, and the
+        // exec's exit code says why (the CLI exits with it).
+        Err(berth_shim::ClientError::Shim(m)) if !body.detach => {
+            let code = START_FAILURE_CODE;
+            update(e, id, |r| {
+                r.started = true;
+                r.running = false;
+                r.exit_code = Some(code);
+            });
+            let mut attrs = HashMap::new();
+            attrs.insert("execID".to_string(), id.to_string());
+            attrs.insert("exitCode".to_string(), code.to_string());
+            e.events.container_with("exec_die", &c, attrs);
+            let raw = rec.tty && body.tty;
+            let msg = format!("{m}\r\n").into_bytes();
+            let msg = if raw { msg } else { berth_shim::frame(1, &msg) };
+            if !upgrade {
+                return Ok(Response::new(full(Bytes::from(msg))));
+            }
+            tokio::spawn(async move {
+                let Ok(upgraded) = on_upgrade.await else { return };
+                if let Some(d) = settle {
+                    tokio::time::sleep(d).await;
+                }
+                let mut client = TokioIo::new(upgraded);
+                let _ = client.write_all(&msg).await;
+                let _ = client.shutdown().await;
+            });
+            return Ok(super::upgraded_response(raw));
+        }
+        Err(berth_shim::ClientError::Shim(m)) => return Err(ApiError::bad(m)),
+        Err(other) => return Err(ApiError::internal(other)),
+    };
     update(e, id, |r| {
         r.started = true;
         r.running = true;
@@ -253,6 +284,10 @@ pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Res
     }
     Ok(Response::new(full(Bytes::new())))
 }
+
+/// The exit code of an exec the runtime could not start, missing command or not: Docker's is
+/// 126 (its own client's test suite checks it), where `docker run` of a missing command is 127.
+const START_FAILURE_CODE: i64 = 126;
 
 /// Record the exit of a finished exec and announce it.
 async fn finish(e: &Arc<Engine>, id: &str) {
