@@ -121,7 +121,7 @@ impl BerthVm {
     pub fn berth_ok(&self, args: &[&str]) -> String {
         let o = self.berth(args);
         if !o.success() {
-            panic!("`berth {}` failed ({})\n--- stdout:\n{}\n--- stderr:\n{}\n--- console tail:\n{}", args.join(" "), o.status, o.stdout, o.stderr, self.console_tail(60));
+            panic!("`berth {}` failed ({})\n--- stdout:\n{}\n--- stderr:\n{}\n--- console tail:\n{}", args.join(" "), o.status, o.stdout, o.stderr, self.console_tail(200));
         }
         o.stdout
     }
@@ -150,7 +150,7 @@ impl BerthVm {
     pub fn docker_ok(&self, args: &[&str]) -> String {
         let o = self.docker(args);
         if !o.success() {
-            panic!("`docker {}` failed ({})\n--- stdout:\n{}\n--- stderr:\n{}\n--- console tail:\n{}", args.join(" "), o.status, o.stdout, o.stderr, self.console_tail(60));
+            panic!("`docker {}` failed ({})\n--- stdout:\n{}\n--- stderr:\n{}\n--- console tail:\n{}", args.join(" "), o.status, o.stdout, o.stderr, self.console_tail(200));
         }
         o.stdout
     }

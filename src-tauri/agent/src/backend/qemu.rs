@@ -113,12 +113,15 @@ pub struct QemuConfig {
     pub cpu: &'static str,
 }
 
-/// The kernel command line. `quiet`: every console line is a trip through the emulated UART
-/// (hundreds of them at boot); warnings and errors still print. `lpj=`: the delay loop
+/// The kernel command line. `loglevel=5`: every console line is a trip through the emulated
+/// UART (hundreds of them at boot with the default 7), so only warnings and worse print; that
+/// includes a soft lockup's registers and stack (level 4, which `quiet` would hide), and
+/// `softlockup_all_cpu_backtrace` adds every CPU's, so a guest hang leaves its cause in
+/// console.log. `lpj=`: the delay loop
 /// calibration of each secondary CPU fails under TCG and falls back to a slow loop (~0.15 s
 /// here); with a known TSC the answer is TSC ticks per jiffy.
 pub fn kernel_cmdline(c: &QemuConfig) -> String {
-    let mut cmdline = format!("console=ttyS0 quiet reboot=t panic=-1 tsc_early_khz={} tsc=reliable", c.tsc_khz);
+    let mut cmdline = format!("console=ttyS0 loglevel=5 softlockup_all_cpu_backtrace=1 reboot=t panic=-1 tsc_early_khz={} tsc=reliable", c.tsc_khz);
     if let Some(hz) = c.kernel_hz.filter(|_| c.tsc_khz > 0) {
         cmdline.push_str(&format!(" lpj={}", c.tsc_khz * 1000 / u64::from(hz)));
     }
@@ -576,7 +579,7 @@ impl Qemu {
         }
         let _ = events.send(BackendEvent::Stage { stage: Stage::VmStarted, guest_uptime_s: None });
 
-        // kernel-up: the first console line (with `quiet` that is often init's first line, so
+        // kernel-up: the first console line (with `loglevel=5` that is often init's first line, so
         // the stage means "the guest runs"). A hardware accelerator that cannot get this far
         // quickly does not work on this host.
         let limit = if probe { PROGRESS_TIMEOUT } else { BOOT_TIMEOUT };
@@ -900,7 +903,7 @@ mod tests {
         assert!(a.contains("discard=unmap"));
         assert!(a.contains("berth.share=share0:/home/u"));
         assert!(a.contains("tsc_early_khz=2600000"));
-        assert!(a.contains(" quiet "));
+        assert!(a.contains(" loglevel=5 softlockup_all_cpu_backtrace=1 "));
         assert!(a.contains("lpj=10400000"), "TSC ticks per jiffy at 250 Hz: {a}");
         assert!(a.contains("-nodefaults"), "no default NIC or devices");
         // The console is QEMU's own file: it keeps working when the agent is gone.
