@@ -220,6 +220,12 @@ fn restart_policy_on_failure_restarts_three_times() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let n: i64 = w.d.docker_ok(&["inspect", "-f", "{{.RestartCount}}", "loop"]).trim().parse().unwrap();
     assert!(n >= 2, "always restarted {n} times");
+    // Restarting or running between restarts, it is not removed without force.
+    for _ in 0..5 {
+        let r = w.d.docker(&["rm", "loop"]);
+        assert!(!r.success() && r.stderr.contains("stop the container before removing or force remove"), "{r:?}");
+        std::thread::sleep(std::time::Duration::from_millis(70));
+    }
     w.d.docker_ok(&["stop", "loop"]);
     std::thread::sleep(std::time::Duration::from_millis(1000));
     let st = w.d.docker_ok(&["inspect", "-f", "{{.State.Status}}", "loop"]);

@@ -800,8 +800,9 @@ pub async fn kill(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
 pub async fn remove(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
     let force = q.bool("force")?;
     let c = e.containers.get(key)?;
-    if c.state.status == Status::Restarting {
-        // As in stop: a restart in progress finishes first.
+    if force && c.state.status == Status::Restarting {
+        // As in stop: a restart in progress finishes first. Without force a restarting
+        // container is refused below, as a running one is (Docker does the same).
         let _guard = e.lifecycle_lock(&c.id).await;
         let _ = e.containers.update(&c.id, |c| {
             c.state.manually_stopped = true;
