@@ -184,6 +184,33 @@ fn attach_replays_logs_then_streams() {
     assert_eq!(w.d.docker_ok(&["start", "-a", "talk2"]), "early\nlate\n");
 }
 
+/// `--log-driver none`: output reaches attached clients and no file; `docker logs` says the
+/// driver cannot be read, in Docker's words; log options are refused for it.
+#[test]
+fn none_log_driver_keeps_no_log() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    assert_eq!(w.d.docker_ok(&["run", "--name", "quiet", "--log-driver", "none", &img, "sh", "-c", "echo out; echo err >&2; echo more"]), "out\nmore\n");
+    let id = w.d.docker_ok(&["inspect", "-f", "{{.Id}} {{.HostConfig.LogConfig.Type}}", "quiet"]);
+    let (id, typ) = id.trim().split_once(' ').unwrap();
+    assert_eq!(typ, "none");
+    let dir = w.d.data_root().join("containers").join(id);
+    let logs: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("container.log")).collect();
+    assert!(logs.is_empty(), "log files of a none-driver container: {logs:?}");
+    let r = w.d.docker(&["logs", "quiet"]);
+    assert!(!r.success() && r.stderr.contains("configured logging driver does not support reading"), "{r:?}");
+    assert_eq!(w.d.api_get(&format!("/containers/{id}/logs?stdout=1")).unwrap().status, 501);
+    // The CLI refuses this itself; berthd does too, for other clients.
+    let body = serde_json::json!({"Image": img, "HostConfig": {"LogConfig": {"Type": "none", "Config": {"max-size": "1m"}}}});
+    let r = w.d.api_post("/v1.47/containers/create", Some(&body)).unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json().unwrap()["message"], "unknown log opt 'max-size' for none log driver");
+    // The json-file control: the same container with the default driver has its log.
+    w.d.docker_ok(&["run", "--name", "loud", &img, "echo", "out"]);
+    assert_eq!(w.d.docker_ok(&["logs", "loud"]), "out\n");
+}
+
 /// The replay and the live stream of attach logs=1&stream=1 join exactly, while the container
 /// keeps printing: a counter read back through several attaches has no gap and no repeat.
 #[test]

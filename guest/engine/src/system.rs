@@ -124,7 +124,7 @@ pub async fn info(e: &Arc<Engine>) -> Result<Response<Body>, ApiError> {
         "Driver": "overlay2",
         "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
         "DockerRootDir": e.config.data_root,
-        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Log": ["local", "json-file"]},
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"], "Log": ["local", "json-file", "none"]},
         "MemoryLimit": true, "SwapLimit": true, "CpuCfsPeriod": true, "CpuCfsQuota": true,
         "CPUShares": true, "CPUSet": true, "PidsLimit": true, "IPv4Forwarding": true,
         "Debug": false, "NFd": count_fds(), "OomKillDisable": false,

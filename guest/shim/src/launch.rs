@@ -38,6 +38,8 @@ pub struct ShimOptions {
     pub log_path: PathBuf,
     pub log_max_size: u64,
     pub log_max_files: u32,
+    /// Docker's `none` log driver: no log file.
+    pub no_log: bool,
     pub tty: bool,
     pub stdin: bool,
     /// Docker's StdinOnce (see the binary's flag).
@@ -50,7 +52,7 @@ pub struct ShimOptions {
 impl ShimOptions {
     /// Options with Docker's json-file defaults (20 MiB × 5 files) and a 30 s timeout.
     pub fn new(binary: PathBuf, id: String, bundle: PathBuf, state_dir: PathBuf, runtime: PathBuf, runtime_root: PathBuf, log_path: PathBuf) -> Self {
-        ShimOptions { binary, id, bundle, state_dir, runtime, runtime_root, log_path, log_max_size: 20 << 20, log_max_files: 5, tty: false, stdin: false, stdin_once: false, timeout: Duration::from_secs(30), wait_attach: 0 }
+        ShimOptions { binary, id, bundle, state_dir, runtime, runtime_root, log_path, log_max_size: 20 << 20, log_max_files: 5, no_log: false, tty: false, stdin: false, stdin_once: false, timeout: Duration::from_secs(30), wait_attach: 0 }
     }
 }
 
@@ -79,6 +81,9 @@ pub fn spawn(opts: &ShimOptions) -> Result<ShimHandle, ShimError> {
     cmd.arg("--log-max-size").arg(opts.log_max_size.to_string());
     cmd.arg("--log-max-files").arg(opts.log_max_files.to_string());
     cmd.arg("--ready-fd").arg(wfd.to_string());
+    if opts.no_log {
+        cmd.arg("--no-log");
+    }
     if opts.tty {
         cmd.arg("--tty");
     }

@@ -23,6 +23,9 @@ struct Cli {
     log_max_size: u64,
     #[arg(long, default_value_t = 5)]
     log_max_files: u32,
+    /// No log file (Docker's `none` driver).
+    #[arg(long)]
+    no_log: bool,
     #[arg(long)]
     tty: bool,
     #[arg(long)]
@@ -49,6 +52,7 @@ fn main() {
         log_path: c.log_path,
         log_max_size: c.log_max_size,
         log_max_files: c.log_max_files,
+        no_log: c.no_log,
         tty: c.tty,
         stdin: c.stdin,
         stdin_once: c.stdin_once,

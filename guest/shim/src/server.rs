@@ -43,6 +43,8 @@ pub struct ShimArgs {
     pub log_path: PathBuf,
     pub log_max_size: u64,
     pub log_max_files: u32,
+    /// Docker's `none` log driver: no log file; attached clients still get the output.
+    pub no_log: bool,
     pub tty: bool,
     pub stdin: bool,
     /// Close the container's stdin when an attached client's input ends (Docker's StdinOnce);
@@ -376,8 +378,11 @@ fn start(args: &ShimArgs) -> Result<Running, String> {
     for f in [EXIT_JSON, SHIM_JSON, SHIM_SOCK, "console.sock", "init.pid", "runtime.log"] {
         let _ = fs::remove_file(args.state_dir.join(f));
     }
-    let writer = LogWriter::open(&args.log_path, args.log_max_size, args.log_max_files)
-        .map_err(|e| format!("shim: open log {}: {e}", args.log_path.display()))?;
+    let writer = if args.no_log {
+        None
+    } else {
+        Some(LogWriter::open(&args.log_path, args.log_max_size, args.log_max_files).map_err(|e| format!("shim: open log {}: {e}", args.log_path.display()))?)
+    };
     let pid_file = args.state_dir.join("init.pid");
     let runtime_log = args.state_dir.join("runtime.log");
 
@@ -446,7 +451,7 @@ fn start(args: &ShimArgs) -> Result<Running, String> {
         tty: args.tty,
         shim_pid: std::process::id() as i32,
         init_pid,
-        log: Mutex::new(LogState { writer: Some(writer), split: HashMap::new() }),
+        log: Mutex::new(LogState { writer, split: HashMap::new() }),
         clients: Mutex::new(Clients::default()),
         stdin: Mutex::new(stdin_w),
         stdin_once: args.stdin_once,

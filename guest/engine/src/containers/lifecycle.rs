@@ -351,6 +351,7 @@ fn launch(e: &Arc<Engine>, c: &Container, wait_attach: usize) -> Result<(berth_s
         let log = super::logopts::limits(&c.host_config).unwrap_or_default();
         opts.log_max_size = log.max_size;
         opts.log_max_files = log.max_files;
+        opts.no_log = super::logopts::discards(&c.host_config);
         opts.tty = c.config.tty.unwrap_or(false);
         opts.stdin = c.config.open_stdin.unwrap_or(false);
         opts.stdin_once = c.config.stdin_once.unwrap_or(false);
@@ -841,6 +842,9 @@ pub async fn logs(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
     let (stdout, stderr) = (q.bool("stdout")?, q.bool("stderr")?);
     if !stdout && !stderr {
         return Err(ApiError::bad("You must choose at least one stream"));
+    }
+    if super::logopts::discards(&c.host_config) {
+        return Err(ApiError::NotImplemented("configured logging driver does not support reading".into()));
     }
     let time = |k: &str| -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
         match q.get(k).filter(|v| !v.is_empty() && *v != "0") {

@@ -1,7 +1,7 @@
 //! `HostConfig.LogConfig` (`docker run --log-driver/--log-opt`): the rotation limits of a
 //! container's log file. The shim always writes Docker's json-file format, so `json-file` and
-//! `local` (and no driver at all) are accepted; other drivers are refused at create instead of
-//! being silently ignored. Rotation is on by default (20 MB × 5, like Docker's `local`
+//! `local` (and no driver at all) are accepted, and `none` keeps no log file; other drivers
+//! are refused at create instead of being silently ignored. Rotation is on by default (20 MB × 5, like Docker's `local`
 //! driver), because Desktop users never tune daemon.json.
 
 use bollard_stubs::models::HostConfig;
@@ -28,15 +28,27 @@ impl Default for LogLimits {
     }
 }
 
+/// Docker's `none` driver: the output goes to attached clients only, and `docker logs` has
+/// nothing to read (501, Docker's "does not support reading").
+pub fn discards(h: &HostConfig) -> bool {
+    h.log_config.as_ref().and_then(|c| c.typ.as_deref()) == Some("none")
+}
+
 /// The limits a container's LogConfig asks for, or a 400 for what Berth cannot honour.
 pub fn limits(h: &HostConfig) -> Result<LogLimits, ApiError> {
     let mut l = LogLimits::default();
     let Some(cfg) = &h.log_config else { return Ok(l) };
     let driver = cfg.typ.as_deref().unwrap_or("");
-    if !matches!(driver, "" | "json-file" | "local") {
+    if !matches!(driver, "" | "json-file" | "local" | "none") {
         // Docker's own words for an unknown driver: clients and scripts match on them. The
         // drivers Berth has are listed by GET /info (Plugins.Log).
         return Err(ApiError::bad(format!("logger: no log driver named '{driver}' is registered")));
+    }
+    if driver == "none" {
+        if let Some(k) = cfg.config.iter().flatten().map(|(k, _)| k).next() {
+            return Err(ApiError::bad(format!("unknown log opt '{k}' for none log driver")));
+        }
+        return Ok(l);
     }
     for (k, v) in cfg.config.iter().flatten() {
         match k.as_str() {
@@ -126,6 +138,8 @@ mod tests {
             assert!(matches!(err, ApiError::BadParameter(_)), "{err:?}");
         }
         assert_eq!(limits(&hc("asdf", &[])).unwrap_err().to_string(), "logger: no log driver named 'asdf' is registered");
+        assert!(limits(&hc("none", &[])).is_ok() && discards(&hc("none", &[])) && !discards(&hc("local", &[])));
+        assert_eq!(limits(&hc("none", &[("max-size", "1m")])).unwrap_err().to_string(), "unknown log opt 'max-size' for none log driver");
     }
 
     #[test]
