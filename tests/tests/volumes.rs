@@ -106,8 +106,11 @@ fn anonymous_volumes_copy_up_rm_v_and_prune() {
     w.d.docker_ok(&["volume", "inspect", "site"]);
     // --rm removes the anonymous volumes too.
     w.d.docker_ok(&["run", "--rm", "-v", "/scratch", &img, "true"]);
-    // Prune: in-use volumes stay; by default only anonymous unused ones go (Docker 23+).
+    // Prune: in-use volumes stay; by default only anonymous unused ones go (Docker 23+), and
+    // `volume create` without a name makes an anonymous one.
     w.d.docker_ok(&["rm", id]);
+    let unnamed = w.d.docker_ok(&["volume", "create"]).trim().to_string();
+    assert_eq!(w.d.docker_ok(&["volume", "inspect", "-f", "{{json .Labels}}", &unnamed]).trim(), r#"{"com.docker.volume.anonymous":""}"#);
     let before = w.d.docker_ok(&["volume", "ls", "-q"]);
     for n in &names {
         assert!(before.contains(n.as_str()), "{before}");

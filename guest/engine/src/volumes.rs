@@ -405,8 +405,14 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>) -> Result<Response<
     if !body.driver.is_empty() && body.driver != "local" {
         return Err(VolumeError::Driver(body.driver).into());
     }
-    let name = if body.name.is_empty() { random_name()? } else { body.name };
-    let labels = body.labels.unwrap_or_default();
+    let mut labels = body.labels.unwrap_or_default();
+    // As in Docker: a volume created without a name is anonymous, so `volume prune` takes it.
+    let name = if body.name.is_empty() {
+        labels.insert(ANONYMOUS_LABEL.into(), String::new());
+        random_name()?
+    } else {
+        body.name
+    };
     let opts = body.driver_opts.unwrap_or_default();
     let v = create_volume(e, &name, labels, opts).await?;
     Ok(json(StatusCode::CREATED, &view(e, &v, false)))
