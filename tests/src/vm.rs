@@ -46,7 +46,7 @@ pub fn missing_prerequisite() -> Option<String> {
         return Some("vhost-device-vsock is not installed (cargo install --locked vhost-device-vsock)".into());
     }
     let img = crate::workspace_root().join("vm-images/out");
-    if !img.join("vmlinux").is_file() || !img.join("initramfs.cpio").is_file() {
+    if !["vmlinux", "initramfs.cpio", "system.img"].iter().all(|f| img.join(f).is_file()) {
         return Some("the VM image is not built (vm-images/build)".into());
     }
     None

@@ -1,4 +1,5 @@
-//! The persistent data disk (a qcow2 on the host) and shared host folders.
+//! The disks (the read-only system disk and the persistent data disk, a qcow2 on the host) and
+//! shared host folders.
 
 use std::io::Read;
 use std::path::Path;
@@ -11,6 +12,58 @@ use crate::InitError;
 
 /// berthd's data root inside the VM: images, containers, volumes.
 pub const DATA_ROOT: &str = "/var/lib/berth";
+
+/// Where the read-only system disk is mounted. The initramfs holds only init and the boot
+/// modules; every other path in it (/bin, /sbin, /usr, /lib64, the rest of /lib and /etc) is a
+/// symlink to the same path under here (vm-images/build).
+pub const SYSTEM_ROOT: &str = "/system";
+
+/// How long a disk may take to appear once virtio-blk is loaded.
+const DISK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The block device a `berth.disk=`/`berth.system=` value names: a `/dev` path, or
+/// `serial:NAME`, the virtio-blk disk whose serial is NAME (the agent sets one per drive on
+/// QEMU's command line). Names such as vda follow the order in which the virtio-mmio devices
+/// are probed, which nothing promises; serials do not depend on it.
+pub fn resolve(spec: &str) -> Result<String, InitError> {
+    let deadline = Instant::now() + DISK_TIMEOUT;
+    loop {
+        let found = match spec.strip_prefix("serial:") {
+            Some(serial) => find_by_serial(Path::new("/sys/block"), serial).map(|name| format!("/dev/{name}")),
+            None => Some(spec.to_string()),
+        };
+        if let Some(dev) = found.filter(|d| Path::new(d).exists()) {
+            return Ok(dev);
+        }
+        if Instant::now() > deadline {
+            return Err(InitError::Other(format!("disk {spec} did not appear within {} s", DISK_TIMEOUT.as_secs())));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The block device under `sys_block` (/sys/block) whose `serial` attribute is `serial`.
+pub fn find_by_serial(sys_block: &Path, serial: &str) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(sys_block).ok()?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names.into_iter().find(|n| std::fs::read_to_string(sys_block.join(n).join("serial")).map(|s| s.trim() == serial).unwrap_or(false))
+}
+
+/// Read-ahead for the system disk, KiB. Its programs are paged in on demand, and under
+/// emulation every virtio request costs a round trip through QEMU: fewer, larger reads win.
+const SYSTEM_READ_AHEAD_KIB: u32 = 2048;
+
+/// Mount the system disk read-only at [`SYSTEM_ROOT`] (QEMU opens its image read-only too).
+pub fn mount_system(dev: &str) -> Result<(), InitError> {
+    if let Some(name) = dev.strip_prefix("/dev/") {
+        let knob = format!("/sys/block/{name}/queue/read_ahead_kb");
+        if let Err(e) = std::fs::write(&knob, SYSTEM_READ_AHEAD_KIB.to_string()) {
+            crate::console::line(&format!("{knob}: {e}"));
+        }
+    }
+    mount(Some(dev), SYSTEM_ROOT, Some("ext4"), MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOATIME, None::<&str>)
+        .map_err(|e| InitError::Sys(format!("mount the system disk {dev} on {SYSTEM_ROOT}"), e))
+}
 
 /// What the first bytes of a block device say about it.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,16 +86,24 @@ pub fn classify(head: &[u8]) -> DiskState {
     }
 }
 
-/// Wait for the device, format it the first time, mount it at `root` with online discard (so
-/// deleted images give their space back to the host's qcow2).
-pub fn prepare(dev: &str, root: &str) -> Result<(), InitError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !Path::new(dev).exists() {
-        if Instant::now() > deadline {
-            return Err(InitError::Other(format!("data disk {dev} did not appear within 10 s")));
+/// Ask the kernel to read `files` into the page cache now (readahead(2): the reads are queued,
+/// nothing is copied), so that the pages berthd's start faults in are there by then: a few
+/// large sequential reads instead of a virtio request per fault.
+pub fn prefetch(files: &[&str]) {
+    use std::os::fd::AsRawFd;
+    for f in files {
+        if let Ok(file) = std::fs::File::open(f) {
+            let len = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
+            // SAFETY: readahead on an open descriptor; the file is closed afterwards.
+            unsafe { libc::readahead(file.as_raw_fd(), 0, len) };
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Format the device the first time (mke2fs is on the system disk: `system_ready` waits for
+/// it), mount it at `root` with online discard (so deleted images give their space back to the
+/// host's qcow2).
+pub fn prepare(dev: &str, root: &str, system_ready: impl FnOnce() -> Result<(), InitError>) -> Result<(), InitError> {
     let mut head = vec![0u8; 65536];
     std::fs::File::open(dev)
         .and_then(|mut f| f.read_exact(&mut head))
@@ -50,6 +111,7 @@ pub fn prepare(dev: &str, root: &str) -> Result<(), InitError> {
     match classify(&head) {
         DiskState::Ext4 => {}
         DiskState::Blank => {
+            system_ready()?;
             crate::console::line(&format!("formatting the data disk {dev} (first boot)"));
             let out = std::process::Command::new("/sbin/mke2fs")
                 .args(["-q", "-F", "-t", "ext4", "-L", "berth-data", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", dev])
@@ -91,5 +153,22 @@ mod tests {
         other[510] = 0x55;
         other[511] = 0xAA; // an MBR: never formatted over
         assert_eq!(classify(&other), DiskState::Unknown);
+    }
+
+    #[test]
+    fn finds_disks_by_serial() {
+        let d = std::env::temp_dir().join(format!("berth-init-sysblock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        for (name, serial) in [("vda", Some("berth-system\n")), ("vdb", Some("berth-data")), ("loop0", None)] {
+            std::fs::create_dir_all(d.join(name)).unwrap();
+            if let Some(s) = serial {
+                std::fs::write(d.join(name).join("serial"), s).unwrap();
+            }
+        }
+        assert_eq!(find_by_serial(&d, "berth-data").as_deref(), Some("vdb"));
+        assert_eq!(find_by_serial(&d, "berth-system").as_deref(), Some("vda"), "the attribute's newline is ignored");
+        assert_eq!(find_by_serial(&d, "berth"), None, "whole serials only");
+        assert_eq!(find_by_serial(&d.join("nothing"), "berth-data"), None);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -3,8 +3,9 @@
 //! In order: mount the kernel filesystems (cgroup2 only: inside our VM cgroups are v2), move the
 //! initramfs root onto a bind mount (so the OCI runtime can `pivot_root`), start loading the
 //! kernel modules listed by the image build (in parallel, in the background), start the
-//! host-facing vsock services and ask the host for the time, format (first boot) and mount the
-//! persistent data disk at berthd's data root, start berthd on vsock port 2375 (it serves
+//! host-facing vsock services and ask the host for the time, mount the read-only system disk
+//! (berthd and every other program live there: the initramfs links into it), format (first
+//! boot) and mount the persistent data disk at berthd's data root, start berthd on vsock port 2375 (it serves
 //! while the network modules still load, and is told on a pipe when they are in), and then
 //! reap orphans and keep berthd running until the host asks for a
 //! shutdown. Every stage is printed on the console as `berth-init: stage=NAME ...`, which the
@@ -62,7 +63,20 @@ fn run() -> Result<(), InitError> {
     let (shutdown_tx, shutdown_rx) = std::sync::mpsc::channel::<()>();
     services::start_all(&rt, shutdown_tx);
     mods.wait_for(&["virtio_mmio", "virtio_blk", "crc32c_generic", "ext4"])?;
-    disk::prepare(&cmd.data_disk, disk::DATA_ROOT)?;
+    // The two disks at once: the data disk's mount does not wait for the system disk's (only
+    // its first-boot format does: mke2fs is on the system disk).
+    let (system_tx, system_rx) = std::sync::mpsc::channel::<()>();
+    let data_spec = cmd.data_disk.clone();
+    let data = std::thread::spawn(move || {
+        let ready = move || system_rx.recv().map_err(|_| InitError::Other("no system disk to format the data disk with".into()));
+        disk::prepare(&disk::resolve(&data_spec)?, disk::DATA_ROOT, ready)
+    });
+    let system = disk::resolve(&cmd.system_disk)?;
+    disk::mount_system(&system)?;
+    disk::prefetch(&["/system/bin/berthd"]);
+    let _ = system_tx.send(());
+    console::stage("system-up", &system);
+    data.join().map_err(|_| InitError::Other("the data disk thread panicked".into()))??;
     if !cmd.shares.is_empty() {
         mods.wait_for(&["9p", "9pnet_virtio"])?;
     }

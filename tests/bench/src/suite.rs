@@ -224,12 +224,14 @@ fn vm_image_version(images: &Path) -> String {
     };
     let mib = |k: &str| m[k]["bytes"].as_f64().map(|b| b / 1048576.0);
     format!(
-        "{} {}, runtime {}, vmlinux {:.0} MiB, initramfs {:.0} MiB (vm-images/out/manifest.json)",
+        "{} {}, runtime {}, vmlinux {:.0} MiB, initramfs {:.1} MiB, system disk {:.0} MiB \
+         (vm-images/out/manifest.json)",
         m["kernel_package"].as_str().unwrap_or("?"),
         m["kernel_package_version"].as_str().unwrap_or("?"),
         m["runtime"].as_str().unwrap_or("?"),
         mib("vmlinux").unwrap_or(0.0),
-        mib("initramfs").unwrap_or(0.0)
+        mib("initramfs").unwrap_or(0.0),
+        mib("system").unwrap_or(0.0)
     )
 }
 

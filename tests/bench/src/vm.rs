@@ -56,7 +56,7 @@ const BARE_TIMEOUT: Duration = Duration::from_secs(180);
 pub struct VmPaths {
     /// The `berth` CLI (host agent).
     pub berth: PathBuf,
-    /// `vm-images/out`: vmlinux, initramfs.cpio, bare-busybox.cpio.
+    /// `vm-images/out`: vmlinux, initramfs.cpio, system.img, bare-busybox.cpio.
     pub images: PathBuf,
     /// The berthd the image was built with (static, vm-images/build), run natively.
     pub native_berthd: PathBuf,
@@ -72,6 +72,9 @@ impl VmPaths {
     }
     pub fn initramfs(&self) -> PathBuf {
         self.images.join("initramfs.cpio")
+    }
+    pub fn system(&self) -> PathBuf {
+        self.images.join("system.img")
     }
     pub fn bare_initramfs(&self) -> PathBuf {
         self.images.join("bare-busybox.cpio")
@@ -95,7 +98,7 @@ impl VmPaths {
                     .into(),
             );
         }
-        for f in [self.kernel(), self.initramfs(), self.bare_initramfs()] {
+        for f in [self.kernel(), self.initramfs(), self.system(), self.bare_initramfs()] {
             if !f.is_file() {
                 return Some(format!(
                     "the VM image is not built ({} is missing: run ./vm-images/build)",
@@ -174,6 +177,7 @@ pub fn agent_config(paths: &VmPaths, initramfs: PathBuf) -> qemu::QemuConfig {
         memory_mib: VM_MEMORY_MIB,
         kernel: paths.kernel(),
         initramfs,
+        system: "/dev/null".into(),
         disk: "/dev/null".into(),
         qmp: "/dev/null".into(),
         console: "/dev/null".into(),
@@ -753,7 +757,7 @@ mod tests {
             why.contains("vm-images/build") && why.contains("vmlinux"),
             "{why}"
         );
-        for f in ["vmlinux", "initramfs.cpio"] {
+        for f in ["vmlinux", "initramfs.cpio", "system.img"] {
             std::fs::write(dir.path().join(f), b"x").unwrap();
         }
         assert!(p.missing().unwrap().contains("bare-busybox.cpio"));

@@ -1,5 +1,6 @@
 //! berthd in the Berth VM: QEMU started as a process (`-machine microvm`, PVH boot of the
-//! uncompressed kernel, the initramfs from vm-images/), a qcow2 data disk, vsock through
+//! uncompressed kernel, the small initramfs from vm-images/ and its read-only system disk
+//! image), a qcow2 data disk, vsock through
 //! vhost-user-vsock (the `vhost-device-vsock` daemon) or kernel vhost-vsock, a QMP socket for
 //! control, the serial console read line by line for readiness stages and `berth logs`.
 //!
@@ -49,9 +50,18 @@ pub struct VmAssets {
     pub vhost_vsock: Option<PathBuf>,
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
+    /// The system disk image (berthd and the other guest programs; attached read-only).
+    pub system: PathBuf,
     /// The kernel's timer frequency (CONFIG_HZ), from the image's manifest.json.
     pub kernel_hz: Option<u32>,
 }
+
+/// The files of a VM image directory (vm-images/build writes them).
+pub const IMAGE_FILES: [&str; 3] = ["vmlinux", "initramfs.cpio", "system.img"];
+
+/// The virtio-blk serials init finds the disks by (`berth.system=`/`berth.disk=serial:...`).
+pub const SYSTEM_SERIAL: &str = "berth-system";
+pub const DATA_SERIAL: &str = "berth-data";
 
 /// `"kernel_hz"` from the manifest vm-images/build writes next to the kernel.
 pub fn manifest_hz(dir: &Path) -> Option<u32> {
@@ -87,9 +97,17 @@ impl VmAssets {
         dirs.push(home.root().join("vm-images"));
         let dir = dirs
             .iter()
-            .find(|d| d.join("vmlinux").is_file() && d.join("initramfs.cpio").is_file())
+            .find(|d| IMAGE_FILES.iter().all(|f| d.join(f).is_file()))
             .ok_or_else(|| format!("the VM image is not built (run vm-images/build); looked in {}", dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")))?;
-        Ok(VmAssets { qemu, qemu_img, vhost_vsock, kernel: dir.join("vmlinux"), initramfs: dir.join("initramfs.cpio"), kernel_hz: manifest_hz(dir) })
+        Ok(VmAssets {
+            qemu,
+            qemu_img,
+            vhost_vsock,
+            kernel: dir.join("vmlinux"),
+            initramfs: dir.join("initramfs.cpio"),
+            system: dir.join("system.img"),
+            kernel_hz: manifest_hz(dir),
+        })
     }
 }
 
@@ -101,6 +119,8 @@ pub struct QemuConfig {
     pub memory_mib: u32,
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
+    /// The read-only system disk image.
+    pub system: PathBuf,
     pub disk: PathBuf,
     pub qmp: PathBuf,
     /// Where the serial console is written (by QEMU itself: it outlives the agent).
@@ -125,7 +145,7 @@ pub fn kernel_cmdline(c: &QemuConfig) -> String {
     if let Some(hz) = c.kernel_hz.filter(|_| c.tsc_khz > 0) {
         cmdline.push_str(&format!(" lpj={}", c.tsc_khz * 1000 / u64::from(hz)));
     }
-    cmdline.push_str(" berth.disk=/dev/vda");
+    cmdline.push_str(&format!(" berth.system=serial:{SYSTEM_SERIAL} berth.disk=serial:{DATA_SERIAL}"));
     for (i, s) in c.shares.iter().enumerate() {
         cmdline.push_str(&format!(" berth.share=share{i}:{s}"));
     }
@@ -148,8 +168,13 @@ pub fn qemu_args(c: &QemuConfig) -> Vec<String> {
     push(&["-append", &kernel_cmdline(c)]);
     push(&["-chardev", &format!("file,id=con,path={}", c.console.display()), "-serial", "chardev:con"]);
     push(&["-qmp", &format!("unix:{},server=on,wait=off", c.qmp.display())]);
+    // The system disk: read-only for QEMU too, so one image serves every VM and a rebuilt image
+    // (vm-images/build renames a new file into place) takes effect at the next boot while the
+    // running VM keeps the file it opened. The data disk stays as it is across such upgrades.
+    push(&["-drive", &format!("id=system,file={},format=raw,if=none,readonly=on", c.system.display())]);
+    push(&["-device", &format!("virtio-blk-device,drive=system,serial={SYSTEM_SERIAL}")]);
     push(&["-drive", &format!("id=data,file={},format=qcow2,if=none,discard=unmap,detect-zeroes=unmap,cache=writeback", c.disk.display())]);
-    push(&["-device", "virtio-blk-device,drive=data"]);
+    push(&["-device", &format!("virtio-blk-device,drive=data,serial={DATA_SERIAL}")]);
     match &c.vhost_user_vsock {
         Some(sock) => {
             push(&["-chardev", &format!("socket,id=vsock,path={}", sock.display())]);
@@ -701,6 +726,7 @@ impl Backend for Qemu {
                 memory_mib: settings.memory_mib,
                 kernel: assets.kernel.clone(),
                 initramfs: assets.initramfs.clone(),
+                system: assets.system.clone(),
                 disk: disk.clone(),
                 qmp: self.qmp_path.clone(),
                 console: self.vm("console.log"),
@@ -882,6 +908,7 @@ mod tests {
             memory_mib: 1024,
             kernel: "/img/vmlinux".into(),
             initramfs: "/img/initramfs.cpio".into(),
+            system: "/img/system.img".into(),
             disk: "/h/vm/disk.qcow2".into(),
             qmp: "/h/vm/qmp.sock".into(),
             console: "/h/vm/console.log".into(),
@@ -901,6 +928,9 @@ mod tests {
         assert!(a.contains("memory-backend-memfd,id=mem,size=1024M,share=on"));
         assert!(a.contains("vhost-user-vsock-device,chardev=vsock"));
         assert!(a.contains("discard=unmap"));
+        assert!(a.contains("-drive id=system,file=/img/system.img,format=raw,if=none,readonly=on -device virtio-blk-device,drive=system,serial=berth-system"), "{a}");
+        assert!(a.contains("virtio-blk-device,drive=data,serial=berth-data"), "{a}");
+        assert!(a.contains("berth.system=serial:berth-system berth.disk=serial:berth-data"), "{a}");
         assert!(a.contains("berth.share=share0:/home/u"));
         assert!(a.contains("tsc_early_khz=2600000"));
         assert!(a.contains(" loglevel=5 softlockup_all_cpu_backtrace=1 "));
