@@ -100,6 +100,28 @@ fn containers_find_each_other_by_name_and_alias_and_networks_are_isolated() {
     let out = d.docker_ok(&["run", "--rm", "--network", "back", "--ip", "10.123.0.7", &bb, "sh", "-c", "ip -4 -o addr show eth0; ip route"]);
     assert!(out.contains("10.123.0.7/24"), "{out}");
     assert!(out.contains("default via 10.123.0.254"), "{out}");
+    // --mac-address: the interface has it, on the default bridge and on a user network, and
+    // inspect shows it; a bad one is refused with Docker's words (the CLI checks it too).
+    let mac = "02:42:0a:7b:00:99";
+    let out = d.docker_ok(&["run", "--rm", "--mac-address", "02:42:0A:7B:00:99", &bb, "cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(out.trim(), mac);
+    let out = d.docker_ok(&["run", "--rm", "--network", "back", "--mac-address", mac, &bb, "cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(out.trim(), mac);
+    d.docker_ok(&["run", "-d", "--name", "macd", "--mac-address", mac, &bb, "sleep", "600"]);
+    let st = &json(d, &["inspect", "macd"])[0]["NetworkSettings"];
+    assert_eq!((st["MacAddress"].as_str(), st["Networks"]["bridge"]["MacAddress"].as_str()), (Some(mac), Some(mac)), "{st}");
+    d.docker_ok(&["rm", "-f", "macd"]);
+    // Before it runs, the configured address is what inspect shows.
+    d.docker_ok(&["create", "--name", "macc", "--mac-address", mac, &bb, "true"]);
+    assert_eq!(json(d, &["inspect", "macc"])[0]["NetworkSettings"]["Networks"]["bridge"]["MacAddress"], mac);
+    d.docker_ok(&["rm", "macc"]);
+    for body in [serde_json::json!({"Image": bb, "MacAddress": "01:00:5e:00:00:01"}),
+        serde_json::json!({"Image": bb, "NetworkingConfig": {"EndpointsConfig": {"back": {"MacAddress": "02:42:zz:00:00:01"}}}})]
+    {
+        let r = d.api_post("/v1.47/containers/create", Some(&body)).unwrap();
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.json().unwrap()["message"].as_str().unwrap().ends_with("is not a valid mac address"), "{}", r.text());
+    }
     // connect: a running container joins a second network, and names resolve there at once.
     d.docker_ok(&["run", "-d", "--name", "client", "--network", "back", &bb, "sleep", "600"]);
     d.docker_ok(&["network", "connect", "--alias", "cli", "front", "client"]);

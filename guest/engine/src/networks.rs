@@ -132,6 +132,9 @@ pub struct EndpointWanted {
     pub aliases: Vec<String>,
     #[serde(default)]
     pub ipv4: Option<Ipv4Addr>,
+    /// `--mac-address` (EndpointSettings.MacAddress), normalised; None: derived from the IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// A container's network state, in its record.
@@ -555,7 +558,7 @@ impl Networks {
             ip,
             prefix: r.subnet.map(|s| s.prefix_len()).unwrap_or(16),
             gateway: r.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            mac: ipam::mac_string(&ipam::mac_for(ip)),
+            mac: wanted.mac.clone().unwrap_or_else(|| ipam::mac_string(&ipam::mac_for(ip))),
             host_veth: format!("veth{}", &random_hex(4)[..7]),
             ifname: format!("eth{index}"),
             aliases,
@@ -571,7 +574,7 @@ fn spec_of(r: &NetworkRecord, ep: &Endpoint, default_route: bool) -> EndpointSpe
         ip: ep.ip,
         prefix: ep.prefix,
         gateway: default_route.then_some(ep.gateway),
-        mac: ipam::mac_for(ep.ip),
+        mac: ipam::parse_mac(&ep.mac).unwrap_or_else(|| ipam::mac_for(ep.ip)),
     }
 }
 
@@ -630,7 +633,8 @@ pub fn wanted_at_create(e: &Engine, host: &bollard_stubs::models::HostConfig, ne
             Some(s) => Some(s.parse::<Ipv4Addr>().map_err(|_| ApiError::bad(format!("invalid IPv4 address: {s}")))?),
             None => None,
         };
-        Ok(EndpointWanted { aliases, ipv4 })
+        let mac = v.get("MacAddress").and_then(|x| x.as_str()).filter(|s| !s.is_empty()).map(parse_mac).transpose()?;
+        Ok(EndpointWanted { aliases, ipv4, mac })
     };
     let resolve = |name: &str| -> Result<NetworkRecord, ApiError> { Ok(e.networks.get(name)?) };
     let pr = resolve(&primary)?;
@@ -652,6 +656,22 @@ pub fn wanted_at_create(e: &Engine, host: &bollard_stubs::models::HostConfig, ne
         out.push((r.name.clone(), parse(Some(v))?));
     }
     Ok(out)
+}
+
+/// A MAC address from a request, normalised, or Docker's refusal.
+fn parse_mac(s: &str) -> Result<String, ApiError> {
+    ipam::parse_mac(s).map(|m| ipam::mac_string(&m)).ok_or_else(|| ApiError::bad(format!("{s} is not a valid mac address")))
+}
+
+/// The deprecated Config.MacAddress (older clients' `--mac-address`): as in Docker, it is the
+/// primary network's unless that endpoint names its own.
+pub fn legacy_mac(wanted: &mut [(String, EndpointWanted)], mac: Option<&str>) -> Result<(), ApiError> {
+    let Some(mac) = mac.filter(|m| !m.is_empty()) else { return Ok(()) };
+    let mac = parse_mac(mac)?;
+    if let Some((_, w)) = wanted.first_mut() {
+        w.mac.get_or_insert(mac);
+    }
+    Ok(())
 }
 
 /// Map `--network host|none` (also given by network name) onto the HostConfig mode.
@@ -1319,7 +1339,7 @@ pub fn settings_view(e: &Engine, c: &Container) -> Value {
                 "IPAMConfig": w.ipv4.map(|ip| json!({"IPv4Address": ip.to_string()})),
                 "Links": null,
                 "Aliases": if w.aliases.is_empty() { Value::Null } else { json!(w.aliases) },
-                "MacAddress": ep.map(|ep| ep.mac.clone()).unwrap_or_default(),
+                "MacAddress": ep.map(|ep| ep.mac.clone()).or_else(|| w.mac.clone()).unwrap_or_default(),
                 "DriverOpts": null,
                 "NetworkID": id,
                 "EndpointID": ep.map(|ep| ep.endpoint_id.clone()).unwrap_or_default(),

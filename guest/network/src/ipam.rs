@@ -98,6 +98,22 @@ pub fn mac_string(m: &[u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
+/// `aa:bb:cc:dd:ee:ff` (or with `-`), any case; a unicast address only, as a NIC must have.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut m = [0u8; 6];
+    for (o, p) in m.iter_mut().zip(&parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *o = u8::from_str_radix(p, 16).ok()?;
+    }
+    (m[0] & 1 == 0).then_some(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +156,10 @@ mod tests {
         assert!(Ipam::new("10.1.0.0/24".parse().unwrap(), Some(Ipv4Addr::new(10, 2, 0, 1))).is_err());
         assert!(Ipam::new("10.1.0.0/31".parse().unwrap(), None).is_err());
         assert_eq!(mac_string(&mac_for(Ipv4Addr::new(172, 17, 0, 2))), "02:42:ac:11:00:02");
+        assert_eq!(parse_mac("02:42:AC:11:00:0a"), Some([2, 0x42, 0xac, 0x11, 0, 10]));
+        assert_eq!(parse_mac("02-42-ac-11-00-0a"), parse_mac("02:42:ac:11:00:0a"));
+        for bad in ["", "02:42:ac:11:00", "02:42:ac:11:00:0a:0b", "0242ac11000a", "02:42:ac:11:00:0g", "01:00:5e:00:00:01", "2:42:ac:11:00:0a"] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
     }
 }

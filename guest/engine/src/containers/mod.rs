@@ -312,7 +312,8 @@ pub async fn create_container(e: &Arc<Engine>, body: CreateBody, name: Option<&s
     logopts::normalize(&mut host_config);
     crate::networks::normalize_mode(e, &mut host_config);
     crate::networks::resolve_extra_hosts(e, &mut host_config)?;
-    let wanted_networks = crate::networks::wanted_at_create(e, &host_config, body.networking_config.as_ref())?;
+    let mut wanted_networks = crate::networks::wanted_at_create(e, &host_config, body.networking_config.as_ref())?;
+    crate::networks::legacy_mac(&mut wanted_networks, config.mac_address.as_deref())?;
     crate::networks::port_requests_valid(&config, &host_config)?;
     let from = mounts::volumes_from(e, &host_config)?;
     let (mount_points, wanted) = mounts::plan(&config, &host_config, &from)?;
@@ -492,7 +493,7 @@ pub fn summary(c: &Container) -> ContainerSummary {
                 c.net
                     .wanted
                     .iter()
-                    .map(|(name, _)| {
+                    .map(|(name, w)| {
                         let ep = c.net.endpoints.iter().find(|ep| ep.network == *name);
                         (
                             name.clone(),
@@ -502,7 +503,7 @@ pub fn summary(c: &Container) -> ContainerSummary {
                                 ip_address: ep.map(|ep| ep.ip.to_string()),
                                 gateway: ep.map(|ep| ep.gateway.to_string()),
                                 ip_prefix_len: ep.map(|ep| ep.prefix as i64),
-                                mac_address: ep.map(|ep| ep.mac.clone()),
+                                mac_address: ep.map(|ep| ep.mac.clone()).or_else(|| w.mac.clone()),
                                 ..Default::default()
                             },
                         )
