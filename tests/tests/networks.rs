@@ -122,6 +122,23 @@ fn containers_find_each_other_by_name_and_alias_and_networks_are_isolated() {
         assert_eq!(r.status, 400, "{}", r.text());
         assert!(r.json().unwrap()["message"].as_str().unwrap().ends_with("is not a valid mac address"), "{}", r.text());
     }
+    // --aux-address: reserved addresses are never handed out, and inspect keeps them.
+    d.docker_ok(&["network", "create", "--subnet", "10.124.0.0/29", "--aux-address", "h1=10.124.0.2", "--aux-address", "h2=10.124.0.3", "aux"]);
+    let ipam = &json(d, &["network", "inspect", "aux"])[0]["IPAM"]["Config"][0];
+    assert_eq!(ipam["AuxiliaryAddresses"], serde_json::json!({"h1": "10.124.0.2", "h2": "10.124.0.3"}), "{ipam}");
+    let out = d.docker_ok(&["run", "--rm", "--network", "aux", &bb, "ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert!(out.contains("10.124.0.4/29"), "{out}");
+    let r = d.docker(&["run", "--rm", "--network", "aux", "--ip", "10.124.0.2", &bb, "true"]);
+    assert!(!r.success() && r.stderr.contains("in use"), "{r:?}");
+    d.docker_ok(&["network", "rm", "aux"]);
+    // --ip-range: addresses come from the range.
+    d.docker_ok(&["network", "create", "--subnet", "10.127.0.0/24", "--ip-range", "10.127.0.128/25", "ranged"]);
+    assert_eq!(json(d, &["network", "inspect", "ranged"])[0]["IPAM"]["Config"][0]["IPRange"], "10.127.0.128/25");
+    let out = d.docker_ok(&["run", "--rm", "--network", "ranged", &bb, "ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert!(out.contains("10.127.0.128/24"), "{out}");
+    d.docker_ok(&["network", "rm", "ranged"]);
+    let r = d.docker(&["network", "create", "--subnet", "10.125.0.0/24", "--aux-address", "h=10.126.0.2", "aux2"]);
+    assert!(!r.success() && r.stderr.contains("no matching subnet for aux-address 10.126.0.2"), "{r:?}");
     // connect: a running container joins a second network, and names resolve there at once.
     d.docker_ok(&["run", "-d", "--name", "client", "--network", "back", &bb, "sleep", "600"]);
     d.docker_ok(&["network", "connect", "--alias", "cli", "front", "client"]);

@@ -89,6 +89,12 @@ pub struct NetworkRecord {
     pub subnet: Option<Ipv4Net>,
     #[serde(default)]
     pub gateway: Option<Ipv4Addr>,
+    /// IPAM AuxiliaryAddresses: name -> an address of the subnet that is never allocated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
+    /// IPAM IPRange: the part of the subnet that addresses are picked from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<Ipv4Net>,
 }
 
 impl NetworkRecord {
@@ -291,6 +297,8 @@ impl Networks {
                 bridge: String::new(),
                 subnet: None,
                 gateway: None,
+                aux_addresses: BTreeMap::new(),
+                ip_range: None,
             };
             if driver == "bridge" {
                 let taken = self.taken_subnets();
@@ -448,6 +456,12 @@ impl Networks {
             None => (ipam::pick_subnet(&taken).ok_or_else(|| NetworkError::Invalid("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network".into()))?, None),
         };
         let i = Ipam::new(subnet, gateway)?;
+        if let Some((_, ip)) = req.aux_addresses.iter().find(|(_, ip)| !i.subnet.contains(*ip)) {
+            return Err(NetworkError::Invalid(format!("no matching subnet for aux-address {ip}")));
+        }
+        if let Some(r) = req.ip_range.filter(|r| !i.subnet.contains(r)) {
+            return Err(NetworkError::Invalid(format!("no matching subnet for range {r}")));
+        }
         let id = random_hex(32);
         let bridge = req.options.get("com.docker.network.bridge.name").cloned().unwrap_or_else(|| format!("br-{}", &id[..12]));
         let r = NetworkRecord {
@@ -462,6 +476,8 @@ impl Networks {
             bridge,
             subnet: Some(i.subnet),
             gateway: Some(i.gateway),
+            aux_addresses: req.aux_addresses,
+            ip_range: req.ip_range,
         };
         self.write(&r)?;
         self.records.lock().expect("networks").insert(r.id.clone(), r.clone());
@@ -499,7 +515,10 @@ impl Networks {
         let mut m = self.ipam.lock().expect("ipam");
         if !m.contains_key(&r.id) {
             let (Some(s), g) = (r.subnet, r.gateway) else { return Err(NetworkError::Invalid(format!("network {} has no subnet", r.name))) };
-            m.insert(r.id.clone(), Ipam::new(s, g)?);
+            let mut i = Ipam::new(s, g)?;
+            i.reserved = r.aux_addresses.values().copied().collect();
+            i.range = r.ip_range;
+            m.insert(r.id.clone(), i);
         }
         Ok(())
     }
@@ -589,6 +608,8 @@ pub struct CreateRequest {
     pub options: HashMap<String, String>,
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
+    pub ip_range: Option<Ipv4Net>,
 }
 
 /// How a container is networked, from its HostConfig.NetworkMode.
@@ -1190,7 +1211,16 @@ fn network_view(e: &Engine, r: &NetworkRecord, verbose_containers: bool) -> Valu
         }
     }
     let config: Vec<Value> = match (r.subnet, r.gateway) {
-        (Some(s), Some(g)) => vec![json!({"Subnet": s.to_string(), "Gateway": g.to_string()})],
+        (Some(s), Some(g)) => {
+            let mut c = json!({"Subnet": s.to_string(), "Gateway": g.to_string()});
+            if let Some(range) = r.ip_range {
+                c["IPRange"] = json!(range.to_string());
+            }
+            if !r.aux_addresses.is_empty() {
+                c["AuxiliaryAddresses"] = json!(r.aux_addresses);
+            }
+            vec![c]
+        }
         _ => vec![],
     };
     json!({
@@ -1263,6 +1293,8 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>) -> Result<Response<
         options: map("Options"),
         subnet: None,
         gateway: None,
+        aux_addresses: BTreeMap::new(),
+        ip_range: None,
     };
     if body.get("EnableIPv6").and_then(|v| v.as_bool()).unwrap_or(false) {
         return Err(ApiError::bad("IPv6 networks are not supported by Berth yet"));
@@ -1281,6 +1313,21 @@ pub async fn create(e: &Arc<Engine>, req: Request<Incoming>) -> Result<Response<
             if req.subnet.is_none() {
                 return Err(ApiError::bad("a gateway needs a subnet"));
             }
+        }
+        if let Some(r) = c.get("IPRange").and_then(|v| v.as_str()).filter(|s| !s.is_empty()) {
+            let range: Ipv4Net = r.parse().map_err(|_| ApiError::bad(format!("invalid ip-range {r}")))?;
+            if req.subnet.is_none() {
+                return Err(ApiError::bad("an ip-range needs a subnet"));
+            }
+            req.ip_range = Some(range.trunc());
+        }
+        for (name, v) in c.get("AuxiliaryAddresses").and_then(|v| v.as_object()).into_iter().flatten() {
+            let a = v.as_str().unwrap_or_default();
+            let ip: Ipv4Addr = a.parse().map_err(|_| ApiError::bad(format!("invalid aux-address {name}={a}")))?;
+            if req.subnet.is_none() {
+                return Err(ApiError::bad("an aux-address needs a subnet"));
+            }
+            req.aux_addresses.insert(name.clone(), ip);
         }
     }
     network_ready(e).await?;

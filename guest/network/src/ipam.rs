@@ -37,6 +37,14 @@ pub struct Ipam {
     /// not reused at once (stale ARP entries and DNS caches), as Docker does.
     #[serde(default)]
     pub last: Option<Ipv4Addr>,
+    /// Addresses never handed out (the network's AuxiliaryAddresses, used by hosts outside
+    /// Docker's control).
+    #[serde(default)]
+    pub reserved: BTreeSet<Ipv4Addr>,
+    /// IPRange (`--ip-range`): where addresses are picked from; `--ip` may still name any
+    /// address of the subnet.
+    #[serde(default)]
+    pub range: Option<Ipv4Net>,
 }
 
 impl Ipam {
@@ -50,7 +58,7 @@ impl Ipam {
         if !subnet.contains(&gateway) || gateway == subnet.network() || gateway == subnet.broadcast() {
             return Err(NetError::Invalid(format!("gateway {gateway} is not a host address of {subnet}")));
         }
-        Ok(Ipam { subnet, gateway, allocated: BTreeSet::new(), last: None })
+        Ok(Ipam { subnet, gateway, allocated: BTreeSet::new(), last: None, reserved: BTreeSet::new(), range: None })
     }
 
     fn usable(&self, ip: Ipv4Addr) -> bool {
@@ -63,18 +71,19 @@ impl Ipam {
             if !self.usable(ip) {
                 return Err(NetError::Invalid(format!("invalid address {ip}: it does not belong to any of this network's subnets")));
             }
-            if !self.allocated.insert(ip) {
+            if self.reserved.contains(&ip) || !self.allocated.insert(ip) {
                 return Err(NetError::AddressInUse(ip.to_string()));
             }
             return Ok(ip);
         }
-        let first = u32::from(self.subnet.network()) + 1;
-        let end = u32::from(self.subnet.broadcast());
+        let pool = self.range.unwrap_or(self.subnet);
+        let first = u32::from(pool.network()).max(u32::from(self.subnet.network()) + 1);
+        let end = u32::from(pool.broadcast()).min(u32::from(self.subnet.broadcast())) + 1;
         let start = self.last.map(|l| u32::from(l) + 1).filter(|s| *s >= first && *s < end).unwrap_or(first);
         let span = end - first;
         for i in 0..span {
             let cand = Ipv4Addr::from(first + (start - first + i) % span);
-            if self.usable(cand) && !self.allocated.contains(&cand) {
+            if self.usable(cand) && !self.allocated.contains(&cand) && !self.reserved.contains(&cand) {
                 self.allocated.insert(cand);
                 self.last = Some(cand);
                 return Ok(cand);
@@ -117,6 +126,22 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_addresses_and_the_range_bound_what_is_picked() {
+        let mut i = Ipam::new("10.9.0.0/24".parse().unwrap(), None).unwrap();
+        i.reserved = [Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(10, 9, 0, 3)].into();
+        assert_eq!(i.allocate(None).unwrap(), Ipv4Addr::new(10, 9, 0, 4));
+        assert!(matches!(i.allocate(Some(Ipv4Addr::new(10, 9, 0, 2))), Err(NetError::AddressInUse(_))));
+        let mut i = Ipam::new("10.9.0.0/24".parse().unwrap(), None).unwrap();
+        i.range = Some("10.9.0.252/30".parse().unwrap());
+        let got: Vec<Ipv4Addr> = (0..3).map(|_| i.allocate(None).unwrap()).collect();
+        // .255 is the subnet's broadcast: never an endpoint's.
+        assert_eq!(got, [Ipv4Addr::new(10, 9, 0, 252), Ipv4Addr::new(10, 9, 0, 253), Ipv4Addr::new(10, 9, 0, 254)]);
+        assert!(matches!(i.allocate(None), Err(NetError::Exhausted(_))));
+        // --ip may still name an address outside the range.
+        assert_eq!(i.allocate(Some(Ipv4Addr::new(10, 9, 0, 9))).unwrap(), Ipv4Addr::new(10, 9, 0, 9));
+    }
 
     #[test]
     fn subnets_skip_taken_ones() {
