@@ -207,15 +207,7 @@ pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Res
             if !upgrade {
                 return Ok(Response::new(full(Bytes::from(msg))));
             }
-            tokio::spawn(async move {
-                let Ok(upgraded) = on_upgrade.await else { return };
-                if let Some(d) = settle {
-                    tokio::time::sleep(d).await;
-                }
-                let mut client = TokioIo::new(upgraded);
-                let _ = client.write_all(&msg).await;
-                let _ = client.shutdown().await;
-            });
+            super::send_upgraded_then_close(on_upgrade, settle, msg);
             return Ok(super::upgraded_response(raw));
         }
         Err(berth_shim::ClientError::Shim(m)) => return Err(ApiError::bad(m)),

@@ -959,17 +959,7 @@ pub async fn attach(e: &Arc<Engine>, key: &str, mut req: Request<Incoming>, q: &
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
             return Ok(r);
         }
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            if let Ok(u) = on_upgrade.await {
-                if let Some(d) = settle {
-                    tokio::time::sleep(d).await;
-                }
-                let mut client = TokioIo::new(u);
-                let _ = client.write_all(&replay).await;
-                let _ = client.shutdown().await;
-            }
-        });
+        super::send_upgraded_then_close(hyper::upgrade::on(&mut req), settle, replay);
         return Ok(super::upgraded_response(tty));
     }
     if !upgrade {

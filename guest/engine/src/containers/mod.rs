@@ -176,6 +176,21 @@ pub(crate) fn hijack_settle(req: &Request<Incoming>) -> Option<std::time::Durati
     (ua.starts_with("docker-sdk-python/") || ua.contains(" docker-py/")).then_some(HIJACK_SETTLE)
 }
 
+/// Once the client's connection is upgraded (and after the settle pause), write `bytes` and
+/// close it: a hijacked answer that is whole at once (a replay, a start failure).
+pub(crate) fn send_upgraded_then_close(on_upgrade: hyper::upgrade::OnUpgrade, settle: Option<std::time::Duration>, bytes: Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    tokio::spawn(async move {
+        let Ok(u) = on_upgrade.await else { return };
+        if let Some(d) = settle {
+            tokio::time::sleep(d).await;
+        }
+        let mut client = hyper_util::rt::TokioIo::new(u);
+        let _ = client.write_all(&bytes).await;
+        let _ = client.shutdown().await;
+    });
+}
+
 /// The 101 answer to a hijacking attach/exec request, with Docker's stream content type.
 pub(crate) fn upgraded_response(tty: bool) -> Response<Body> {
     let ct = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
