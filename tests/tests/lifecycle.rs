@@ -211,6 +211,55 @@ fn none_log_driver_keeps_no_log() {
     assert_eq!(w.d.docker_ok(&["logs", "loud"]), "out\n");
 }
 
+/// An attach client that reads slowly gets every line, in order (a 16-chunk queue used to drop
+/// output for it); one that stops reading is cut off once it is 8 MiB behind, after a notice,
+/// and what it got until then has no holes. The container runs on either way.
+#[test]
+fn slow_attach_loses_nothing_and_a_stalled_one_is_cut_off_cleanly() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let go_dir = tempfile::tempdir().unwrap();
+    let go = go_dir.path().join("go");
+    std::fs::write(&go, "").unwrap();
+    let go = go.display().to_string();
+    w.d.docker_ok(&["run", "-d", "--name", "burst", &img, "sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; seq 1 100000; sleep 600"]);
+    let mut a = RawAttach::open(&w.d.socket(), "burst/attach?stream=1&stdout=1");
+    w.d.docker_ok(&["cp", &go, "burst:/tmp/go"]);
+    let mut text = String::new();
+    let mut want = 1u64;
+    while want <= 100_000 {
+        std::thread::sleep(Duration::from_millis(2));
+        for (_, p) in a.frames(1) {
+            text.push_str(&p);
+        }
+        while let Some(i) = text.find('\n') {
+            let line: String = text.drain(..=i).collect();
+            assert_eq!(line.trim().parse::<u64>().ok(), Some(want), "slow reader: line {want} missing or out of order");
+            want += 1;
+        }
+    }
+    w.d.docker_ok(&["rm", "-f", "burst"]);
+
+    let flood = "p=$(printf '%0200d' 0); i=0; while :; do echo \"$i $p\"; i=$((i+1)); done";
+    w.d.docker_ok(&["run", "-d", "--name", "flood", "--log-opt", "max-size=8m", "--log-opt", "max-file=2", &img, "sh", "-c", flood]);
+    let stalled = RawAttach::open(&w.d.socket(), "flood/attach?stream=1&stdout=1&stderr=1");
+    std::thread::sleep(Duration::from_secs(5));
+    let got = stalled.rest();
+    let (notice, out): (Vec<_>, Vec<_>) = got.into_iter().partition(|(s, _)| *s == 2);
+    assert_eq!(notice.len(), 1, "{notice:?}");
+    assert!(notice[0].1.contains("fell more than 8 MiB behind") && notice[0].1.contains("disconnected"), "{notice:?}");
+    let text: String = out.into_iter().map(|(_, p)| p).collect();
+    let nums: Vec<u64> = text.lines().filter(|l| l.len() > 200).map(|l| l.split(' ').next().unwrap().parse().unwrap()).collect();
+    assert!(nums.len() > 10_000, "only {} lines before the cut-off", nums.len());
+    for pair in nums.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "a hole in the stalled client's stream");
+    }
+    let st = w.d.docker_ok(&["inspect", "-f", "{{.State.Status}}", "flood"]);
+    assert_eq!(st.trim(), "running");
+    w.d.docker_ok(&["rm", "-f", "flood"]);
+}
+
 /// The replay and the live stream of attach logs=1&stream=1 join exactly, while the container
 /// keeps printing: a counter read back through several attaches has no gap and no repeat.
 #[test]

@@ -14,7 +14,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,10 +27,25 @@ use crate::logs::{LineSplitter, LogWriter};
 use crate::protocol::{frame, Request, Response, ShimStatus, STDERR, STDOUT};
 use crate::state::{self, ExitStatus, ShimInfo, EXIT_JSON, SHIM_JSON, SHIM_SOCK};
 
-/// Output chunks queued per attached client before its output is dropped:
-/// bounds memory for a client that stopped reading (chunks of at most
-/// [`crate::logs::READ_CHUNK`]: ≤ ~2 MiB each).
-pub const CLIENT_QUEUE: usize = 16;
+/// Output bytes queued for one attached client (beyond what its socket holds) before it is cut
+/// off: memory stays bounded for a client that stopped reading, and a slow one (a terminal, a
+/// replay being written) has this much slack. A client that falls further behind is told and
+/// disconnected, never fed a stream with holes in it (dropping chunks silently lost lines).
+pub const CLIENT_QUEUE_BYTES: usize = 8 << 20;
+/// What one queued chunk counts for beyond its bytes (its allocation and the channel's slot),
+/// so a flood of tiny chunks is bounded too. The channel itself is unbounded: a bounded std
+/// channel preallocates every slot, and the byte budget is the bound.
+const CHUNK_OVERHEAD: usize = 64;
+
+/// The last thing a client that fell too far behind reads.
+fn cut_off_notice(tty: bool) -> Vec<u8> {
+    let msg = format!("\nberth-shim: this attach fell more than {} MiB behind the container's output and was disconnected; the output is complete in `docker logs`\n", CLIENT_QUEUE_BYTES >> 20);
+    if tty {
+        msg.into_bytes()
+    } else {
+        frame(STDERR, msg.as_bytes())
+    }
+}
 
 /// Command line of the shim.
 #[derive(Debug, Clone)]
@@ -215,7 +230,9 @@ struct LogState {
 }
 
 struct Client {
-    tx: SyncSender<Vec<u8>>,
+    tx: Sender<Vec<u8>>,
+    /// Bytes sent and not yet written to the client (the writer thread subtracts).
+    queued: Arc<AtomicUsize>,
     stdout: bool,
     stderr: bool,
 }
@@ -254,8 +271,17 @@ impl Shared {
             if !wants {
                 return true;
             }
-            // Never block the container on a client: a full queue drops output.
-            !matches!(c.tx.try_send(payload.clone()), Err(TrySendError::Disconnected(_)))
+            // Never block the container on a client: one too far behind is cut off, after a
+            // notice.
+            let cost = payload.len() + CHUNK_OVERHEAD;
+            if c.queued.load(Ordering::SeqCst) + cost > CLIENT_QUEUE_BYTES {
+                let notice = cut_off_notice(self.tty);
+                c.queued.fetch_add(notice.len() + CHUNK_OVERHEAD, Ordering::SeqCst);
+                let _ = c.tx.send(notice);
+                return false;
+            }
+            c.queued.fetch_add(cost, Ordering::SeqCst);
+            c.tx.send(payload.clone()).is_ok()
         });
         drop(clients);
         drop(log);
@@ -898,7 +924,8 @@ fn exec(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, ex
 }
 
 fn attach(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, stdin: bool, stdout: bool, stderr: bool, logs: bool) -> io::Result<()> {
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CLIENT_QUEUE);
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let queued = Arc::new(AtomicUsize::new(0));
     let mut replay = Vec::new();
     {
         // With `logs`, the replay and the subscription happen under the log lock (see
@@ -914,7 +941,7 @@ fn attach(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, 
         }
         reply(&conn, &Response::ok())?;
         if stdout || stderr {
-            clients.list.push(Client { tx, stdout, stderr });
+            clients.list.push(Client { tx, queued: Arc::clone(&queued), stdout, stderr });
         }
     }
     *shared.attached.lock().unwrap() += 1;
@@ -929,6 +956,7 @@ fn attach(conn: UnixStream, mut reader: BufReader<UnixStream>, shared: &Shared, 
             if out.write_all(&chunk).is_err() {
                 break;
             }
+            queued.fetch_sub(chunk.len() + CHUNK_OVERHEAD, Ordering::SeqCst);
         }
         let _ = out.shutdown(std::net::Shutdown::Write);
     });
