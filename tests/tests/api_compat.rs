@@ -1,5 +1,5 @@
 //! Engine API details that real clients depend on, each found by docker-py's integration suite
-//! (`tests/docker_py.rs`) and pinned here through the raw API, so a regression names itself
+//! (`tests/docker_py.rs`) or moby's (`tests/moby_integration.rs`) and pinned here through the raw API, so a regression names itself
 //! without the Python suite.
 
 use berth_tests::require_berthd;
@@ -300,4 +300,253 @@ fn unknown_volume_driver_is_not_found_as_in_docker() {
     assert!(out.stderr.contains("not found"), "{}", out.stderr);
     let ls = w.d.docker_ok(&["volume", "ls", "-q"]);
     assert!(ls.trim().is_empty(), "nothing made: {ls}");
+}
+
+/// moby's integration suite (`tests/moby_integration.rs`): its test environment lists plugins
+/// before every test and fails on a 404. With no managed plugins, Docker answers an empty list,
+/// `plugin "x" not found` for a name, and refuses installs; so does berthd.
+#[test]
+fn plugin_list_is_empty_and_a_named_plugin_is_not_found() {
+    require_berthd!();
+    let w = World::start();
+    let r = w.d.api_get("/v1.41/plugins").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json().unwrap(), json!([]));
+    let r = w.d.api_get("/v1.41/plugins?filters=%7B%22capability%22%3A%7B%22volumedriver%22%3Atrue%7D%7D").unwrap();
+    assert_eq!((r.status, r.json().unwrap()), (200, json!([])));
+    let r = w.d.api_get("/v1.41/plugins/vieux/sshfs:latest/json").unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json().unwrap()["message"], "plugin \"vieux/sshfs:latest\" not found");
+    let r = w.d.api_post("/v1.41/plugins/pull?remote=vieux/sshfs", Some(&json!([]))).unwrap();
+    assert_eq!(r.status, 501, "{}", r.text());
+    let out = w.d.docker_ok(&["plugin", "ls", "-q"]);
+    assert_eq!(out.trim(), "");
+}
+
+/// moby `TestImagePullPlatformInvalid`: a platform that is neither a known OS nor an
+/// architecture is refused before the reference is resolved, so no registry (here: Docker Hub,
+/// which the loopback-only namespace cannot reach) is ever asked.
+#[test]
+fn pull_with_an_unknown_platform_is_refused_before_any_lookup() {
+    require_berthd!();
+    let w = World::start();
+    let r = w
+        .d
+        .api_post("/v1.41/images/create?fromImage=docker.io%2Flibrary%2Fhello-world&tag=latest&platform=foobar", None)
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    let msg = r.json().unwrap()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("unknown operating system or architecture"), "{msg}");
+    assert!(!w.d.log().contains("registry-1.docker.io"), "berthd contacted Docker Hub:\n{}", w.d.log());
+}
+
+/// moby `TestEventsBackwardsCompatible`: container and image events also carry the older
+/// `status`, `id` and (containers) `from` fields, which Docker still sends.
+#[test]
+fn events_carry_the_legacy_status_id_and_from_fields() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 1;
+    let id = create(&w, json!({"Image": img, "Cmd": ["true"]}));
+    w.d.docker_ok(&["tag", &img, "legacy-events:1"]);
+    let until = since + 3;
+    let r = w.d.api_get(&format!("/v1.41/events?since={since}&until={until}")).unwrap();
+    assert_eq!(r.status, 200);
+    let events: Vec<serde_json::Value> =
+        r.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let create_ev = events.iter().find(|e| e["Action"] == "create" && e["Type"] == "container").expect("create event");
+    assert_eq!(create_ev["status"], "create", "{create_ev}");
+    assert_eq!(create_ev["id"], id.as_str(), "{create_ev}");
+    assert_eq!(create_ev["from"], img.as_str(), "{create_ev}");
+    let tag_ev = events.iter().find(|e| e["Action"] == "tag").expect("tag event");
+    assert_eq!(tag_ev["status"], "tag", "{tag_ev}");
+    assert_eq!(tag_ev["id"], tag_ev["Actor"]["ID"], "{tag_ev}");
+}
+
+/// moby `TestTagInvalidReference`: a tag named like a digest algorithm (`sha256:x`) would read
+/// as an image ID, so Docker refuses it; so does berthd.
+#[test]
+fn a_tag_named_after_the_digest_algorithm_is_refused() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let r = w.d.api_post(&format!("/v1.41/images/{img}/tag?repo=sha256&tag=sometag"), None).unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    let msg = r.json().unwrap()["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("refusing to create an ambiguous tag using digest algorithm as name"), "{msg}");
+    let r = w.d.api_get("/v1.41/images/sha256:sometag/json").unwrap();
+    assert_eq!(r.status, 404, "{}", r.text());
+}
+
+/// moby `TestCreateWithInvalidEnv`, `TestCreateWithInvalidHealthcheckParams`,
+/// `TestCreateTmpfsMountsTarget`, `TestCreateLinkToNonExistingContainer`,
+/// `TestCreateVolumesFromNonExistingContainer`: what Docker refuses at create, with a 400 in its
+/// words, and nothing created.
+#[test]
+fn create_refuses_what_docker_refuses() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let ms = |n: i64| n * 1_000_000;
+    let cases = [
+        (json!({"Env": ["=foo"]}), json!({}), "invalid environment variable: =foo"),
+        (json!({"Env": [""]}), json!({}), "invalid environment variable:"),
+        (json!({"Healthcheck": {"Interval": -ms(10), "Timeout": ms(1000), "Retries": 3}}), json!({}), "Interval in Healthcheck cannot be less than 1ms"),
+        (json!({"Healthcheck": {"Interval": 500_000, "Timeout": ms(1000)}}), json!({}), "Interval in Healthcheck cannot be less than 1ms"),
+        (json!({"Healthcheck": {"Interval": ms(1000), "Timeout": -ms(100)}}), json!({}), "Timeout in Healthcheck cannot be less than 1ms"),
+        (json!({"Healthcheck": {"Interval": ms(1000), "Retries": -10}}), json!({}), "Retries in Healthcheck cannot be negative"),
+        (json!({"Healthcheck": {"StartPeriod": 100_000}}), json!({}), "StartPeriod in Healthcheck cannot be less than 1ms"),
+        (json!({}), json!({"Tmpfs": {"foo": ""}}), "mount path must be absolute"),
+        (json!({}), json!({"Tmpfs": {"//": ""}}), "destination can't be '/'"),
+        (json!({}), json!({"Links": ["no-such-container:alias"]}), "could not get container for no-such-container"),
+        (json!({}), json!({"VolumesFrom": ["no-such-container"]}), "no-such-container"),
+    ];
+    for (cfg, host, want) in cases {
+        let mut body = cfg.clone();
+        body["Image"] = json!(img);
+        body["HostConfig"] = host.clone();
+        let r = w.d.api_post("/v1.41/containers/create", Some(&body)).unwrap();
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let msg = r.json().unwrap()["message"].as_str().unwrap().to_string();
+        assert!(msg.contains(want), "{body}: {msg}");
+    }
+    // A health check with zero durations (the defaults) and a named env entry are fine.
+    create(&w, json!({"Image": img, "Env": ["A=1", "B"], "Healthcheck": {"Test": ["NONE"], "Interval": 0}}));
+    let r = w.d.api_get("/v1.41/containers/json?all=1").unwrap();
+    assert_eq!(r.json().unwrap().as_array().unwrap().len(), 1, "only the valid container exists");
+}
+
+/// moby `TestRenameContainerWithSameName`: renaming to the current name is refused.
+#[test]
+fn rename_to_the_same_name_is_refused() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let r = w.d.api_post("/v1.41/containers/create?name=same", Some(&json!({"Image": img}))).unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json().unwrap()["Id"].as_str().unwrap().to_string();
+    for key in ["same", id.as_str()] {
+        let r = w.d.api_post(&format!("/v1.41/containers/{key}/rename?name=same"), None).unwrap();
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("Renaming a container with the same name"), "{}", r.text());
+    }
+    let r = w.d.api_post("/v1.41/containers/same/rename?name=other", None).unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+}
+
+/// moby `TestCopyFromContainer` builds through moby's Go client, which sends `buildargs=null`
+/// and `labels=null` for nil maps: Docker takes `null` as no map.
+#[test]
+fn build_accepts_null_buildargs_and_labels() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let mut ctx = tar::Builder::new(Vec::new());
+    let dockerfile = format!("FROM {img}\nLABEL a=b\n");
+    let mut h = tar::Header::new_gnu();
+    h.set_size(dockerfile.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    ctx.append_data(&mut h, "Dockerfile", dockerfile.as_bytes()).unwrap();
+    let body = ctx.into_inner().unwrap();
+    let r = w.d.api("POST", "/v1.41/build?t=nullargs%3A1&buildargs=null&labels=null", Some(body)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("errorDetail"), "{}", r.text());
+    assert_eq!(w.d.api_get("/v1.41/images/nullargs:1/json").unwrap().status, 200);
+}
+
+/// moby `TestUnprivilegedPortsAndPing`: a container with its own network namespace gets
+/// Docker's defaults: any port may be bound and any group may ping; `--network host` keeps the
+/// host's values.
+#[test]
+fn own_network_namespace_allows_unprivileged_ports_and_ping() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let out = w.d.docker_ok(&[
+        "run", "--rm", "--user", "1000:1000", &img, "cat",
+        "/proc/sys/net/ipv4/ping_group_range", "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+    ]);
+    let got: Vec<String> = out.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    assert_eq!(got, ["0 2147483647", "0"], "{out}");
+    let out = w.d.docker_ok(&["run", "--rm", "--sysctl", "net.ipv4.ip_unprivileged_port_start=80", &img, "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]);
+    assert_eq!(out.trim(), "80", "the container's own value wins");
+}
+
+/// moby `TestHealthCheckWorkdir`: a missing working directory is created at start, as Docker
+/// does (`docker run -w /new/dir`), inside the rootfs even through an image symlink to `/`; a
+/// working directory that is a file is refused.
+#[test]
+fn a_missing_working_dir_is_created_inside_the_rootfs() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    assert_eq!(w.d.docker_ok(&["run", "--rm", "-w", "/new/dir", &img, "pwd"]).trim(), "/new/dir");
+    assert_eq!(w.d.docker_ok(&["run", "--rm", "-w", "/new/dir", &img, "stat", "-c", "%u:%g %a", "."]).trim(), "0:0 755");
+    // An image whose /escape is a symlink to the host's idea of `/`.
+    w.d.docker_ok(&["run", "--name", "linker", &img, "ln", "-s", "/", "/escape"]);
+    w.d.docker_ok(&["commit", "linker", "escape:1"]);
+    let marker = format!("berth-workdir-escape-{}", std::process::id());
+    // getcwd: the link resolved inside the rootfs.
+    let out = w.d.docker_ok(&["run", "--rm", "-w", &format!("/escape/{marker}"), "escape:1", "pwd"]);
+    assert_eq!(out.trim(), format!("/{marker}"));
+    assert!(!std::path::Path::new(&format!("/{marker}")).exists(), "created on the host");
+    w.d.docker(&["run", "--rm", "-w", "/etc/passwd", &img, "pwd"]).assert_fail();
+}
+
+/// moby `TestResize`: resizing a running container without a TTY succeeds (nothing to do), as
+/// in Docker; a stopped one is still a conflict.
+#[test]
+fn resize_without_a_tty_is_a_no_op() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let id = create(&w, json!({"Image": img, "Cmd": ["sleep", "60"]}));
+    let r = w.d.api_post(&format!("/v1.41/containers/{id}/resize?h=40&w=40"), None).unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(w.d.api_post(&format!("/v1.41/containers/{id}/start"), None).unwrap().status, 204);
+    let r = w.d.api_post(&format!("/v1.41/containers/{id}/resize?h=40&w=40"), None).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    w.d.docker_ok(&["rm", "-f", &id]);
+}
+
+/// moby `TestKillWithStopSignalAndRestartPolicies`: a kill with the container's stop signal (or
+/// SIGKILL) ends it for good despite `--restart always`, as `docker stop` does; another signal
+/// that makes it exit leaves the policy in force.
+#[test]
+fn kill_with_the_stop_signal_cancels_the_restart_policy() {
+    require_berthd!();
+    let w = World::start();
+    let img = w.pulled("busybox:latest");
+    let trap = ["sh", "-c", "trap 'exit 3' TERM; while :; do sleep 0.1; done"];
+    let run = |stop_signal: &str| {
+        let id = create(&w, json!({"Image": img, "Cmd": trap, "StopSignal": stop_signal, "HostConfig": {"RestartPolicy": {"Name": "always"}}}));
+        assert_eq!(w.d.api_post(&format!("/v1.41/containers/{id}/start"), None).unwrap().status, 204);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let r = w.d.api_post(&format!("/v1.41/containers/{id}/kill?signal=TERM"), None).unwrap();
+        assert_eq!(r.status, 204, "{}", r.text());
+        id
+    };
+    let same = run("SIGTERM");
+    let other = run("SIGCONT");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let s = inspect(&w, &same)["State"].clone();
+        let o = inspect(&w, &other)["State"].clone();
+        if s["Status"] == "exited" && o["Running"] == true && inspect(&w, &other)["RestartCount"].as_i64() >= Some(1) {
+            // The first one stays down: no restart after the back-off either.
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let s = inspect(&w, &same);
+            assert_eq!((s["State"]["Status"].as_str(), s["RestartCount"].as_i64()), (Some("exited"), Some(0)), "{s}");
+            assert_eq!(s["State"]["ExitCode"], 3);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "same signal: {s}\nother signal: {o}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    w.d.docker_ok(&["rm", "-f", &same, &other]);
 }

@@ -177,11 +177,14 @@ pub fn parse_options(q: &Query) -> Result<BuildOptions, ApiError> {
     })
 }
 
-/// Parse `buildargs`/`labels` JSON query values (`{"k":"v"}`, values may be null).
+/// Parse `buildargs`/`labels` JSON query values (`{"k":"v"}`, values may be null). `null` is
+/// no map at all: Go clients send it for a nil map (moby's own client in `ImageBuild`).
 fn json_map(q: &Query, k: &str) -> Result<BTreeMap<String, Option<String>>, ApiError> {
     match q.get(k).filter(|v| !v.is_empty()) {
         None => Ok(BTreeMap::new()),
-        Some(v) => serde_json::from_str(v).map_err(|e| ApiError::bad(format!("invalid {k} JSON: {e}"))),
+        Some(v) => serde_json::from_str::<Option<BTreeMap<String, Option<String>>>>(v)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| ApiError::bad(format!("invalid {k} JSON: {e}"))),
     }
 }
 

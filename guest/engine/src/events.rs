@@ -102,6 +102,28 @@ impl EventBus {
     }
 }
 
+/// The wire form of an event: the model plus the deprecated fields Docker still fills for
+/// container and image events (`status` = action, `id` = actor, and for containers `from` = the
+/// image), which clients of the older `JSONMessage` form read (moby's
+/// `TestEventsBackwardsCompatible`).
+pub fn wire(e: &EventMessage) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    let is_container = e.typ == Some(EventMessageTypeEnum::CONTAINER);
+    if !is_container && e.typ != Some(EventMessageTypeEnum::IMAGE) {
+        return v;
+    }
+    let actor = e.actor.as_ref();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("status".into(), e.action.clone().unwrap_or_default().into());
+        obj.insert("id".into(), actor.and_then(|a| a.id.clone()).unwrap_or_default().into());
+        let image = actor.and_then(|a| a.attributes.as_ref()).and_then(|a| a.get("image"));
+        if let (true, Some(image)) = (is_container, image) {
+            obj.insert("from".into(), image.clone().into());
+        }
+    }
+    v
+}
+
 /// Docker's `since`/`until` values: unix seconds with optional fraction, or an RFC 3339 time.
 pub fn parse_time_nanos(v: &str) -> Option<i64> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
@@ -150,6 +172,21 @@ pub fn matches(f: &Filters, e: &EventMessage) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_and_image_events_carry_the_legacy_fields() {
+        let bus = EventBus::new();
+        bus.publish(EventMessageTypeEnum::CONTAINER, "create", "c1", HashMap::from([("image".into(), "busybox".into())]));
+        bus.image("tag", "sha256:ab", Some("x:y"));
+        bus.publish(EventMessageTypeEnum::NETWORK, "create", "n1", HashMap::new());
+        let (past, _) = bus.subscribe(Some(0), None);
+        let w: Vec<serde_json::Value> = past.iter().map(wire).collect();
+        assert_eq!((&w[0]["status"], &w[0]["id"], &w[0]["from"]), (&"create".into(), &"c1".into(), &"busybox".into()));
+        assert_eq!(w[0]["Actor"]["ID"], "c1");
+        assert_eq!((&w[1]["status"], &w[1]["id"]), (&"tag".into(), &"sha256:ab".into()));
+        assert!(w[1].get("from").is_none());
+        assert!(w[2].get("status").is_none() && w[2].get("id").is_none());
+    }
 
     #[test]
     fn times() {

@@ -67,17 +67,47 @@ pub struct Resolved {
     pub manifest: ImageManifest,
 }
 
+/// Operating systems and architectures Go knows (`GOOS`/`GOARCH`), as containerd's platform
+/// parser, whose rules Docker's `platform` parameter follows.
+const KNOWN_OS: &[&str] = &[
+    "aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js", "linux", "nacl",
+    "netbsd", "openbsd", "plan9", "solaris", "windows", "zos",
+];
+const KNOWN_ARCH: &[&str] = &[
+    "386", "amd64", "amd64p32", "arm", "armbe", "arm64", "arm64be", "ppc64", "ppc64le", "loong64", "mips",
+    "mipsle", "mips64", "mips64le", "mips64p32", "mips64p32le", "ppc", "riscv", "riscv64", "s390", "s390x",
+    "sparc", "sparc64", "wasm",
+];
+
+/// `os[/arch[/variant]]`, checked before anything is fetched. A lone component is an OS if Go
+/// knows it, else an architecture of the host's OS; one that is neither is refused (Docker:
+/// `"foobar": unknown operating system or architecture`) instead of being looked up.
 fn platform_from(s: Option<&str>) -> Result<Platform, ApiError> {
     let host = manifest::host_platform();
     let Some(s) = s.filter(|s| !s.is_empty()) else { return Ok(host) };
-    let mut parts = s.split('/');
-    let os = parts.next().unwrap_or("").to_string();
-    let architecture = parts.next().map(str::to_string).unwrap_or(host.architecture);
-    let variant = parts.next().map(str::to_string);
-    if os.is_empty() || parts.next().is_some() {
+    let parts: Vec<&str> = s.split('/').collect();
+    let valid = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if parts.len() > 3 || !parts.iter().all(|p| valid(p)) {
         return Err(ApiError::bad(format!("invalid platform {s:?}: expected os[/arch[/variant]]")));
     }
-    Ok(Platform { os, architecture, variant })
+    let lower: Vec<String> = parts.iter().map(|p| p.to_ascii_lowercase()).collect();
+    if let [one] = lower.as_slice() {
+        if KNOWN_OS.contains(&one.as_str()) {
+            return Ok(Platform { os: one.clone(), ..host });
+        }
+        let arch = match one.as_str() {
+            "x86_64" | "x86-64" => "amd64",
+            "i386" => "386",
+            "aarch64" => "arm64",
+            "armhf" | "armel" => "arm",
+            a => a,
+        };
+        if KNOWN_ARCH.contains(&arch) {
+            return Ok(Platform { os: host.os, architecture: arch.to_string(), variant: None });
+        }
+        return Err(ApiError::bad(format!("{s:?}: unknown operating system or architecture: invalid argument")));
+    }
+    Ok(Platform { os: lower[0].clone(), architecture: lower[1].clone(), variant: lower.get(2).cloned() })
 }
 
 /// Phase one, before any progress is streamed, so that "not found" and "unauthorized" reach the
@@ -442,3 +472,27 @@ async fn unpack(e: &Arc<Engine>, blob: Digest, compression: Compression, diff_id
     r
 }
 
+
+#[cfg(test)]
+mod platform_tests {
+    use super::*;
+
+    #[test]
+    fn platforms_parse_as_containerd_does_before_any_lookup() {
+        let host = manifest::host_platform();
+        let p = platform_from(Some("linux")).unwrap();
+        assert_eq!((p.os.as_str(), p.architecture.as_str()), ("linux", host.architecture.as_str()));
+        let p = platform_from(Some("arm64")).unwrap();
+        assert_eq!((p.os.as_str(), p.architecture.as_str()), (host.os.as_str(), "arm64"));
+        assert_eq!(platform_from(Some("x86_64")).unwrap().architecture, "amd64");
+        let p = platform_from(Some("Linux/ARM/v7")).unwrap();
+        assert_eq!((p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()), ("linux", "arm", Some("v7")));
+        let e = platform_from(Some("foobar")).unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.to_string().contains("unknown operating system or architecture"), "{e}");
+        for bad in ["linux/", "a/b/c/d", "linux/am d64", "../x"] {
+            assert_eq!(platform_from(Some(bad)).unwrap_err().status(), 400, "{bad}");
+        }
+        assert_eq!(platform_from(None).unwrap().architecture, host.architecture);
+    }
+}

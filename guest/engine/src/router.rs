@@ -186,6 +186,7 @@ async fn dispatch(engine: Arc<Engine>, req: Request<Incoming>) -> Result<Respons
             }
         }
         (_, p) if system::is_swarm_path(p) => Err(system::swarm_unavailable(p)),
+        (_, p) if system::is_plugins_path(p) => system::plugins(&m, p),
         (_, p) => Err(ApiError::NotFound(format!("page not found: {m} {p}"))),
     }
 }
@@ -227,6 +228,18 @@ mod tests {
         assert!(e.to_string().contains("too new"));
         assert!(split_version("/v1.12/info").unwrap_err().to_string().contains("too old"));
         assert!(ApiVersion(1, 9) < ApiVersion(1, 41));
+    }
+
+    #[test]
+    fn plugin_paths_answer_as_an_engine_without_plugins() {
+        assert!(system::is_plugins_path("/plugins") && system::is_plugins_path("/plugins/x/json"));
+        assert!(!system::is_plugins_path("/pluginsx"));
+        assert_eq!(system::plugins(&Method::GET, "/plugins").unwrap().status(), 200);
+        let e = system::plugins(&Method::GET, "/plugins/vieux/sshfs:latest/json").unwrap_err();
+        assert_eq!((e.status(), e.to_string()), (404, "plugin \"vieux/sshfs:latest\" not found".to_string()));
+        let e = system::plugins(&Method::DELETE, "/plugins/foo").unwrap_err();
+        assert_eq!(e.to_string(), "plugin \"foo\" not found");
+        assert_eq!(system::plugins(&Method::POST, "/plugins/pull").unwrap_err().status(), 501);
     }
 
     #[test]

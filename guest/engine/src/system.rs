@@ -186,7 +186,7 @@ pub fn events(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError> {
     let mut stopping = e.shutdown.subscribe();
     let s = async_stream::stream! {
         for ev in past.into_iter().filter(|ev| events::matches(&filters, ev)) {
-            yield Ok(line(&ev));
+            yield Ok(line(&events::wire(&ev)));
         }
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         if let Some(u) = until {
@@ -214,7 +214,7 @@ pub fn events(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError> {
             match next {
                 Ok(ev) => {
                     if events::matches(&filters, &ev) {
-                        yield Ok(line(&ev));
+                        yield Ok(line(&events::wire(&ev)));
                     }
                 }
                 // A stalled reader lost events; carry on with what comes next.
@@ -302,6 +302,32 @@ mod tests {
         assert_eq!(registry_host("http://127.0.0.1:5000/v2/"), "127.0.0.1:5000");
         assert_eq!(registry_host(""), "docker.io");
     }
+}
+
+/// Managed plugins (`/plugins...`): Berth has none (its volume, network and log drivers are built
+/// in), so it answers as Docker does with no plugin installed: the list is empty (clients list
+/// plugins before they clean up, e.g. moby's own test environment, and fail on a 404), a named
+/// plugin is not found, and installing one is refused as not implemented.
+pub fn plugins(m: &Method, path: &str) -> Result<Response<Body>, ApiError> {
+    let rest = path.strip_prefix("/plugins").unwrap_or(path);
+    match (m, rest) {
+        (&Method::GET, "" | "/") => Ok(ok_json(&json!([]))),
+        (_, "/pull" | "/create" | "/privileges") => {
+            Err(ApiError::NotImplemented("managed plugins are not supported by Berth (its drivers are built in)".into()))
+        }
+        (m, r) => {
+            // Names may hold slashes (`vieux/sshfs:latest`); every route but DELETE ends in an
+            // action (`/json`, `/enable`, `/set`, ...).
+            let r = r.trim_start_matches('/');
+            let name = if m == Method::DELETE { r } else { r.rsplit_once('/').map_or(r, |(n, _)| n) };
+            Err(ApiError::NotFound(format!("plugin {name:?} not found")))
+        }
+    }
+}
+
+/// True for `/plugins` and the paths under it.
+pub fn is_plugins_path(path: &str) -> bool {
+    path == "/plugins" || path.starts_with("/plugins/")
 }
 
 /// Swarm endpoints (`/swarm`, `/nodes`, `/services`, `/tasks`, `/secrets`, `/configs`): Berth is

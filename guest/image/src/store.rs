@@ -717,6 +717,14 @@ impl Store {
     /// Points `r` at `id` on disk, then in memory (a failed write changes neither); the
     /// previous target. Callers hold the meta lock.
     fn point_ref(&self, meta: &mut Meta, r: &Reference, id: &Digest) -> Result<Option<Digest>, ImageError> {
+        // `sha256:x` would read as a digest wherever an image ID is accepted: Docker refuses
+        // such a name on every path that names an image, and so does this one place.
+        if r.familiar_name() == "sha256" {
+            return Err(ImageError::InvalidReference(format!(
+                "{}: refusing to create an ambiguous tag using digest algorithm as name",
+                r.familiar_string()
+            )));
+        }
         let key = r.to_string();
         if meta.refs.get(&key) == Some(id) {
             return Ok(Some(id.clone()));

@@ -159,7 +159,7 @@ pub fn container_spec(c: &Container, rootfs: PathBuf, user: berth_runtime::user:
             .collect(),
         tmpfs: h.tmpfs.clone().unwrap_or_default().into_iter().collect(),
         shm_size: h.shm_size.filter(|s| *s > 0),
-        sysctls: h.sysctls.clone().unwrap_or_default().into_iter().collect(),
+        sysctls: with_default_sysctls(h.network_mode.as_deref(), h.sysctls.clone().unwrap_or_default()),
         devices,
         mounts,
         network,
@@ -167,6 +167,39 @@ pub fn container_spec(c: &Container, rootfs: PathBuf, user: berth_runtime::user:
         oom_score_adj: h.oom_score_adj.map(|o| o as i32),
         ..limits_spec(h)
     })
+}
+
+/// The container's sysctls: its own, plus Docker's two defaults for a container with a network
+/// namespace of its own (not `host`, not `container:`): any port may be bound and any group may
+/// open ICMP sockets (unprivileged `ping`), safe because the namespace is the container's.
+fn with_default_sysctls(
+    network_mode: Option<&str>,
+    own: std::collections::HashMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut m: std::collections::BTreeMap<String, String> = own.into_iter().collect();
+    let shared = network_mode.is_some_and(|n| n == "host" || n.starts_with("container:"));
+    if !shared {
+        m.entry("net.ipv4.ip_unprivileged_port_start".into()).or_insert_with(|| "0".into());
+        m.entry("net.ipv4.ping_group_range".into()).or_insert_with(|| "0 2147483647".into());
+    }
+    m
+}
+
+/// Docker creates a missing working directory (`-w`, `WORKDIR` of an image) at start, owned
+/// by root with mode 0755, resolved inside the rootfs so an image symlink cannot aim it
+/// outside (#23); a path that exists as a file is refused.
+fn ensure_working_dir(rootfs: &std::path::Path, cwd: &str) -> Result<(), ApiError> {
+    let rel = cwd.trim_start_matches('/');
+    if rel.is_empty() {
+        return Ok(());
+    }
+    let root = berth_build::context::Root::open(rootfs).map_err(ApiError::internal)?;
+    if root.is_dir(rel) {
+        return Ok(());
+    }
+    root.mkdir_all(rel, 0o755, (0, 0))
+        .map(drop)
+        .map_err(|err| ApiError::bad(format!("cannot create the working directory {cwd:?}: {err}")))
 }
 
 /// Where `--init` puts the init inside the container (Docker's path).
@@ -326,6 +359,7 @@ fn launch(e: &Arc<Engine>, c: &Container, wait_attach: usize) -> Result<(berth_s
         )
         .map_err(|err| ApiError::bad(err.to_string()))?;
         let mut spec = container_spec(c, bundle.rootfs(), user)?;
+        ensure_working_dir(&bundle.rootfs(), &spec.cwd)?;
         spec.network = match (&net.netns, net.host_mode) {
             (_, true) => NetworkMode::Host,
             (Some(ns), false) => NetworkMode::Path(ns.clone()),
@@ -775,6 +809,13 @@ pub async fn kill(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body
     if !is_running(&c) {
         return Err(ApiError::Conflict(format!("Cannot kill container: {}: Container {} is not running", key, c.id)));
     }
+    // Docker's rule (moby `killWithSignal`): the kill also cancels the restart policy for the
+    // exit it causes when it sends SIGKILL, the container's stop signal, or any signal to a
+    // container without one (moby `TestKillWithStopSignalAndRestartPolicies`).
+    let stop_signal = c.config.stop_signal.as_deref().filter(|s| !s.is_empty()).map(parse_signal).transpose()?;
+    if sig == libc::SIGKILL || stop_signal.is_none_or(|s| s == sig) {
+        e.containers.update(&c.id, |c| c.state.manually_stopped = true)?;
+    }
     // Subscribed before the signal so the exit cannot slip past.
     let exits = e.exits.subscribe();
     berth_shim::connect(&paths(e, &c.id).shim_state)
@@ -1098,6 +1139,10 @@ pub async fn resize(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Bo
     if !is_running(&c) {
         return Err(ApiError::Conflict(format!("Container {} is not running", c.id)));
     }
+    // Without a TTY there is nothing to resize: Docker answers success (moby `TestResize`).
+    if !c.config.tty.unwrap_or(false) {
+        return Ok(ok_json(&json!({})));
+    }
     berth_shim::connect(&paths(e, &c.id).shim_state)
         .resize(h as u16, w as u16)
         .await
@@ -1171,5 +1216,16 @@ mod tests {
         assert_eq!(parse_signal("SIGUSR1").unwrap(), libc::SIGUSR1);
         assert!(parse_signal("NOPE").is_err());
         assert!(parse_signal("0").is_err());
+    }
+
+    #[test]
+    fn own_network_namespaces_get_dockers_default_sysctls() {
+        let own = std::collections::HashMap::from([("net.ipv4.ping_group_range".to_string(), "1 0".to_string())]);
+        let m = with_default_sysctls(None, own.clone());
+        assert_eq!(m["net.ipv4.ip_unprivileged_port_start"], "0");
+        assert_eq!(m["net.ipv4.ping_group_range"], "1 0", "the container's own value wins");
+        assert_eq!(with_default_sysctls(Some("bridge"), Default::default())["net.ipv4.ping_group_range"], "0 2147483647");
+        assert!(with_default_sysctls(Some("host"), Default::default()).is_empty());
+        assert!(with_default_sysctls(Some("container:abc"), Default::default()).is_empty());
     }
 }

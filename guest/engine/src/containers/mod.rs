@@ -322,8 +322,15 @@ pub async fn create_container(e: &Arc<Engine>, body: CreateBody, name: Option<&s
     if argv.is_empty() {
         return Err(ApiError::bad("no command specified"));
     }
+    validate_config(&body.config)?;
     let mut host_config = body.host_config.unwrap_or_default();
     crate::containers::validate_host_config(&host_config)?;
+    for link in host_config.links.iter().flatten() {
+        let target = link.split(':').next().unwrap_or_default().trim_start_matches('/');
+        if e.containers.get(target).is_err() {
+            return Err(ApiError::bad(format!("could not get container for {target}")));
+        }
+    }
     logopts::normalize(&mut host_config);
     crate::networks::normalize_mode(e, &mut host_config);
     crate::networks::resolve_extra_hosts(e, &mut host_config)?;
@@ -370,11 +377,41 @@ pub async fn create_container(e: &Arc<Engine>, body: CreateBody, name: Option<&s
     Ok(id)
 }
 
+/// Docker's checks of the container config, in its words: environment entries need a name,
+/// and health check durations are 0 (the default) or at least 1 ms.
+pub fn validate_config(c: &ContainerConfig) -> Result<(), ApiError> {
+    for env in c.env.iter().flatten() {
+        if env.split('=').next().unwrap_or_default().is_empty() {
+            return Err(ApiError::bad(format!("invalid environment variable: {env}")));
+        }
+    }
+    if let Some(h) = &c.healthcheck {
+        const MIN_NANOS: i64 = 1_000_000;
+        for (what, v) in [("Interval", h.interval), ("Timeout", h.timeout), ("StartPeriod", h.start_period)] {
+            if v.is_some_and(|v| v != 0 && v < MIN_NANOS) {
+                return Err(ApiError::bad(format!("{what} in Healthcheck cannot be less than 1ms")));
+            }
+        }
+        if h.retries.is_some_and(|r| r < 0) {
+            return Err(ApiError::bad("Retries in Healthcheck cannot be negative"));
+        }
+    }
+    Ok(())
+}
+
 /// Refuse what Berth cannot honour yet, clearly, instead of silently ignoring it.
 pub fn validate_host_config(h: &HostConfig) -> Result<(), ApiError> {
     if let Some(m) = h.memory {
         if m != 0 && m < 6 * 1024 * 1024 {
             return Err(ApiError::bad("Minimum memory limit allowed is 6MB"));
+        }
+    }
+    for target in h.tmpfs.iter().flat_map(|t| t.keys()) {
+        if !target.starts_with('/') {
+            return Err(ApiError::bad(format!("invalid tmpfs mount {target:?}: mount path must be absolute")));
+        }
+        if target.trim_end_matches('/').is_empty() {
+            return Err(ApiError::bad(format!("invalid tmpfs mount {target:?}: destination can't be '/'")));
         }
     }
     logopts::limits(h)?;
@@ -581,6 +618,9 @@ pub async fn list(e: &Arc<Engine>, q: &Query) -> Result<Response<Body>, ApiError
 pub async fn rename(e: &Arc<Engine>, key: &str, q: &Query) -> Result<Response<Body>, ApiError> {
     let new = q.get("name").filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad("name is required"))?;
     let c = e.containers.get(key)?;
+    if new.strip_prefix('/').unwrap_or(new) == c.name {
+        return Err(ApiError::bad("Renaming a container with the same name as its current name"));
+    }
     e.containers.rename(&c.id, new)?;
     let mut attrs = HashMap::new();
     attrs.insert("oldName".to_string(), format!("/{}", c.name));

@@ -342,7 +342,11 @@ pub fn volumes_from(e: &Engine, host: &HostConfig) -> Result<Vec<(Vec<MountPoint
             Some(_) => return Err(ApiError::bad(format!("invalid mode for volumes-from: {v}"))),
             None => (v.as_str(), None),
         };
-        let c = e.containers.get(name)?;
+        // A missing source is a bad request (Docker: 400), not a missing resource of this call.
+        let c = e.containers.get(name).map_err(|err| match ApiError::from(err) {
+            ApiError::NotFound(m) => ApiError::BadParameter(m),
+            other => other,
+        })?;
         out.push((c.mounts.clone(), mode));
     }
     Ok(out)
