@@ -236,7 +236,7 @@ mod tests {
         assert!(!system::is_plugins_path("/pluginsx"));
         assert_eq!(system::plugins(&Method::GET, "/plugins").unwrap().status(), 200);
         let e = system::plugins(&Method::GET, "/plugins/vieux/sshfs:latest/json").unwrap_err();
-        assert_eq!((e.status(), e.to_string()), (404, "plugin \"vieux/sshfs:latest\" not found".to_string()));
+        assert_eq!((e.status().as_u16(), e.to_string()), (404, "plugin \"vieux/sshfs:latest\" not found".to_string()));
         let e = system::plugins(&Method::DELETE, "/plugins/foo").unwrap_err();
         assert_eq!(e.to_string(), "plugin \"foo\" not found");
         assert_eq!(system::plugins(&Method::POST, "/plugins/pull").unwrap_err().status(), 501);

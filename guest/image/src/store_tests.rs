@@ -176,7 +176,9 @@ fn images_refs_persist_and_recover() {
     // `sha256:x` would read as an image ID: refused, as Docker does (moby's TestTagInvalidReference).
     let e = s.set_reference(&Reference::parse("sha256:sometag").unwrap(), &a.id).unwrap_err();
     assert!(e.to_string().contains("refusing to create an ambiguous tag using digest algorithm as name"), "{e}");
-    assert!(s.set_reference(&Reference::parse("127.0.0.1:5000/sha256:x").unwrap(), &a.id).is_ok());
+    let not_ambiguous = Reference::parse("127.0.0.1:5000/sha256:x").unwrap();
+    assert!(s.set_reference(&not_ambiguous, &a.id).is_ok());
+    assert!(s.remove_reference(&not_ambiguous).unwrap());
     // put_image refuses records whose content is missing
     let mut bad = a.clone();
     bad.layers.push(Digest::of(b"missing layer"));
