@@ -471,13 +471,13 @@ async fn start_checked(e: &Arc<Engine>, id: &str, restart: bool) -> Result<(), A
         if c.state.manually_stopped || c.state.status != Status::Restarting {
             return Ok(());
         }
+        // It stays `restarting` until it runs, as in Docker: an `rm` without force during the
+        // launch is refused, not let through by a brief `exited`.
         c = e.containers.update(id, |c| {
-            c.state.status = Status::Exited;
             c.state.restart_count += 1;
             c.clone()
         })?;
-    }
-    if is_running(&c) {
+    } else if is_running(&c) {
         return Ok(());
     }
     let pending = e.pending_attaches(id);
@@ -572,18 +572,26 @@ async fn record_exit(e: &Arc<Engine>, id: &str, status: Option<berth_shim::ExitS
     .await;
     // One record write: the exit, and the end of the run's endpoints and ports (a crash before
     // the teardown below leaves only what reconciliation at the next start removes).
-    let Ok((c, net)) = e.containers.update(id, |c| {
+    // The restart decision is part of the same write: a container its policy brings back goes
+    // straight to `restarting`, as in Docker, so nothing (an `rm` without force above all) sees
+    // it `exited` in between.
+    let finished = status.as_ref().map(|s| s.finished_at);
+    let Ok((c, net, restart)) = e.containers.update(id, |c| {
         c.state.status = Status::Exited;
         c.state.exit_code = code;
         c.state.oom_killed = oom;
         c.state.pid = 0;
         c.state.error = err;
         c.state.finished_at = Some(status.as_ref().map(|s| s.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)).unwrap_or_else(now));
+        let restart = restart_delay(c, finished);
+        if restart.is_some() {
+            c.state.status = Status::Restarting;
+        }
         let net = c.net.clone();
         c.net.sandbox.clear();
         c.net.endpoints.clear();
         c.net.ports.clear();
-        (c.clone(), net)
+        (c.clone(), net, restart)
     }) else {
         return;
     };
@@ -608,7 +616,7 @@ async fn record_exit(e: &Arc<Engine>, id: &str, status: Option<berth_shim::ExitS
     attrs.insert("exitCode".to_string(), code.to_string());
     e.events.container_with("die", &c, attrs);
     e.notify_exit(ExitNote { id: id.to_string(), exit_code: code, removed: false });
-    if let Some(delay) = restart_delay(&c, status.as_ref().map(|s| s.finished_at)) {
+    if let Some(delay) = restart {
         schedule_restart(Arc::clone(e), c.id.clone(), delay);
         return;
     }
