@@ -657,16 +657,25 @@ fn restart_delay(c: &Container, finished: Option<chrono::DateTime<chrono::Utc>>)
 }
 
 fn schedule_restart(e: Arc<Engine>, id: String, delay: Duration) {
+    // The exit's record write already made it `restarting`.
     tokio::spawn(async move {
-        let _ = e.containers.update(&id, |c| c.state.status = Status::Restarting);
         let mut stop = e.shutdown.subscribe();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let Ok(c) = e.containers.get(&id) else { return };
-        // `docker stop` or `rm` during the back-off wins.
-        if c.state.manually_stopped || c.state.status != Status::Restarting {
+        // `docker stop` or `rm` during the back-off wins; one that raced the exit itself
+        // leaves it `restarting` with the stop recorded: it settles as exited.
+        if c.state.manually_stopped {
+            let _ = e.containers.update(&id, |c| {
+                if c.state.status == Status::Restarting {
+                    c.state.status = Status::Exited;
+                }
+            });
+            return;
+        }
+        if c.state.status != Status::Restarting {
             return;
         }
         if let Err(err) = start_checked(&e, &id, true).await {
@@ -750,7 +759,19 @@ async fn stop_container(e: &Arc<Engine>, c: &Container, timeout: Option<i64>, si
         _ => libc::SIGTERM,
     };
     let timeout = timeout.or(c.config.stop_timeout).unwrap_or(10);
-    e.containers.update(&c.id, |c| c.state.manually_stopped = true)?;
+    // Recorded in one write with a look at the state: a container that exited since the
+    // caller read it (its exit came first) has nothing left to stop, and one its policy was
+    // about to bring back stays down.
+    let gone = e.containers.update(&c.id, |c| {
+        c.state.manually_stopped = true;
+        if c.state.status == Status::Restarting {
+            c.state.status = Status::Exited;
+        }
+        !matches!(c.state.status, Status::Running | Status::Paused)
+    })?;
+    if gone {
+        return Ok(());
+    }
     let wait_exit = |rx: &tokio::sync::broadcast::Receiver<ExitNote>| next_exit(rx.resubscribe(), c.id.clone(), false);
     if let Err(err) = client.kill(sig).await {
         tracing::debug!("stop signal: {err}");
