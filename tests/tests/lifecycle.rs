@@ -243,9 +243,14 @@ fn slow_attach_loses_nothing_and_a_stalled_one_is_cut_off_cleanly() {
 
     let flood = "p=$(printf '%0200d' 0); i=0; while :; do echo \"$i $p\"; i=$((i+1)); done";
     w.d.docker_ok(&["run", "-d", "--name", "flood", "--log-opt", "max-size=8m", "--log-opt", "max-file=2", &img, "sh", "-c", flood]);
-    let stalled = RawAttach::open(&w.d.socket(), "flood/attach?stream=1&stdout=1&stderr=1");
+    let mut stalled = RawAttach::open(&w.d.socket(), "flood/attach?stream=1&stdout=1&stderr=1");
     std::thread::sleep(Duration::from_secs(5));
-    let got = stalled.rest();
+    // Read to the end, which must come: a client that is never cut off would read forever.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stalled.fill() {
+        assert!(Instant::now() < deadline, "the stalled client was never cut off ({} bytes read)", stalled.buf.len());
+    }
+    let got = frames(&stalled.buf);
     let (notice, out): (Vec<_>, Vec<_>) = got.into_iter().partition(|(s, _)| *s == 2);
     assert_eq!(notice.len(), 1, "{notice:?}");
     assert!(notice[0].1.contains("fell more than 8 MiB behind") && notice[0].1.contains("disconnected"), "{notice:?}");
