@@ -18,6 +18,7 @@
 //! ```
 
 pub mod berthd;
+pub mod compat;
 pub mod evil;
 pub mod fixtures;
 pub mod http;

@@ -9,11 +9,11 @@
 //! known failure that passes is reported so the list can shrink.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_tests::berthd::tail;
+use berth_tests::compat::{parse_expected, say, Entry, Kind, Tally};
 use berth_tests::netns::command_in;
 use berth_tests::require_berthd;
 use berth_tests::world::World;
@@ -31,54 +31,6 @@ daemon:x:2:2:daemon:/sbin:/sbin/nologin\npostgres:x:70:70::/var/lib/postgresql:/
 nobody:x:65534:65534:nobody:/:/sbin/nologin\n";
 const ALPINE_GROUP: &str = "root:x:0:root\nbin:x:1:root,bin,daemon\ndaemon:x:2:root,bin,daemon\npostgres:x:70:\nnobody:x:65534:\n";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Not run: `--deselect` (node id prefix).
-    Deselect,
-    /// Runs and is expected to fail (or error in setup).
-    Fail,
-    /// Runs and may pass or fail (timing-dependent).
-    Flaky,
-    /// pytest itself skips it (skipif/xfail in docker-py).
-    Skip,
-}
-
-#[derive(Debug)]
-struct Entry {
-    kind: Kind,
-    id: String,
-    reason: String,
-}
-
-/// `<kind> <node id> -- <reason>`; `#` comments and blank lines ignored. Every entry needs a
-/// reason.
-fn parse_expected(text: &str) -> Vec<Entry> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (head, reason) = line
-            .split_once(" -- ")
-            .unwrap_or_else(|| panic!("expected.txt:{}: no ` -- reason`: {line}", n + 1));
-        let (kind, id) = head
-            .trim()
-            .split_once(' ')
-            .unwrap_or_else(|| panic!("expected.txt:{}: want `<kind> <id> -- <reason>`", n + 1));
-        let kind = match kind {
-            "deselect" => Kind::Deselect,
-            "fail" => Kind::Fail,
-            "flaky" => Kind::Flaky,
-            "skip" => Kind::Skip,
-            k => panic!("expected.txt:{}: unknown kind {k}", n + 1),
-        };
-        assert!(!reason.trim().is_empty(), "expected.txt:{}: empty reason", n + 1);
-        out.push(Entry { kind, id: id.trim().to_string(), reason: reason.trim().to_string() });
-    }
-    out
-}
-
 /// One line of `berth_outcomes.py`'s output.
 #[derive(Debug, serde::Deserialize)]
 struct Outcome {
@@ -95,11 +47,6 @@ fn compat_dir() -> PathBuf {
 /// committed).
 fn work_dir() -> PathBuf {
     berth_tests::workspace_root().join("target/docker-py")
-}
-
-/// Uncaptured output, so the summary shows in CI logs even when the test passes.
-fn say(s: &str) {
-    let _ = std::io::stderr().write_all(format!("{s}\n").as_bytes());
 }
 
 fn setup_venv() -> PathBuf {
@@ -188,9 +135,7 @@ fn run_pytest(w: &World, src: &Path, entries: &[Entry], outcomes: &Path, home: &
 #[test]
 fn docker_py_integration_suite() {
     require_berthd!();
-    let entries = parse_expected(
-        &std::fs::read_to_string(compat_dir().join("expected.txt")).expect("read expected.txt"),
-    );
+    let entries = parse_expected(&std::fs::read_to_string(compat_dir().join("expected.txt")).expect("read expected.txt"), false);
     let src = setup_venv();
     let w = World::start();
     seed_images(&w);
@@ -221,73 +166,39 @@ fn docker_py_integration_suite() {
         .filter(|e| e.kind != Kind::Deselect)
         .map(|e| (e.id.as_str(), e))
         .collect();
-    let (mut passed, mut known, mut skipped, mut deselected) = (0usize, 0usize, 0usize, 0usize);
-    let mut regressions = Vec::new();
-    let mut now_pass = Vec::new();
-    let mut unlisted_skips = Vec::new();
+    let mut tally = Tally::default();
     let mut seen = BTreeSet::new();
     for o in &outcomes {
         seen.insert(o.id.as_str());
-        let entry = listed.get(o.id.as_str()).map(|e| e.kind);
+        let entry = listed.get(o.id.as_str()).copied();
         match o.outcome.as_str() {
-            "deselected" => deselected += 1,
-            "passed" => {
-                passed += 1;
-                if let Some(e) = listed.get(o.id.as_str()).filter(|e| e.kind == Kind::Fail) {
-                    now_pass.push(format!("{} (listed: {})", o.id, e.reason));
-                }
-            }
-            "failed" => match entry {
-                Some(Kind::Fail) | Some(Kind::Flaky) => known += 1,
-                _ => regressions.push(format!("{}\n      {}", o.id, o.detail)),
-            },
-            "skipped" => {
-                skipped += 1;
-                if entry != Some(Kind::Skip) {
-                    unlisted_skips.push(format!("{} ({})", o.id, o.detail));
-                }
-            }
+            "deselected" => tally.deselected += 1,
+            "passed" => tally.pass(&o.id, entry),
+            "failed" => tally.fail(&o.id, &o.detail, entry),
+            "skipped" => tally.skip(&o.id, &o.detail, entry),
             other => panic!("unknown outcome {other} for {}", o.id),
         }
     }
     let stale: Vec<&str> = listed.keys().copied().filter(|id| !seen.contains(id)).collect();
-    let ran = passed + known + regressions.len() + skipped;
-    let rate = if ran == 0 { 0.0 } else { 100.0 * passed as f64 / ran as f64 };
-    let summary = format!(
-        "docker-py {VERSION}: {passed}/{ran} passed ({rate:.0}%), {known} known failures, {} unexpected failures, {skipped} skipped, {deselected} deselected ({secs:.0} s)",
-        regressions.len()
-    );
+    let summary = tally.summary(&format!("docker-py {VERSION}"), secs);
     say(&summary);
-    for id in &now_pass {
-        say(&format!("docker-py: known failure now PASSES (remove it from tests/compat/docker-py/expected.txt): {id}"));
-    }
+    tally.report_now_passing("docker-py", "tests/compat/docker-py/expected.txt");
     for id in &stale {
         say(&format!("docker-py: expected.txt lists a test that did not run: {id}"));
     }
     // The whole picture for whoever updates expected.txt.
     let _ = std::fs::write(work_dir().join("last-outcomes.jsonl"), &text);
-    assert!(ran > 0, "no docker-py test ran:\n{}", tail(&log, 80));
-    assert!(
-        regressions.is_empty() && unlisted_skips.is_empty(),
-        "{summary}\nunexpected failures ({}):\n  {}\nskips not listed in expected.txt ({}):\n  {}\n--- pytest tail:\n{}\n--- berthd log tail:\n{}",
-        regressions.len(),
-        regressions.join("\n  "),
-        unlisted_skips.len(),
-        unlisted_skips.join("\n  "),
-        tail(&log, 60),
-        tail(&w.d.log(), 60)
-    );
+    assert!(tally.ran() > 0, "no docker-py test ran:\n{}", tail(&log, 80));
+    tally.check(&summary, &format!("--- pytest tail:\n{}\n--- berthd log tail:\n{}", tail(&log, 60), tail(&w.d.log(), 60)));
 }
 
 #[test]
 fn expected_list_is_well_formed() {
-    let entries = parse_expected(
-        &std::fs::read_to_string(compat_dir().join("expected.txt")).expect("read expected.txt"),
-    );
+    let entries = parse_expected(&std::fs::read_to_string(compat_dir().join("expected.txt")).expect("read expected.txt"), false);
     let mut ids = BTreeSet::new();
     for e in &entries {
         assert!(e.id.starts_with("tests/integration/"), "{e:?}");
         assert!(ids.insert(e.id.as_str()), "listed twice: {}", e.id);
     }
-    assert!(matches!(parse_expected("fail a::b -- why")[0].kind, Kind::Fail));
+    assert!(matches!(parse_expected("fail a::b -- why", false)[0].kind, Kind::Fail));
 }

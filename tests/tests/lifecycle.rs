@@ -113,6 +113,16 @@ impl RawAttach {
     }
 }
 
+/// An empty host file named `go` (and the directory that holds it): `docker cp` it to
+/// `/tmp/go` to release a container script waiting for it.
+fn go_file() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    std::fs::write(&go, "").unwrap();
+    let go = go.display().to_string();
+    (dir, go)
+}
+
 /// (stream, payload) frames of Docker's multiplexed stream (complete ones only).
 fn frames(mut b: &[u8]) -> Vec<(u8, String)> {
     let mut out = Vec::new();
@@ -152,10 +162,7 @@ fn attach_replays_logs_then_streams() {
     require_berthd!();
     let w = World::start();
     let img = w.pulled("busybox:latest");
-    let go_dir = tempfile::tempdir().unwrap();
-    let go = go_dir.path().join("go");
-    std::fs::write(&go, "").unwrap();
-    let go = go.display().to_string();
+    let (_go_dir, go) = go_file();
     let script = "echo early; echo oops >&2; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo late";
     w.d.docker_ok(&["run", "-d", "--name", "talk", &img, "sh", "-c", script]);
     wait_logged(&w.d, "talk", &["early", "oops"]);
@@ -219,10 +226,7 @@ fn slow_attach_loses_nothing_and_a_stalled_one_is_cut_off_cleanly() {
     require_berthd!();
     let w = World::start();
     let img = w.pulled("busybox:latest");
-    let go_dir = tempfile::tempdir().unwrap();
-    let go = go_dir.path().join("go");
-    std::fs::write(&go, "").unwrap();
-    let go = go.display().to_string();
+    let (_go_dir, go) = go_file();
     w.d.docker_ok(&["run", "-d", "--name", "burst", &img, "sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; seq 1 100000; sleep 600"]);
     let mut a = RawAttach::open(&w.d.socket(), "burst/attach?stream=1&stdout=1");
     w.d.docker_ok(&["cp", &go, "burst:/tmp/go"]);

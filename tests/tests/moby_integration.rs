@@ -27,6 +27,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use berth_tests::berthd::tail;
+use berth_tests::compat::{parse_expected, say, Entry, Kind, Tally};
 use berth_tests::netns::command_in;
 use berth_tests::require_berthd;
 use berth_tests::world::World;
@@ -46,59 +47,6 @@ const FROZEN: &[&str] = &["busybox:latest", "busybox:glibc", "hello-world:frozen
 /// Per-test limit: the slowest tests here take about 10 s (health checks, stop timeouts); a
 /// hang fails alone after this.
 const TEST_TIMEOUT: &str = "180s";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Not run at all.
-    Deselect,
-    /// Runs and is expected to fail; a pass is reported.
-    Fail,
-    /// Runs; either outcome accepted.
-    Flaky,
-    /// moby skips it itself (`skip.If` / `t.Skip`); the reason says why that is right here.
-    Skip,
-    /// Run with the daemon declared local (no `DOCKER_REMOTE_DAEMON`): the test inspects the
-    /// daemon's host (which is this machine) and starts no dockerd of its own. May be listed
-    /// once more with another kind.
-    Local,
-}
-
-#[derive(Debug)]
-struct Entry {
-    kind: Kind,
-    id: String,
-    reason: String,
-}
-
-/// `<kind> <pkg>/<TestName> -- <reason>`; `#` comments and blank lines ignored. Every entry
-/// needs a reason.
-fn parse_expected(text: &str) -> Vec<Entry> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (head, reason) = line
-            .split_once(" -- ")
-            .unwrap_or_else(|| panic!("expected.txt:{}: no ` -- reason`: {line}", n + 1));
-        let (kind, id) = head
-            .trim()
-            .split_once(' ')
-            .unwrap_or_else(|| panic!("expected.txt:{}: want `<kind> <pkg>/<Test> -- <reason>`", n + 1));
-        let kind = match kind {
-            "deselect" => Kind::Deselect,
-            "fail" => Kind::Fail,
-            "flaky" => Kind::Flaky,
-            "skip" => Kind::Skip,
-            "local" => Kind::Local,
-            k => panic!("expected.txt:{}: unknown kind {k}", n + 1),
-        };
-        assert!(!reason.trim().is_empty(), "expected.txt:{}: empty reason", n + 1);
-        out.push(Entry { kind, id: id.trim().to_string(), reason: reason.trim().to_string() });
-    }
-    out
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
@@ -157,11 +105,6 @@ fn compat_dir() -> PathBuf {
 /// committed).
 fn work_dir() -> PathBuf {
     berth_tests::workspace_root().join("target/moby")
-}
-
-/// Uncaptured output, so the summary shows in CI logs even when the test passes.
-fn say(s: &str) {
-    let _ = std::io::stderr().write_all(format!("{s}\n").as_bytes());
 }
 
 fn setup() {
@@ -285,9 +228,7 @@ fn run_one(w: &World, pkg: &str, name: &str, home: &Path, local: bool, log: &mut
 #[test]
 fn moby_integration_suite() {
     require_berthd!();
-    let entries = parse_expected(
-        &std::fs::read_to_string(compat_dir().join("expected.txt")).expect("read expected.txt"),
-    );
+    let entries = parse_expected(&std::fs::read_to_string(compat_dir().join("expected.txt")).expect("read expected.txt"), true);
     let by_id: BTreeMap<&str, &Entry> =
         entries.iter().filter(|e| e.kind != Kind::Local).map(|e| (e.id.as_str(), e)).collect();
     let local: BTreeSet<&str> = entries.iter().filter(|e| e.kind == Kind::Local).map(|e| e.id.as_str()).collect();
@@ -302,10 +243,7 @@ fn moby_integration_suite() {
     let only = std::env::var("BERTH_MOBY_ONLY").ok();
 
     let t = Instant::now();
-    let (mut passed, mut known, mut skipped, mut deselected) = (0usize, 0usize, 0usize, 0usize);
-    let mut regressions = Vec::new();
-    let mut unlisted_skips = Vec::new();
-    let mut now_pass = Vec::new();
+    let mut tally = Tally::default();
     let mut seen = BTreeSet::new();
     let mut record = String::new();
     let mut slow = Vec::new();
@@ -318,51 +256,30 @@ fn moby_integration_suite() {
             }
             let entry = by_id.get(id.as_str()).copied();
             if entry.map(|e| e.kind) == Some(Kind::Deselect) {
-                deselected += 1;
+                tally.deselected += 1;
                 record.push_str(&format!("deselected {id}\n"));
                 continue;
             }
             let (outcome, secs) = run_one(&w, pkg, &name, &home, local.contains(id.as_str()), &mut log);
             slow.push((secs, id.clone()));
             match &outcome {
-                Outcome::Pass => {
-                    passed += 1;
-                    if let Some(e) = entry.filter(|e| e.kind == Kind::Fail) {
-                        now_pass.push(format!("{id} (listed: {})", e.reason));
-                    }
-                }
-                Outcome::Fail(detail) => match entry.map(|e| e.kind) {
-                    Some(Kind::Fail) | Some(Kind::Flaky) => known += 1,
-                    _ => regressions.push(format!("{id}\n      {detail}")),
-                },
-                Outcome::Skip(detail) => {
-                    skipped += 1;
-                    if entry.map(|e| e.kind) != Some(Kind::Skip) {
-                        unlisted_skips.push(format!("{id} ({detail})"));
-                    }
-                }
+                Outcome::Pass => tally.pass(&id, entry),
+                Outcome::Fail(detail) => tally.fail(&id, detail, entry),
+                Outcome::Skip(detail) => tally.skip(&id, detail, entry),
             }
             record.push_str(&format!("{outcome:?} {id} {secs:.1}s\n"));
         }
     }
     let secs = t.elapsed().as_secs_f64();
     let _ = std::fs::write(work_dir().join("last-outcomes.txt"), &record);
-    let ran = passed + known + regressions.len() + skipped;
-    let rate = if ran == 0 { 0.0 } else { 100.0 * passed as f64 / ran as f64 };
-    let summary = format!(
-        "moby integration 20.10.24 ({}): {passed}/{ran} passed ({rate:.0}%), {known} known failures, {} unexpected failures, {skipped} skipped, {deselected} deselected ({secs:.0} s)",
-        PACKAGES.join(", "),
-        regressions.len()
-    );
+    let summary = tally.summary(&format!("moby integration 20.10.24 ({})", PACKAGES.join(", ")), secs);
     say(&summary);
     slow.sort_by(|a, b| b.0.total_cmp(&a.0));
     say(&format!(
         "moby: slowest: {}",
         slow.iter().take(5).map(|(s, id)| format!("{id} {s:.0}s")).collect::<Vec<_>>().join(", ")
     ));
-    for id in &now_pass {
-        say(&format!("moby: known failure now PASSES (remove it from tests/compat/moby/expected.txt): {id}"));
-    }
+    tally.report_now_passing("moby", "tests/compat/moby/expected.txt");
     if only.is_none() {
         for e in &entries {
             if !seen.contains(&e.id) {
@@ -370,24 +287,13 @@ fn moby_integration_suite() {
             }
         }
     }
-    assert!(ran > 0, "no moby integration test ran; see {}", log_path.display());
-    assert!(
-        regressions.is_empty() && unlisted_skips.is_empty(),
-        "{summary}\nunexpected failures ({}):\n  {}\nskips not listed in expected.txt ({}):\n  {}\n(full output: {})\n--- berthd log tail:\n{}",
-        regressions.len(),
-        regressions.join("\n  "),
-        unlisted_skips.len(),
-        unlisted_skips.join("\n  "),
-        log_path.display(),
-        tail(&w.d.log(), 40)
-    );
+    assert!(tally.ran() > 0, "no moby integration test ran; see {}", log_path.display());
+    tally.check(&summary, &format!("(full output: {})\n--- berthd log tail:\n{}", log_path.display(), tail(&w.d.log(), 40)));
 }
 
 #[test]
 fn expected_list_is_well_formed() {
-    let entries = parse_expected(
-        &std::fs::read_to_string(compat_dir().join("expected.txt")).expect("read expected.txt"),
-    );
+    let entries = parse_expected(&std::fs::read_to_string(compat_dir().join("expected.txt")).expect("read expected.txt"), true);
     let mut ids = BTreeSet::new();
     for e in &entries {
         let (pkg, name) = e.id.split_once('/').unwrap_or_else(|| panic!("{e:?}: want <pkg>/<Test>"));
