@@ -255,10 +255,7 @@ fn limits_are_enforced() {
     ]);
     let id = id.trim();
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let v1 = format!("/sys/fs/cgroup/pids/berth/{id}/pids.current");
-    let v2 = format!("/sys/fs/cgroup/berth/{id}/pids.current");
-    let current = std::fs::read_to_string(&v1).or_else(|_| std::fs::read_to_string(&v2)).expect("pids.current of the container");
-    let n: i64 = current.trim().parse().unwrap();
+    let n: i64 = cgroup_file(id, "pids.current", ("pids", "pids.current")).parse().unwrap();
     assert!((2..=20).contains(&n), "pids.current = {n}");
     let logs = w.d.docker(&["logs", id]);
     assert!(logs.stderr.contains("can't fork") || logs.stderr.contains("Resource temporarily unavailable"), "{logs:?}");

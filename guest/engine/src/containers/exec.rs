@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 use super::lifecycle::paths;
-use super::store::Status;
+use super::store::{Container, Status};
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::http_util::{full, json, ok_json, status_only, Body, Query};
@@ -197,10 +197,7 @@ pub async fn start(e: &Arc<Engine>, id: &str, mut req: Request<Incoming>) -> Res
                 r.running = false;
                 r.exit_code = Some(code);
             });
-            let mut attrs = HashMap::new();
-            attrs.insert("execID".to_string(), id.to_string());
-            attrs.insert("exitCode".to_string(), code.to_string());
-            e.events.container_with("exec_die", &c, attrs);
+            announce_exit(e, &c, id, code);
             let raw = rec.tty && body.tty;
             let msg = format!("{m}\r\n").into_bytes();
             let msg = if raw { msg } else { berth_shim::frame(1, &msg) };
@@ -297,11 +294,16 @@ async fn finish(e: &Arc<Engine>, id: &str) {
         r.exit_code = Some(code);
     });
     if let Ok(c) = e.containers.get(&rec.container_id) {
-        let mut attrs = HashMap::new();
-        attrs.insert("execID".to_string(), id.to_string());
-        attrs.insert("exitCode".to_string(), code.to_string());
-        e.events.container_with("exec_die", &c, attrs);
+        announce_exit(e, &c, id, code);
     }
+}
+
+/// Docker's `exec_die` event of exec `id` in container `c`.
+fn announce_exit(e: &Engine, c: &Container, id: &str, code: i64) {
+    let mut attrs = HashMap::new();
+    attrs.insert("execID".to_string(), id.to_string());
+    attrs.insert("exitCode".to_string(), code.to_string());
+    e.events.container_with("exec_die", c, attrs);
 }
 
 /// GET /exec/{id}/json

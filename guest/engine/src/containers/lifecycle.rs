@@ -205,9 +205,6 @@ fn ensure_working_dir(rootfs: &std::path::Path, cwd: &str) -> Result<(), ApiErro
 /// Where `--init` puts the init inside the container (Docker's path).
 pub const INIT_PATH: &str = "/sbin/docker-init";
 
-/// The init binary for `--init`: `BERTH_INIT`, else a static tini (Debian's `tini` package
-/// ships `/usr/bin/tini-static`; `docker.io` ships it as docker-init). It must be static: it
-/// runs inside the container's rootfs, which has none of the host's libraries.
 /// The cgroup limits of a HostConfig as a spec (everything else default): what the runtime
 /// applies at start and what `docker update` re-applies.
 pub(crate) fn limits_spec(h: &bollard_stubs::models::HostConfig) -> ContainerSpec {
@@ -224,6 +221,9 @@ pub(crate) fn limits_spec(h: &bollard_stubs::models::HostConfig) -> ContainerSpe
     }
 }
 
+/// The init binary for `--init`: `BERTH_INIT`, else a static tini (Debian's `tini` package
+/// ships `/usr/bin/tini-static`; `docker.io` ships it as docker-init). It must be static: it
+/// runs inside the container's rootfs, which has none of the host's libraries.
 pub fn init_binary() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("BERTH_INIT") {
         return Some(p.into());

@@ -1,8 +1,8 @@
 //! `HostConfig.LogConfig` (`docker run --log-driver/--log-opt`): the rotation limits of a
 //! container's log file. The shim always writes Docker's json-file format, so `json-file` and
 //! `local` (and no driver at all) are accepted, and `none` keeps no log file; other drivers
-//! are refused at create instead of being silently ignored. Rotation is on by default (20 MB × 5, like Docker's `local`
-//! driver), because Desktop users never tune daemon.json.
+//! are refused at create instead of being silently ignored. Rotation is on by default (20 MB
+//! × 5, like Docker's `local` driver), because Desktop users never tune daemon.json.
 
 use bollard_stubs::models::HostConfig;
 

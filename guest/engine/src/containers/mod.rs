@@ -399,12 +399,18 @@ pub fn validate_config(c: &ContainerConfig) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Docker's floor for a memory limit (create and update alike).
+pub(crate) fn check_memory_limit(bytes: i64) -> Result<(), ApiError> {
+    if bytes < 6 * 1024 * 1024 {
+        return Err(ApiError::bad("Minimum memory limit allowed is 6MB"));
+    }
+    Ok(())
+}
+
 /// Refuse what Berth cannot honour yet, clearly, instead of silently ignoring it.
 pub fn validate_host_config(h: &HostConfig) -> Result<(), ApiError> {
-    if let Some(m) = h.memory {
-        if m != 0 && m < 6 * 1024 * 1024 {
-            return Err(ApiError::bad("Minimum memory limit allowed is 6MB"));
-        }
+    if let Some(m) = h.memory.filter(|m| *m != 0) {
+        check_memory_limit(m)?;
     }
     for target in h.tmpfs.iter().flat_map(|t| t.keys()) {
         if !target.starts_with('/') {

@@ -37,9 +37,7 @@ pub fn merge(h: &mut HostConfig, u: &UpdateBody) -> Result<(), ApiError> {
         return Err(ApiError::bad("Conflicting options: CPU Quota cannot be updated as NanoCPUs has already been set"));
     }
     if let Some(m) = set(r.memory) {
-        if m < 6 * 1024 * 1024 {
-            return Err(ApiError::bad("Minimum memory limit allowed is 6MB"));
-        }
+        super::check_memory_limit(m)?;
         if let Some(swap) = set(h.memory_swap).filter(|s| *s > 0) {
             if m > swap && set(r.memory_swap).is_none() {
                 return Err(ApiError::bad("Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time"));
